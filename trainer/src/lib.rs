@@ -1,0 +1,1 @@
+//! ldm-trainer: data pipeline, layers with forward and backward passes, losses, training loops.

@@ -1,0 +1,32 @@
+//! ldm-weights: the frozen weight blob shared by the trainer and the runtime.
+//!
+//! A blob is one little-endian file: magic + format version, a bincode-2 header (model configs,
+//! scheduler, scale factor, latent shape, output geometry, provenance, tensor table), the tensor
+//! data (each tensor 256-byte aligned), and a checksum. `FORMAT.md` beside this crate is the spec.
+//! The reader validates everything before it trusts anything.
+//!
+//! Tensor names are the MONAI Generative 0.2.3 state-dict keys, prefixed by the network:
+//! `autoencoder.decoder.blocks.0.conv.weight`, `unet.down_blocks.1.attentions.0.to_q.weight`, ...
+//! `names::expected_tensors` lists exactly which tensors (name and shape) a config requires.
+
+pub mod config;
+
+pub use config::*;
+
+/// Element type of a stored tensor. Computation is always f32 on the CPU; f16/bf16 halve storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+}
