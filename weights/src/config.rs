@@ -62,7 +62,9 @@ pub struct UnetConfig {
 }
 
 /// Beta schedule of the noise scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BetaSchedule {
     /// `linspace(beta_start, beta_end, T)`.
@@ -72,7 +74,9 @@ pub enum BetaSchedule {
 }
 
 /// Which sampler a model is meant to run with by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SamplerKind {
     Ddim,
@@ -108,7 +112,9 @@ pub struct OutputGeometry {
 }
 
 /// Where a blob came from.
-#[derive(Debug, Clone, PartialEq, Default, bincode::Encode, bincode::Decode, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Default, bincode::Encode, bincode::Decode, Serialize, Deserialize,
+)]
 pub struct Provenance {
     /// Program and version that wrote the blob, e.g. "brats-ldm 0.1.0 convert".
     pub producer: String,

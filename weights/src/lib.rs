@@ -10,11 +10,23 @@
 //! `names::expected_tensors` lists exactly which tensors (name and shape) a config requires.
 
 pub mod config;
+pub mod names;
 
 pub use config::*;
+pub use names::{expected_tensors, parameter_counts, ParamCounts, TensorSpec};
 
 /// Element type of a stored tensor. Computation is always f32 on the CPU; f16/bf16 halve storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    bincode::Encode,
+    bincode::Decode,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DType {
     F32,
