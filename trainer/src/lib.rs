@@ -1,1 +1,5 @@
 //! ldm-trainer: data pipeline, layers with forward and backward passes, losses, training loops.
+
+pub mod data;
+pub mod layers;
+pub mod params;
