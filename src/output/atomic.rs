@@ -1,0 +1,124 @@
+//! Crash-safe file creation: write to a hidden temporary file in the destination directory,
+//! flush it to disk, then rename it over the final name, so a file under its final name is
+//! always complete. A killed job leaves at most `.NAME.PID.tmp` files behind, which
+//! `remove_stale_temps` deletes on the next run.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Creates `dir/name` atomically with the bytes `fill` writes. On any error the temporary file
+/// is removed and the final name is untouched.
+pub fn write_atomic<F>(dir: &Path, name: &str, fill: F) -> std::io::Result<PathBuf>
+where
+    F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
+{
+    let tmp = temp_path(dir, name);
+    let result = (|| {
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        fill(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let dest = dir.join(name);
+        fs::rename(&tmp, &dest)?;
+        // Make the rename itself durable; some filesystems refuse to fsync a directory.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes temporary files that an interrupted run left for `name` (any process id).
+pub fn remove_stale_temps(dir: &Path, name: &str) -> std::io::Result<usize> {
+    let prefix = format!(".{name}.");
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(s) = file_name.to_str() else {
+            continue;
+        };
+        if let Some(rest) = s.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) {
+            if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Checks early that files can be created in `dir` (creating the directory if needed), so that
+/// an unwritable destination fails before any expensive work.
+pub fn ensure_writable_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".brats-ldm-write-probe.{}.tmp", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)?;
+    fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_atomically_and_cleans_up_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_atomic(dir.path(), "a.bin", |w| w.write_all(b"hello")).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"hello");
+        let err = write_atomic(dir.path(), "b.bin", |w| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(err.is_err());
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["a.bin".to_string()]);
+    }
+
+    #[test]
+    fn stale_temps_of_one_name_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [
+            ".x.nii.gz.123.tmp",
+            ".x.nii.gz.9.tmp",
+            ".x.nii.gz.tmp",
+            ".y.nii.gz.5.tmp",
+            "x.nii.gz",
+        ] {
+            fs::write(dir.path().join(n), b"").unwrap();
+        }
+        assert_eq!(remove_stale_temps(dir.path(), "x.nii.gz").unwrap(), 2);
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![".x.nii.gz.tmp", ".y.nii.gz.5.tmp", "x.nii.gz"]);
+    }
+
+    #[test]
+    fn a_file_in_the_way_makes_the_directory_unwritable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"").unwrap();
+        assert!(ensure_writable_dir(&file.join("sub")).is_err());
+        assert!(ensure_writable_dir(&dir.path().join("new/deeper")).is_ok());
+    }
+}
