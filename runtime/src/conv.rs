@@ -1,0 +1,318 @@
+//! 3-D convolution as an implicit GEMM: output `[Cout, P]` = packed weights `[Cout, Cin*k^3]` x
+//! a virtual im2col matrix that is never materialised; each `KC x NC` block of it is packed straight
+//! from the input volume (optionally nearest-x2-upsampled on the fly). Tasks split the output into
+//! (column block, row block) tiles, so results do not depend on the thread count.
+
+use crate::gemm::{microkernel, PackedA, KC, MR, NR};
+use crate::pool::Pool;
+
+/// Columns per packed B block.
+pub const NC: usize = 512;
+
+/// Shape of one convolution. The input volume `[cin, din, hin, win]` is first upsampled by
+/// `2^up` (nearest), then convolved with a `k^3` kernel at `stride` with zero padding `pad`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub cin: usize,
+    pub din: usize,
+    pub hin: usize,
+    pub win: usize,
+    pub up: u32,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub cout: usize,
+}
+
+impl ConvGeom {
+    pub fn virt(&self) -> [usize; 3] {
+        [self.din << self.up, self.hin << self.up, self.win << self.up]
+    }
+    pub fn out_dims(&self) -> [usize; 3] {
+        let v = self.virt();
+        let f = |n: usize| (n + 2 * self.pad - self.k) / self.stride + 1;
+        [f(v[0]), f(v[1]), f(v[2])]
+    }
+    pub fn kdim(&self) -> usize {
+        self.cin * self.k * self.k * self.k
+    }
+    pub fn flops(&self) -> f64 {
+        let o = self.out_dims();
+        2.0 * (self.cout * self.kdim()) as f64 * (o[0] * o[1] * o[2]) as f64
+    }
+}
+
+/// How the output tile is initialised before the products are accumulated.
+#[derive(Clone, Copy)]
+pub enum Init<'a> {
+    /// `C = bias`.
+    Bias,
+    /// `C = bias + residual` (residual laid out like C).
+    BiasResidual(&'a [f32]),
+    /// `C += bias` (C already holds e.g. a shortcut branch).
+    Accumulate,
+}
+
+/// The input of one call: planes `z0 .. z0 + planes` of the (pre-upsample) input depth.
+pub struct ConvInput<'a> {
+    pub data: &'a [f32],
+    pub z0: usize,
+    pub planes: usize,
+}
+
+/// Per-thread pack buffer length in floats.
+pub fn pack_len() -> usize {
+    KC * NC
+}
+
+/// Raw output pointer shared by tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32, usize);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    /// SAFETY: callers write disjoint ranges.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0, self.1)
+    }
+}
+
+/// Workspace pointer: one `pack_len()` slice per thread.
+#[derive(Clone, Copy)]
+pub struct PackWs(pub *mut f32, pub usize);
+unsafe impl Send for PackWs {}
+unsafe impl Sync for PackWs {}
+impl PackWs {
+    /// The pack slice of thread `tid`. SAFETY: one thread per `tid`.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn thread_slice(&self, tid: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(tid * len), len)
+    }
+}
+
+/// Computes output planes `od0..od1` of the convolution into `out` (`[cout, P_total]`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    pool: &Pool,
+    g: &ConvGeom,
+    w: &PackedA,
+    bias: &[f32],
+    input: &ConvInput,
+    od0: usize,
+    od1: usize,
+    out: &mut [f32],
+    init: Init,
+    ws: PackWs,
+) {
+    let o = g.out_dims();
+    let plane = o[1] * o[2];
+    let p_total = o[0] * plane;
+    debug_assert_eq!(out.len(), g.cout * p_total);
+    debug_assert!(ws.1 >= pool.threads() * pack_len());
+    let n0 = od0 * plane;
+    let n = (od1 - od0) * plane;
+    if n == 0 {
+        return;
+    }
+    let m = g.cout;
+    let k = g.kdim();
+    let n_blocks = n.div_ceil(NC);
+    let m_panels = m.div_ceil(MR);
+    // Split rows only when there are too few column blocks to feed every thread.
+    let want = 4 * pool.threads();
+    let m_split = if n_blocks >= want { 1 } else { (want / n_blocks).clamp(1, m_panels) };
+    let panels_per = m_panels.div_ceil(m_split);
+    let m_blocks = m_panels.div_ceil(panels_per);
+    let outp = OutPtr(out.as_mut_ptr(), out.len());
+    let tasks = n_blocks * m_blocks;
+    pool.for_each(tasks, &|task, tid| {
+        let nb = task / m_blocks;
+        let mb = task % m_blocks;
+        let c_begin = n0 + nb * NC;
+        let nc = NC.min(n0 + n - c_begin);
+        let p_begin = mb * panels_per;
+        let p_end = (p_begin + panels_per).min(m_panels);
+        // SAFETY: each thread owns its pack slice; tasks write disjoint (row, column) tiles.
+        let pack = unsafe { ws.thread_slice(tid, pack_len()) };
+        let outs = unsafe { outp.slice() };
+        let r_begin = p_begin * MR;
+        let r_end = (p_end * MR).min(m);
+        for r in r_begin..r_end {
+            let row = &mut outs[r * p_total + c_begin..r * p_total + c_begin + nc];
+            let b = bias[r];
+            match init {
+                Init::Bias => row.fill(b),
+                Init::BiasResidual(res) => {
+                    let rr = &res[r * p_total + c_begin..r * p_total + c_begin + nc];
+                    for (y, &x) in row.iter_mut().zip(rr) {
+                        *y = x + b;
+                    }
+                }
+                Init::Accumulate => row.iter_mut().for_each(|y| *y += b),
+            }
+        }
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            pack_b(g, input, k0, kc, c_begin, nc, o, pack);
+            let panels_n = nc.div_ceil(NR);
+            for jp in 0..panels_n {
+                let bpanel = &pack[jp * kc * NR..(jp + 1) * kc * NR];
+                let col = c_begin + jp * NR;
+                let cols = NR.min(c_begin + nc - col);
+                for p in p_begin..p_end {
+                    let rows = MR.min(m - p * MR);
+                    let a = w.panel(k0, kc, p);
+                    let cstart = p * MR * p_total + col;
+                    microkernel(kc, rows, a, bpanel, &mut outs[cstart..], p_total, cols);
+                }
+            }
+            k0 += kc;
+        }
+    });
+}
+
+/// Packs rows `k0..k0+kc` and columns `c0..c0+nc` of the virtual im2col matrix into NR panels:
+/// `dst[(j / NR) * kc * NR + kk * NR + j % NR]`, zero-padded to whole panels.
+#[allow(clippy::too_many_arguments)]
+fn pack_b(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
+    let (ho, wo) = (o[1], o[2]);
+    let plane_o = ho * wo;
+    let v = g.virt();
+    let (vd, vh, vw) = (v[0] as isize, v[1] as isize, v[2] as isize);
+    let in_plane = g.hin * g.win;
+    let in_chan = input.planes * in_plane;
+    let kk3 = g.k * g.k * g.k;
+    let k2 = g.k * g.k;
+    let (s, pad, up) = (g.stride as isize, g.pad as isize, g.up);
+    let panels = nc.div_ceil(NR);
+    let mut j = 0usize;
+    while j < nc {
+        let col = c0 + j;
+        let od = col / plane_o;
+        let rem = col % plane_o;
+        let oh = rem / wo;
+        let ow = rem % wo;
+        let lane = j % NR;
+        let seg = (wo - ow).min(NR - lane).min(nc - j);
+        let panel_base = (j / NR) * kc * NR + lane;
+        let (mut ci, mut t) = ((k0 / kk3), k0 % kk3);
+        for kk in 0..kc {
+            let kd = t / k2;
+            let kh = (t / g.k) % g.k;
+            let kw = t % g.k;
+            let d = &mut dst[panel_base + kk * NR..panel_base + kk * NR + seg];
+            let zd = od as isize * s + kd as isize - pad;
+            let zh = oh as isize * s + kh as isize - pad;
+            if zd < 0 || zd >= vd || zh < 0 || zh >= vh {
+                d.fill(0.0);
+            } else {
+                let sd = (zd >> up) as usize - input.z0;
+                let sh = (zh >> up) as usize;
+                let row = &input.data[ci * in_chan + sd * in_plane + sh * g.win..][..g.win];
+                let zw0 = ow as isize * s + kw as isize - pad;
+                if s == 1 && up == 0 {
+                    // Contiguous run with zero borders.
+                    let lo = (-zw0).clamp(0, seg as isize) as usize;
+                    let hi = (vw - zw0).clamp(0, seg as isize) as usize;
+                    d[..lo].fill(0.0);
+                    if hi > lo {
+                        let src0 = (zw0 + lo as isize) as usize;
+                        d[lo..hi].copy_from_slice(&row[src0..src0 + hi - lo]);
+                    }
+                    if hi < seg {
+                        d[hi.max(lo)..].fill(0.0);
+                    }
+                } else {
+                    for (i, x) in d.iter_mut().enumerate() {
+                        let zw = zw0 + i as isize * s;
+                        *x = if zw < 0 || zw >= vw { 0.0 } else { row[(zw >> up) as usize] };
+                    }
+                }
+            }
+            t += 1;
+            if t == kk3 {
+                t = 0;
+                ci += 1;
+            }
+        }
+        j += seg;
+    }
+    // Zero the padding columns of the last panel.
+    let tail = panels * NR - nc;
+    if tail > 0 {
+        let base = (panels - 1) * kc * NR;
+        for kk in 0..kc {
+            dst[base + kk * NR + NR - tail..base + kk * NR + NR].fill(0.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+        let o = g.out_dims();
+        let v = g.virt();
+        let mut y = vec![0f32; g.cout * o[0] * o[1] * o[2]];
+        for co in 0..g.cout {
+            for od in 0..o[0] {
+                for oh in 0..o[1] {
+                    for ow in 0..o[2] {
+                        let mut acc = b[co] as f64;
+                        for ci in 0..g.cin {
+                            for kd in 0..g.k {
+                                for kh in 0..g.k {
+                                    for kw in 0..g.k {
+                                        let zd = (od * g.stride + kd) as isize - g.pad as isize;
+                                        let zh = (oh * g.stride + kh) as isize - g.pad as isize;
+                                        let zw = (ow * g.stride + kw) as isize - g.pad as isize;
+                                        if zd < 0 || zh < 0 || zw < 0 || zd >= v[0] as isize || zh >= v[1] as isize || zw >= v[2] as isize {
+                                            continue;
+                                        }
+                                        let (sd, sh, sw) = ((zd >> g.up) as usize, (zh >> g.up) as usize, (zw >> g.up) as usize);
+                                        let xi = ((ci * g.din + sd) * g.hin + sh) * g.win + sw;
+                                        let wi = (((co * g.cin + ci) * g.k + kd) * g.k + kh) * g.k + kw;
+                                        acc += (x[xi] * w[wi]) as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y[((co * o[0] + od) * o[1] + oh) * o[2] + ow] = acc as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn implicit_gemm_matches_direct_convolution() {
+        crate::gemm::init();
+        let pool = Pool::new(2).unwrap();
+        let cases = [
+            ConvGeom { cin: 5, din: 4, hin: 6, win: 37, up: 0, k: 3, stride: 1, pad: 1, cout: 14 },
+            ConvGeom { cin: 3, din: 3, hin: 5, win: 4, up: 1, k: 3, stride: 1, pad: 1, cout: 13 },
+            ConvGeom { cin: 4, din: 6, hin: 5, win: 7, up: 0, k: 3, stride: 2, pad: 1, cout: 5 },
+            ConvGeom { cin: 40, din: 2, hin: 3, win: 5, up: 0, k: 1, stride: 1, pad: 0, cout: 1 },
+        ];
+        for g in cases {
+            let xs = g.cin * g.din * g.hin * g.win;
+            let x: Vec<f32> = (0..xs).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+            let w: Vec<f32> = (0..g.cout * g.kdim()).map(|i| ((i * 7 % 23) as f32 - 11.0) / 20.0).collect();
+            let b: Vec<f32> = (0..g.cout).map(|i| i as f32 * 0.1).collect();
+            let pa = PackedA::pack(&w, g.cout, g.kdim());
+            let o = g.out_dims();
+            let mut y = vec![0f32; g.cout * o[0] * o[1] * o[2]];
+            let mut ws = vec![0f32; 2 * pack_len()];
+            let input = ConvInput { data: &x, z0: 0, planes: g.din };
+            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()));
+            let want = naive(&g, &x, &w, &b);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{g:?} at {i}: {a} vs {b}");
+            }
+        }
+    }
+}
