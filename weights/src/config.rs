@@ -62,9 +62,7 @@ pub struct UnetConfig {
 }
 
 /// Beta schedule of the noise scheduler.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BetaSchedule {
     /// `linspace(beta_start, beta_end, T)`.
@@ -74,9 +72,7 @@ pub enum BetaSchedule {
 }
 
 /// Which sampler a model is meant to run with by default.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SamplerKind {
     Ddim,
@@ -112,9 +108,7 @@ pub struct OutputGeometry {
 }
 
 /// Where a blob came from.
-#[derive(
-    Debug, Clone, PartialEq, Default, bincode::Encode, bincode::Decode, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Default, bincode::Encode, bincode::Decode, Serialize, Deserialize)]
 pub struct Provenance {
     /// Program and version that wrote the blob, e.g. "brats-ldm 0.1.0 convert".
     pub producer: String,
@@ -198,6 +192,23 @@ impl SchedulerConfig {
             clip_sample: true,
             default_sampler: SamplerKind::Ddim,
             default_steps: 50,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The bundle's full model: decoder, encoder and UNet at the bundle config, DDIM 50 steps,
+    /// scale factor 1.0 (what the bundle's own sampler uses), latent [8, 36, 44, 28].
+    pub fn bundle() -> Self {
+        ModelConfig {
+            decoder: Some(DecoderConfig::bundle()),
+            encoder: Some(EncoderConfig::bundle()),
+            unet: Some(UnetConfig::bundle()),
+            scheduler: SchedulerConfig::bundle(),
+            scale_factor: 1.0,
+            latent_shape: [8, 36, 44, 28],
+            geometry: OutputGeometry::bundle(),
+            provenance: Provenance::default(),
         }
     }
 }

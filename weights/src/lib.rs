@@ -10,23 +10,24 @@
 //! `names::expected_tensors` lists exactly which tensors (name and shape) a config requires.
 
 pub mod config;
+pub mod error;
+pub mod format;
 pub mod names;
+pub mod reader;
+pub mod tensor;
+pub mod validate;
+pub mod writer;
 
 pub use config::*;
+pub use error::BlobError;
 pub use names::{expected_tensors, parameter_counts, ParamCounts, TensorSpec};
+pub use reader::{Blob, TensorInfo};
+pub use tensor::{TensorData, TensorView};
+pub use validate::ConfigError;
+pub use writer::{write_blob, write_blob_file};
 
 /// Element type of a stored tensor. Computation is always f32 on the CPU; f16/bf16 halve storage.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    bincode::Encode,
-    bincode::Decode,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DType {
     F32,

@@ -18,9 +18,7 @@ pub struct TensorSpec {
 impl TensorSpec {
     /// Number of elements (saturating, so absurd shapes cannot overflow).
     pub fn numel(&self) -> usize {
-        self.shape
-            .iter()
-            .fold(1usize, |acc, &d| acc.saturating_mul(d))
+        self.shape.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
     }
 }
 
@@ -37,9 +35,7 @@ pub struct ParamCounts {
 
 impl ParamCounts {
     pub fn total(&self) -> u64 {
-        self.decoder
-            .saturating_add(self.encoder)
-            .saturating_add(self.unet)
+        self.decoder.saturating_add(self.encoder).saturating_add(self.unet)
     }
 }
 
@@ -60,11 +56,7 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<TensorSpec> {
 
 /// Parameter counts of each network of `cfg` (sum of `numel` over its expected tensors).
 pub fn parameter_counts(cfg: &ModelConfig) -> ParamCounts {
-    let count = |v: Vec<TensorSpec>| {
-        v.iter()
-            .map(|t| t.numel() as u64)
-            .fold(0u64, u64::saturating_add)
-    };
+    let count = |v: Vec<TensorSpec>| v.iter().map(|t| t.numel() as u64).fold(0u64, u64::saturating_add);
     let mut pc = ParamCounts::default();
     if let Some(enc) = &cfg.encoder {
         let mut v = Vec::new();
@@ -180,12 +172,7 @@ fn encoder_tensors(enc: &EncoderConfig, v: &mut Vec<TensorSpec>) {
             block += 1;
         }
         if i + 1 != levels {
-            o.conv(
-                &format!("autoencoder.encoder.blocks.{block}.conv"),
-                cur,
-                cur,
-                3,
-            );
+            o.conv(&format!("autoencoder.encoder.blocks.{block}.conv"), cur, cur, 3);
             block += 1;
         }
     }
@@ -206,12 +193,7 @@ fn decoder_tensors(dec: &DecoderConfig, v: &mut Vec<TensorSpec>) {
     let levels = rev.len();
     let lat = u(dec.latent_channels);
     let mut block = 0usize;
-    o.conv(
-        &format!("autoencoder.decoder.blocks.{block}"),
-        lat,
-        deepest,
-        3,
-    );
+    o.conv(&format!("autoencoder.decoder.blocks.{block}"), lat, deepest, 3);
     block += 1;
     let mut cur = deepest;
     for (i, &c) in rev.iter().enumerate() {
@@ -222,12 +204,7 @@ fn decoder_tensors(dec: &DecoderConfig, v: &mut Vec<TensorSpec>) {
             block += 1;
         }
         if i + 1 != levels {
-            o.conv(
-                &format!("autoencoder.decoder.blocks.{block}.conv"),
-                cur,
-                cur,
-                3,
-            );
+            o.conv(&format!("autoencoder.decoder.blocks.{block}.conv"), cur, cur, 3);
             block += 1;
         }
     }
