@@ -1,0 +1,19 @@
+//! Data pipeline: NIfTI I/O, the bundle's preprocessing (MONAI 1.5 semantics), dataset
+//! discovery and splits, procedural brain phantoms, and the BraTS (Task01) download.
+
+pub mod affine;
+
+pub mod error;
+pub mod nifti_io;
+
+pub mod preprocess;
+pub mod rng;
+pub mod transforms;
+pub mod volume;
+
+pub use error::{DataError, Result};
+pub use nifti_io::{read_info, read_volume, write_volume, NiftiInfo};
+pub use preprocess::{preprocess_file, preprocess_volume, PreprocessCache, PreprocessConfig, Preprocessed};
+pub use rng::SplitMix64;
+pub use transforms::{random_crop, PercentileScaling};
+pub use volume::{Volume, VolumeStats};
