@@ -56,7 +56,7 @@ pub struct BratsLdmOutputInfo {
     pub steps: u32,
     pub spacing_mm: [f32; 3],
     pub intensity_range: [f32; 2],
-    pub orientation: [c_char; 12],
+    pub orientation: [c_char; 16],
 }
 
 /// `brats_ldm_progress`.
@@ -92,7 +92,7 @@ mod tests {
         assert_eq!(align_of::<BratsLdmOptions>(), 8);
         assert_eq!(size_of::<BratsLdmPlan>(), 32);
         assert_eq!(size_of::<BratsLdmOutputInfo>(), 80);
-        assert_eq!(offset_of!(BratsLdmOutputInfo, orientation), 68);
+        assert_eq!(offset_of!(BratsLdmOutputInfo, orientation), 64);
         assert_eq!(size_of::<BratsLdmProgress>(), 16);
     }
 }
