@@ -1,6 +1,8 @@
 //! brats-ldm: the command line. Each subcommand lives in its own module under `cmd/`.
 
 mod cmd;
+mod import;
+mod output;
 
 use clap::{Parser, Subcommand};
 
@@ -12,11 +14,25 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Write a Task01-shaped dataset of procedural brain phantoms.
+    Phantoms(cmd::phantoms::PhantomsArgs),
+    /// Preprocess NIfTI volumes as the bundle does and write float32 NIfTI.
+    Prepare(cmd::prepare::PrepareArgs),
+    /// Convert MONAI checkpoints (.pt or .safetensors) into a weight blob.
+    Convert(cmd::convert::ConvertArgs),
+    /// Describe a weight blob: configs, tensors, parameters, checksum, provenance.
+    Inspect(cmd::inspect::InspectArgs),
+}
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Phantoms(a) => cmd::phantoms::run(a),
+        Command::Prepare(a) => cmd::prepare::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,371 @@
+//! The architecture of the networks being converted: the bundle preset, or a small JSON file
+//! mirroring the bundle's own config (`autoencoder_def` / `network_def` sections with MONAI's
+//! constructor argument names), validated into the blob's `ModelConfig` pieces.
+
+use std::path::Path;
+
+use ldm_weights::{BetaSchedule, DecoderConfig, EncoderConfig, SamplerKind, SchedulerConfig, UnetConfig};
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ArchError {
+    #[error("cannot read config {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("config {path} is not valid: {source}")]
+    Json { path: String, source: serde_json::Error },
+    #[error("config {section}: {msg}")]
+    Invalid { section: &'static str, msg: String },
+}
+
+/// What a config file or preset says about the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Architecture {
+    pub decoder: Option<DecoderConfig>,
+    pub encoder: Option<EncoderConfig>,
+    pub unet: Option<UnetConfig>,
+    pub scheduler: SchedulerConfig,
+    pub latent_shape: Option<[u32; 4]>,
+    pub scale_factor: Option<f32>,
+}
+
+impl Architecture {
+    /// The MONAI "BraTS MRI 3D latent diffusion" bundle.
+    pub fn bundle() -> Self {
+        Architecture {
+            decoder: Some(DecoderConfig::bundle()),
+            encoder: Some(EncoderConfig::bundle()),
+            unet: Some(UnetConfig::bundle()),
+            scheduler: SchedulerConfig::bundle(),
+            latent_shape: Some([8, 36, 44, 28]),
+            scale_factor: Some(1.0),
+        }
+    }
+
+    /// Parse and validate a JSON config file.
+    pub fn from_file(path: &Path) -> Result<Self, ArchError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ArchError::Io { path: shown.clone(), source })?;
+        Self::from_json(&text).map_err(|e| match e {
+            ArchError::Json { source, .. } => ArchError::Json { path: shown, source },
+            other => other,
+        })
+    }
+
+    /// Parse and validate JSON text (see `from_file`).
+    pub fn from_json(text: &str) -> Result<Self, ArchError> {
+        let file: ConfigFile =
+            serde_json::from_str(text).map_err(|source| ArchError::Json { path: "<text>".into(), source })?;
+        let (decoder, encoder) = match file.autoencoder_def {
+            Some(a) => {
+                let (d, e) = a.validate()?;
+                (Some(d), Some(e))
+            }
+            None => (None, None),
+        };
+        let unet = file.network_def.map(|n| n.validate()).transpose()?;
+        let scheduler = match file.noise_scheduler {
+            Some(s) => s.validate()?,
+            None => SchedulerConfig::bundle(),
+        };
+        if let Some(s) = file.scale_factor {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(invalid("scale_factor", format!("must be a positive finite number, got {s}")));
+            }
+        }
+        Ok(Architecture { decoder, encoder, unet, scheduler, latent_shape: file.latent_shape, scale_factor: file.scale_factor })
+    }
+}
+
+fn invalid(section: &'static str, msg: impl Into<String>) -> ArchError {
+    ArchError::Invalid { section, msg: msg.into() }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(alias = "autoencoder")]
+    autoencoder_def: Option<AutoencoderDef>,
+    #[serde(alias = "unet", alias = "diffusion_def")]
+    network_def: Option<NetworkDef>,
+    #[serde(alias = "scheduler")]
+    noise_scheduler: Option<SchedulerDef>,
+    latent_shape: Option<[u32; 4]>,
+    scale_factor: Option<f32>,
+}
+
+/// An int for every level, or one int for all (as MONAI accepts).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum PerLevel<T> {
+    One(T),
+    Each(Vec<T>),
+}
+
+impl<T: Clone> PerLevel<T> {
+    fn expand(self, levels: usize, section: &'static str, field: &str) -> Result<Vec<T>, ArchError> {
+        match self {
+            PerLevel::One(v) => Ok(vec![v; levels]),
+            PerLevel::Each(v) if v.len() == levels => Ok(v),
+            PerLevel::Each(v) => Err(invalid(section, format!("{field} has {} entries but num_channels has {levels}", v.len()))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutoencoderDef {
+    #[serde(rename = "_target_")]
+    _target: Option<String>,
+    spatial_dims: Option<u32>,
+    in_channels: Option<u32>,
+    out_channels: Option<u32>,
+    latent_channels: u32,
+    num_channels: Vec<u32>,
+    num_res_blocks: Option<PerLevel<u32>>,
+    norm_num_groups: Option<u32>,
+    norm_eps: Option<f32>,
+    attention_levels: Option<Vec<bool>>,
+    with_encoder_nonlocal_attn: Option<bool>,
+    with_decoder_nonlocal_attn: Option<bool>,
+    use_flash_attention: Option<bool>,
+    use_checkpointing: Option<bool>,
+    use_convtranspose: Option<bool>,
+}
+
+const AE: &str = "autoencoder_def";
+const NET: &str = "network_def";
+
+fn check_common(section: &'static str, spatial_dims: Option<u32>, channels: &[u32], groups: u32, eps: f32) -> Result<(), ArchError> {
+    if let Some(d) = spatial_dims {
+        if d != 3 {
+            return Err(invalid(section, format!("spatial_dims {d}: only 3-D networks are supported")));
+        }
+    }
+    if channels.is_empty() {
+        return Err(invalid(section, "num_channels is empty"));
+    }
+    if groups == 0 {
+        return Err(invalid(section, "norm_num_groups is 0"));
+    }
+    if let Some(c) = channels.iter().find(|&&c| c == 0 || c % groups != 0) {
+        return Err(invalid(section, format!("channel count {c} is not a positive multiple of norm_num_groups {groups}")));
+    }
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(invalid(section, format!("norm_eps must be positive, got {eps}")));
+    }
+    Ok(())
+}
+
+impl AutoencoderDef {
+    fn validate(self) -> Result<(DecoderConfig, EncoderConfig), ArchError> {
+        let levels = self.num_channels.len();
+        let groups = self.norm_num_groups.unwrap_or(32);
+        let eps = self.norm_eps.unwrap_or(1e-6);
+        check_common(AE, self.spatial_dims, &self.num_channels, groups, eps)?;
+        if self.attention_levels.as_deref().is_some_and(|a| a.iter().any(|&x| x)) {
+            return Err(invalid(AE, "attention inside the autoencoder is not supported (attention_levels must be all false)"));
+        }
+        if self.with_encoder_nonlocal_attn == Some(true) || self.with_decoder_nonlocal_attn == Some(true) {
+            return Err(invalid(AE, "non-local attention inside the autoencoder is not supported"));
+        }
+        if self.use_convtranspose == Some(true) {
+            return Err(invalid(AE, "use_convtranspose is not supported (the bundle upsamples by nearest + conv)"));
+        }
+        let _ = (self.use_flash_attention, self.use_checkpointing);
+        if let Some(a) = &self.attention_levels {
+            if a.len() != levels {
+                return Err(invalid(AE, format!("attention_levels has {} entries but num_channels has {levels}", a.len())));
+            }
+        }
+        if self.latent_channels == 0 {
+            return Err(invalid(AE, "latent_channels is 0"));
+        }
+        let res = self.num_res_blocks.unwrap_or(PerLevel::One(2)).expand(levels, AE, "num_res_blocks")?;
+        let in_channels = self.in_channels.unwrap_or(1);
+        let out_channels = self.out_channels.unwrap_or(1);
+        if in_channels == 0 || out_channels == 0 {
+            return Err(invalid(AE, "in_channels and out_channels must be positive"));
+        }
+        Ok((
+            DecoderConfig {
+                latent_channels: self.latent_channels,
+                num_channels: self.num_channels.clone(),
+                num_res_blocks: res.clone(),
+                out_channels,
+                norm_num_groups: groups,
+                norm_eps: eps,
+            },
+            EncoderConfig {
+                in_channels,
+                num_channels: self.num_channels,
+                num_res_blocks: res,
+                latent_channels: self.latent_channels,
+                norm_num_groups: groups,
+                norm_eps: eps,
+            },
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkDef {
+    #[serde(rename = "_target_")]
+    _target: Option<String>,
+    spatial_dims: Option<u32>,
+    in_channels: u32,
+    out_channels: u32,
+    num_channels: Vec<u32>,
+    attention_levels: Vec<bool>,
+    num_head_channels: PerLevel<u32>,
+    num_res_blocks: Option<PerLevel<u32>>,
+    norm_num_groups: Option<u32>,
+    norm_eps: Option<f32>,
+    /// Not a MONAI argument: whether attention applies `proj_attn` (generative 0.2.3: never).
+    attention_output_projection: Option<bool>,
+    resblock_updown: Option<bool>,
+    with_conditioning: Option<bool>,
+    transformer_num_layers: Option<u32>,
+    cross_attention_dim: Option<serde_json::Value>,
+    num_class_embeds: Option<serde_json::Value>,
+    upcast_attention: Option<bool>,
+    use_flash_attention: Option<bool>,
+    dropout_cattn: Option<f32>,
+}
+
+impl NetworkDef {
+    fn validate(self) -> Result<UnetConfig, ArchError> {
+        let levels = self.num_channels.len();
+        let groups = self.norm_num_groups.unwrap_or(32);
+        let eps = self.norm_eps.unwrap_or(1e-6);
+        check_common(NET, self.spatial_dims, &self.num_channels, groups, eps)?;
+        if self.attention_levels.len() != levels {
+            return Err(invalid(NET, format!("attention_levels has {} entries but num_channels has {levels}", self.attention_levels.len())));
+        }
+        if self.resblock_updown == Some(true) {
+            return Err(invalid(NET, "resblock_updown is not supported"));
+        }
+        if self.with_conditioning == Some(true)
+            || self.cross_attention_dim.as_ref().is_some_and(|v| !v.is_null())
+            || self.num_class_embeds.as_ref().is_some_and(|v| !v.is_null())
+        {
+            return Err(invalid(NET, "conditioning (with_conditioning, cross_attention_dim, num_class_embeds) is not supported"));
+        }
+        if self.transformer_num_layers.is_some_and(|n| n != 1) {
+            return Err(invalid(NET, "transformer_num_layers only matters with conditioning, which is not supported"));
+        }
+        let _ = (self.upcast_attention, self.use_flash_attention, self.dropout_cattn);
+        if self.in_channels == 0 || self.out_channels == 0 {
+            return Err(invalid(NET, "in_channels and out_channels must be positive"));
+        }
+        let mut heads = self.num_head_channels.expand(levels, NET, "num_head_channels")?;
+        // The middle block always has attention at the deepest level's channels.
+        for (i, h) in heads.iter_mut().enumerate() {
+            let needs = self.attention_levels[i] || i + 1 == levels;
+            if !needs {
+                *h = 0;
+                continue;
+            }
+            let c = self.num_channels[i];
+            if *h == 0 || c % *h != 0 {
+                return Err(invalid(NET, format!("num_head_channels {h} at level {i} does not divide its {c} channels")));
+            }
+        }
+        let res = self.num_res_blocks.unwrap_or(PerLevel::One(2)).expand(levels, NET, "num_res_blocks")?;
+        Ok(UnetConfig {
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            num_channels: self.num_channels,
+            attention_levels: self.attention_levels,
+            num_head_channels: heads,
+            num_res_blocks: res,
+            norm_num_groups: groups,
+            norm_eps: eps,
+            attention_output_projection: self.attention_output_projection.unwrap_or(false),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchedulerDef {
+    #[serde(rename = "_target_")]
+    _target: Option<String>,
+    num_train_timesteps: Option<u32>,
+    beta_start: Option<f32>,
+    beta_end: Option<f32>,
+    #[serde(alias = "beta_schedule")]
+    schedule: Option<String>,
+    clip_sample: Option<bool>,
+    /// Not a MONAI argument: the default sampler, "ddim" or "ddpm".
+    sampler: Option<String>,
+    num_inference_steps: Option<u32>,
+}
+
+impl SchedulerDef {
+    fn validate(self) -> Result<SchedulerConfig, ArchError> {
+        const S: &str = "noise_scheduler";
+        let b = SchedulerConfig::bundle();
+        let beta_schedule = match self.schedule.as_deref() {
+            None | Some("scaled_linear_beta") | Some("scaled_linear") => BetaSchedule::ScaledLinear,
+            Some("linear_beta") | Some("linear") => BetaSchedule::Linear,
+            Some(other) => return Err(invalid(S, format!("schedule `{other}` is not supported (scaled_linear_beta, linear_beta)"))),
+        };
+        let default_sampler = match self.sampler.as_deref() {
+            None | Some("ddim") => SamplerKind::Ddim,
+            Some("ddpm") => SamplerKind::Ddpm,
+            Some(other) => return Err(invalid(S, format!("sampler `{other}` is not ddim or ddpm"))),
+        };
+        let cfg = SchedulerConfig {
+            num_train_timesteps: self.num_train_timesteps.unwrap_or(b.num_train_timesteps),
+            beta_schedule,
+            beta_start: self.beta_start.unwrap_or(b.beta_start),
+            beta_end: self.beta_end.unwrap_or(b.beta_end),
+            clip_sample: self.clip_sample.unwrap_or(b.clip_sample),
+            default_sampler,
+            default_steps: self.num_inference_steps.unwrap_or(b.default_steps),
+        };
+        if cfg.num_train_timesteps == 0 || cfg.default_steps == 0 || cfg.default_steps > cfg.num_train_timesteps {
+            return Err(invalid(S, "need 0 < num_inference_steps <= num_train_timesteps"));
+        }
+        if !(cfg.beta_start > 0.0 && cfg.beta_start < cfg.beta_end && cfg.beta_end < 1.0) {
+            return Err(invalid(S, format!("need 0 < beta_start < beta_end < 1, got {} and {}", cfg.beta_start, cfg.beta_end)));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_json_matches_preset() {
+        let json = r#"{
+          "autoencoder_def": {"_target_": "generative.networks.nets.AutoencoderKL", "spatial_dims": 3,
+            "in_channels": 1, "out_channels": 1, "latent_channels": 8, "num_channels": [64, 128, 256],
+            "num_res_blocks": 2, "norm_num_groups": 32, "norm_eps": 1e-06,
+            "attention_levels": [false, false, false], "with_encoder_nonlocal_attn": false,
+            "with_decoder_nonlocal_attn": false},
+          "network_def": {"_target_": "generative.networks.nets.DiffusionModelUNet", "spatial_dims": 3,
+            "in_channels": 8, "out_channels": 8, "num_channels": [256, 256, 512],
+            "attention_levels": [false, true, true], "num_head_channels": [0, 64, 64], "num_res_blocks": 2},
+          "latent_shape": [8, 36, 44, 28], "scale_factor": 1.0
+        }"#;
+        assert_eq!(Architecture::from_json(json).unwrap(), Architecture::bundle());
+    }
+
+    #[test]
+    fn rejects_bad_configs_with_reasons() {
+        let e = Architecture::from_json(r#"{"network_def": {"in_channels": 8, "out_channels": 8, "num_channels": [16, 32],
+            "attention_levels": [false, true], "num_head_channels": 5, "norm_num_groups": 8}}"#)
+        .unwrap_err();
+        assert!(e.to_string().contains("num_head_channels 5"), "{e}");
+        let e = Architecture::from_json(r#"{"autoencoder_def": {"latent_channels": 8, "num_channels": [16, 20], "norm_num_groups": 8}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("channel count 20"), "{e}");
+        let e = Architecture::from_json(r#"{"autoencoder_def": {"latent_channels": 8, "num_channels": [16], "typo": 1}}"#).unwrap_err();
+        assert!(e.to_string().contains("typo"), "{e}");
+    }
+}

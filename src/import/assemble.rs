@@ -1,0 +1,182 @@
+//! Matching source checkpoints against the blob's tensor contract: rename (monai >= 1.4 ->
+//! generative 0.2.3), prefix by network, drop what the config says is unused, and report every
+//! missing, extra or mis-shaped tensor by name, all at once.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use ldm_weights::names::{expected_tensors, TensorSpec};
+use ldm_weights::ModelConfig;
+
+use crate::import::keymap::{is_proj_attn, to_generative};
+use crate::import::SourceTensor;
+
+/// Which network a checkpoint holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Autoencoder,
+    Unet,
+}
+
+impl Network {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Network::Autoencoder => "autoencoder",
+            Network::Unet => "unet",
+        }
+    }
+}
+
+/// A tensor ready for the blob: canonical name, shape, f32 data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlobTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Source tensors deliberately left out, with why.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Dropped {
+    pub tensors: usize,
+    pub parameters: u64,
+    pub reason: String,
+}
+
+/// The outcome of matching one network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matched {
+    /// In the config's canonical order.
+    pub tensors: Vec<BlobTensor>,
+    /// How many source keys were renamed from monai >= 1.4 naming.
+    pub renamed: usize,
+    pub dropped: Vec<Dropped>,
+}
+
+/// Everything wrong with one network's checkpoint against the config.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Mismatch {
+    pub network: &'static str,
+    pub missing: Vec<TensorSpec>,
+    pub extra: Vec<(String, Vec<usize>)>,
+    pub misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+    pub duplicated: Vec<String>,
+    pub non_finite: Vec<(String, usize)>,
+}
+
+impl Mismatch {
+    fn is_empty(&self) -> bool {
+        self.missing.is_empty()
+            && self.extra.is_empty()
+            && self.misshaped.is_empty()
+            && self.duplicated.is_empty()
+            && self.non_finite.is_empty()
+    }
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the {} checkpoint does not match the architecture:", self.network)?;
+        for t in &self.missing {
+            writeln!(f, "  missing     {} {:?}", t.name, t.shape)?;
+        }
+        for (n, s) in &self.extra {
+            writeln!(f, "  unexpected  {n} {s:?}")?;
+        }
+        for (n, want, got) in &self.misshaped {
+            writeln!(f, "  wrong shape {n}: expected {want:?}, found {got:?}")?;
+        }
+        for n in &self.duplicated {
+            writeln!(f, "  duplicated  {n} (present under both namings)")?;
+        }
+        for (n, k) in &self.non_finite {
+            writeln!(f, "  non-finite  {n}: {k} NaN or infinite values")?;
+        }
+        write!(
+            f,
+            "({} missing, {} unexpected, {} wrong shape{}) — check --config/--preset against the checkpoint",
+            self.missing.len(),
+            self.extra.len(),
+            self.misshaped.len(),
+            if self.non_finite.is_empty() { "" } else { ", non-finite values" }
+        )
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+/// Autoencoder keys that belong to the encoder side.
+fn is_encoder_key(key: &str) -> bool {
+    key.starts_with("encoder.") || key.starts_with("quant_conv_mu.") || key.starts_with("quant_conv_log_sigma.")
+}
+
+/// Match one network's source tensors against what `cfg` requires of it.
+///
+/// `cfg` must already hold the network's config. Encoder tensors are dropped (and reported)
+/// when `cfg.encoder` is `None`; `proj_attn` tensors when the UNet does not apply them.
+pub fn match_network(network: Network, source: Vec<SourceTensor>, cfg: &ModelConfig) -> Result<Matched, Mismatch> {
+    let prefix = network.prefix();
+    let expected: Vec<TensorSpec> = expected_tensors(cfg)
+        .into_iter()
+        .filter(|t| t.name.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+        .collect();
+    let want: HashMap<&str, &TensorSpec> = expected.iter().map(|t| (t.name.as_str(), t)).collect();
+    let drop_proj = network == Network::Unet && cfg.unet.as_ref().is_some_and(|u| !u.attention_output_projection);
+    let drop_encoder = network == Network::Autoencoder && cfg.encoder.is_none();
+
+    let mut mm = Mismatch { network: prefix, ..Mismatch::default() };
+    let mut found: HashMap<String, SourceTensor> = HashMap::new();
+    let mut renamed = 0;
+    let mut proj = Dropped { reason: "attention output projection (proj_attn) is not applied by generative 0.2.3 (MONAI issue 7991)".into(), ..Dropped::default() };
+    let mut enc = Dropped { reason: "encoder tensors (the blob holds the decoder only)".into(), ..Dropped::default() };
+    for mut t in source {
+        let mapped = to_generative(&t.name);
+        if mapped != t.name {
+            renamed += 1;
+        }
+        let numel = t.data.len() as u64;
+        if drop_encoder && is_encoder_key(&mapped) {
+            enc.tensors += 1;
+            enc.parameters += numel;
+            continue;
+        }
+        let full = format!("{prefix}.{mapped}");
+        match want.get(full.as_str()) {
+            Some(spec) => {
+                if spec.shape != t.shape {
+                    mm.misshaped.push((full.clone(), spec.shape.clone(), t.shape.clone()));
+                }
+                let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+                if bad > 0 {
+                    mm.non_finite.push((full.clone(), bad));
+                }
+                if found.contains_key(&full) {
+                    mm.duplicated.push(full);
+                } else {
+                    t.name = full.clone();
+                    found.insert(full, t);
+                }
+            }
+            None if drop_proj && is_proj_attn(&mapped) => {
+                proj.tensors += 1;
+                proj.parameters += numel;
+            }
+            None => mm.extra.push((full, t.shape.clone())),
+        }
+    }
+    for spec in &expected {
+        if !found.contains_key(&spec.name) {
+            mm.missing.push(spec.clone());
+        }
+    }
+    if !mm.is_empty() {
+        return Err(mm);
+    }
+    let tensors = expected
+        .iter()
+        .filter_map(|spec| found.remove(&spec.name))
+        .map(|t| BlobTensor { name: t.name, shape: t.shape, data: t.data })
+        .collect();
+    let dropped = [proj, enc].into_iter().filter(|d| d.tensors > 0).collect();
+    Ok(Matched { tensors, renamed, dropped })
+}

@@ -1,0 +1,255 @@
+//! Reader for `torch.save` checkpoints (the zip format since torch 1.6): `<archive>/data.pkl`
+//! holds the pickled state dict, `<archive>/data/<key>` the raw storages, `<archive>/byteorder`
+//! their byte order. The pickle goes through the restricted unpickler; every tensor view is
+//! checked against its storage with checked arithmetic before any data is read.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use zip::ZipArchive;
+
+use crate::import::elements::{decode, SourceTensor};
+use crate::import::pickle::{unpickle, Id, Obj, Pickle, TensorRef};
+use crate::import::ImportError;
+
+/// Largest `data.pkl` accepted. A state dict's pickle holds names and shapes only (the bundle's
+/// UNet: well under 1 MiB); anything this large is not a state dict.
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
+
+/// Read the state dict of a torch.save zip archive (optionally the nested dict `key`).
+pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportError> {
+    let shown = path.display().to_string();
+    let zerr = |source| ImportError::Zip { path: shown.clone(), source };
+    let layout = |msg: String| ImportError::Layout { path: shown.clone(), msg };
+    let mut archive = ZipArchive::new(BufReader::new(file)).map_err(zerr)?;
+
+    let pkl_names: Vec<String> = archive
+        .file_names()
+        .filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
+        .map(str::to_string)
+        .collect();
+    let pkl_name = match pkl_names.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(layout("no `<archive>/data.pkl` member: not a torch.save checkpoint".into())),
+        many => return Err(layout(format!("{} `data.pkl` members ({}); expected exactly one", many.len(), many.join(", ")))),
+    };
+    let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+
+    let big_endian = match read_member(&mut archive, &format!("{prefix}byteorder"), 64, &shown)? {
+        None => false,
+        Some(b) => match b.as_slice() {
+            b"little" => false,
+            b"big" => true,
+            other => return Err(layout(format!("byteorder member says {:?}, expected little or big", String::from_utf8_lossy(other)))),
+        },
+    };
+
+    let pkl = read_member(&mut archive, &pkl_name, MAX_PICKLE_BYTES, &shown)?
+        .ok_or_else(|| layout(format!("member {pkl_name} vanished")))?;
+    let pickle = unpickle(&pkl).map_err(|source| ImportError::Pickle { path: shown.clone(), source })?;
+    let entries = select_state_dict(&pickle, key).map_err(layout)?;
+
+    let mut out = Vec::with_capacity(entries.len());
+    for (name, tensor) in entries {
+        let terr = |msg: String| ImportError::Tensor { path: shown.clone(), tensor: name.clone(), msg };
+        let plan = view_plan(&tensor).map_err(terr)?;
+        let elem = tensor.storage.dtype.size_bytes() as u64;
+        let storage_bytes = tensor
+            .storage
+            .numel
+            .checked_mul(elem)
+            .ok_or_else(|| terr(format!("storage numel {} overflows", tensor.storage.numel)))?;
+        let member = format!("{prefix}data/{}", tensor.storage.key);
+        let declared = {
+            let f = match archive.by_name(&member) {
+                Ok(f) => f,
+                Err(zip::result::ZipError::FileNotFound) => {
+                    return Err(terr(format!("its storage `{}` is missing from the archive (no member {member})", tensor.storage.key)))
+                }
+                Err(e) => return Err(zerr(e)),
+            };
+            f.size()
+        };
+        if declared != storage_bytes {
+            return Err(terr(format!(
+                "storage `{}` claims {} {} elements ({storage_bytes} bytes) but its member holds {declared} bytes",
+                tensor.storage.key,
+                tensor.storage.numel,
+                tensor.storage.dtype.name()
+            )));
+        }
+        let bytes = read_member(&mut archive, &member, storage_bytes, &shown)?
+            .ok_or_else(|| terr(format!("storage member {member} vanished")))?;
+        if bytes.len() as u64 != storage_bytes {
+            return Err(terr(format!("storage member {member} holds {} bytes, expected {storage_bytes}", bytes.len())));
+        }
+        let data = gather(&bytes, &tensor, &plan, big_endian);
+        out.push(SourceTensor { name, shape: plan.shape, data, source_dtype: tensor.storage.dtype });
+    }
+    Ok(out)
+}
+
+/// Read one member entirely, refusing anything larger than `limit` bytes; `None` if absent.
+fn read_member(
+    archive: &mut ZipArchive<BufReader<File>>,
+    name: &str,
+    limit: u64,
+    shown: &str,
+) -> Result<Option<Vec<u8>>, ImportError> {
+    let zerr = |source| ImportError::Zip { path: shown.to_string(), source };
+    let f = match archive.by_name(name) {
+        Ok(f) => f,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(zerr(e)),
+    };
+    if f.size() > limit {
+        return Err(ImportError::Layout {
+            path: shown.to_string(),
+            msg: format!("member {name} is {} bytes, more than the {limit} allowed", f.size()),
+        });
+    }
+    let mut buf = Vec::new();
+    // Grows with the bytes actually present, never from the declared size alone.
+    f.take(limit.saturating_add(1)).read_to_end(&mut buf).map_err(|source| ImportError::Io {
+        path: format!("{shown} (member {name})"),
+        source,
+    })?;
+    if buf.len() as u64 > limit {
+        return Err(ImportError::Layout { path: shown.to_string(), msg: format!("member {name} is larger than the {limit} bytes allowed") });
+    }
+    Ok(Some(buf))
+}
+
+/// Find the dict of tensors: the root, or `root[key]`.
+fn select_state_dict(p: &Pickle, key: Option<&str>) -> Result<Vec<(String, TensorRef)>, String> {
+    let root = dict_entries(p, p.root, "the checkpoint's top-level object")?;
+    let dict = match key {
+        None => p.root,
+        Some(k) => {
+            let found = root.iter().find(|(kk, _)| matches!(p.get(*kk), Obj::Str(s) if s == k));
+            match found {
+                Some((_, v)) => *v,
+                None => {
+                    return Err(format!("--key {k}: the top-level dict has no such entry (it has: {})", key_list(p, &root)));
+                }
+            }
+        }
+    };
+    let what = match key {
+        None => "the top-level dict".to_string(),
+        Some(k) => format!("entry '{k}'"),
+    };
+    let entries = dict_entries(p, dict, &what)?;
+    let mut out: Vec<(String, TensorRef)> = Vec::with_capacity(entries.len());
+    let mut seen = HashMap::new();
+    let mut non_tensors = Vec::new();
+    for (k, v) in &entries {
+        let name = match p.get(*k) {
+            Obj::Str(s) => s.clone(),
+            _ => return Err(format!("{what} has a non-string key {}", p.describe(*k))),
+        };
+        match p.get(*v) {
+            Obj::Tensor(t) => {
+                if seen.insert(name.clone(), ()).is_some() {
+                    return Err(format!("{what} has the key '{name}' twice"));
+                }
+                out.push((name, t.clone()));
+            }
+            _ => non_tensors.push(format!("'{name}' ({})", p.describe(*v))),
+        }
+    }
+    if !non_tensors.is_empty() {
+        let hint = if key.is_none() {
+            " — if the state dict is nested, select it with --key NAME"
+        } else {
+            ""
+        };
+        return Err(format!("{what} is not a state dict: entries that are not tensors: {}{hint}", non_tensors.join(", ")));
+    }
+    Ok(out)
+}
+
+fn dict_entries(p: &Pickle, id: Id, what: &str) -> Result<Vec<(Id, Id)>, String> {
+    match p.get(id) {
+        Obj::Dict(e) => Ok(e.clone()),
+        _ => Err(format!("{what} is a {}, not a dict", p.describe(id))),
+    }
+}
+
+fn key_list(p: &Pickle, entries: &[(Id, Id)]) -> String {
+    entries.iter().map(|(k, _)| p.describe(*k)).collect::<Vec<_>>().join(", ")
+}
+
+/// A validated view: shape in usize, element count, and whether it is one contiguous run.
+struct ViewPlan {
+    shape: Vec<usize>,
+    numel: usize,
+    contiguous: bool,
+}
+
+/// Check a tensor view against its storage: every element it addresses must lie inside.
+fn view_plan(t: &TensorRef) -> Result<ViewPlan, String> {
+    let mut numel: u64 = 1;
+    for &s in &t.shape {
+        numel = numel.checked_mul(s).ok_or_else(|| format!("shape {:?} overflows", t.shape))?;
+    }
+    let numel_usize = usize::try_from(numel).map_err(|_| format!("shape {:?} is too large", t.shape))?;
+    if numel > t.storage.numel {
+        return Err(format!(
+            "shape {:?} has {numel} elements but storage `{}` holds only {} (broadcast views are not supported)",
+            t.shape, t.storage.key, t.storage.numel
+        ));
+    }
+    let shape: Vec<usize> = t.shape.iter().map(|&s| s as usize).collect();
+    if numel > 0 {
+        let mut last = t.offset;
+        for (&s, &st) in t.shape.iter().zip(&t.stride) {
+            let span = (s - 1).checked_mul(st).ok_or_else(|| format!("stride {:?} overflows", t.stride))?;
+            last = last.checked_add(span).ok_or_else(|| format!("stride {:?} overflows", t.stride))?;
+        }
+        if last >= t.storage.numel {
+            return Err(format!(
+                "view (offset {}, shape {:?}, stride {:?}) reaches element {last} but storage `{}` has {} elements",
+                t.offset, t.shape, t.stride, t.storage.key, t.storage.numel
+            ));
+        }
+    }
+    let mut expect = 1u64;
+    let mut contiguous = true;
+    for (&s, &st) in t.shape.iter().zip(&t.stride).rev() {
+        if s != 1 && st != expect {
+            contiguous = false;
+        }
+        expect = expect.saturating_mul(s);
+    }
+    Ok(ViewPlan { shape, numel: numel_usize, contiguous })
+}
+
+/// Copy the view's elements out of the storage bytes (already bounds-checked by `view_plan`).
+fn gather(bytes: &[u8], t: &TensorRef, plan: &ViewPlan, big_endian: bool) -> Vec<f32> {
+    let elem = t.storage.dtype.size_bytes();
+    if plan.numel == 0 {
+        return Vec::new();
+    }
+    let offset = t.offset as usize;
+    if plan.contiguous {
+        return decode(&bytes[offset * elem..(offset + plan.numel) * elem], t.storage.dtype, big_endian);
+    }
+    let mut out = Vec::with_capacity(plan.numel);
+    let stride: Vec<usize> = t.stride.iter().map(|&s| s as usize).collect();
+    let mut idx = vec![0usize; plan.shape.len()];
+    for _ in 0..plan.numel {
+        let at = offset + idx.iter().zip(&stride).map(|(i, s)| i * s).sum::<usize>();
+        out.extend(decode(&bytes[at * elem..(at + 1) * elem], t.storage.dtype, big_endian));
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < plan.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
