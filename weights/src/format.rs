@@ -51,9 +51,9 @@ pub(crate) fn header_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ MAX_HEADER_LEN as usize }>()
 }
 
-/// One row of the tensor table, as stored.
+/// One row of the tensor table, as stored (raw and unvalidated: `Blob` is the checked view).
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub(crate) struct TensorEntry {
+pub struct TensorEntry {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<u64>,
@@ -63,24 +63,25 @@ pub(crate) struct TensorEntry {
     pub len: u64,
 }
 
-/// The bincode-encoded header.
+/// The bincode-encoded header, raw and unvalidated. Public for tools and tests that inspect or
+/// craft files; readers should use `Blob`, which validates everything.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub(crate) struct Header {
+pub struct Header {
     pub config: ModelConfig,
     pub tensors: Vec<TensorEntry>,
 }
 
 /// Rounds `x` up to a multiple of `ALIGN`, or `None` on overflow.
-pub(crate) fn align_up(x: u64) -> Option<u64> {
+pub fn align_up(x: u64) -> Option<u64> {
     x.checked_add(ALIGN - 1).map(|v| v / ALIGN * ALIGN)
 }
 
-pub(crate) fn encode_header(h: &Header) -> Result<Vec<u8>, bincode::error::EncodeError> {
+pub fn encode_header(h: &Header) -> Result<Vec<u8>, bincode::error::EncodeError> {
     bincode::encode_to_vec(h, bincode::config::standard())
 }
 
 /// Decodes a header from exactly `bytes`. Returns the header and the number of bytes it used.
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<(Header, usize), DecodeError> {
+pub fn decode_header(bytes: &[u8]) -> Result<(Header, usize), DecodeError> {
     let (wire, used): (Wire, usize) = bincode::borrow_decode_from_slice(bytes, header_config())?;
     Ok((wire.0, used))
 }

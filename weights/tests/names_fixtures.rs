@@ -115,11 +115,7 @@ fn as_map(specs: &[TensorSpec], prefix: &str) -> BTreeMap<String, Vec<usize>> {
     let mut m = BTreeMap::new();
     for s in specs {
         let key = s.name.strip_prefix(prefix).unwrap().to_string();
-        assert!(
-            m.insert(key, s.shape.clone()).is_none(),
-            "duplicate name {}",
-            s.name
-        );
+        assert!(m.insert(key, s.shape.clone()).is_none(), "duplicate name {}", s.name);
     }
     m
 }
@@ -130,13 +126,9 @@ fn autoencoder_keys_match_fixture() {
     let expected = as_map(&expected_tensors(&cfg), "autoencoder.");
     let from_fixture = safetensors_shapes("autoencoder/autoencoder.safetensors");
     assert_eq!(expected, from_fixture);
-    let case: Value =
-        serde_json::from_slice(&std::fs::read(fixture("autoencoder/case.json")).unwrap()).unwrap();
+    let case: Value = serde_json::from_slice(&std::fs::read(fixture("autoencoder/case.json")).unwrap()).unwrap();
     let pc = parameter_counts(&cfg);
-    assert_eq!(
-        pc.encoder + pc.decoder,
-        case["parameters"].as_u64().unwrap()
-    );
+    assert_eq!(pc.encoder + pc.decoder, case["parameters"].as_u64().unwrap());
     assert_eq!(pc.unet, 0);
 }
 
@@ -155,12 +147,8 @@ fn unet_keys_match_fixture_with_proj_attn() {
     let cfg = unet_config(true);
     let expected = as_map(&expected_tensors(&cfg), "unet.");
     assert_eq!(expected, safetensors_shapes("unet/unet.safetensors"));
-    let case: Value =
-        serde_json::from_slice(&std::fs::read(fixture("unet/case.json")).unwrap()).unwrap();
-    assert_eq!(
-        parameter_counts(&cfg).unet,
-        case["parameters"].as_u64().unwrap()
-    );
+    let case: Value = serde_json::from_slice(&std::fs::read(fixture("unet/case.json")).unwrap()).unwrap();
+    assert_eq!(parameter_counts(&cfg).unet, case["parameters"].as_u64().unwrap());
 }
 
 #[test]
