@@ -1,14 +1,27 @@
 //! ldm-runtime: loads a blob, plans every buffer up front, runs the sampler and the decoder.
+//!
+//! Modules: `runtime` (the public `Runtime`), `model` (graph builders for the decoder and the
+//! UNet), `graph` (static plan and arena offsets), `exec` (CPU executor), kernels (`conv`, `gemm`,
+//! `norm`, `attention`, `fastmath`), `schedule` (DDIM/DDPM), `philox` (noise), `pool` (threads).
 
+pub mod attention;
 pub mod conv;
 pub mod error;
+pub mod exec;
 pub mod fastmath;
 pub mod gemm;
+pub mod graph;
+pub mod model;
+pub mod norm;
 pub mod options;
 pub mod philox;
 pub mod pool;
+pub mod runtime;
 pub mod schedule;
+pub mod weights;
 
 pub use error::RuntimeError;
 pub use options::{Device, Options, Precision, Progress, Sampler};
 pub use philox::philox_normal;
+pub use runtime::{PlanReport, Runtime};
+pub use weights::WeightStore;

@@ -459,3 +459,32 @@ pub unsafe extern "C" fn brats_ldm_destroy(generator: *mut BratsLdmGenerator) ->
         unsafe { handle::destroy(generator) }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last() -> String {
+        // SAFETY: last_error::get always returns a valid NUL-terminated string.
+        unsafe { CStr::from_ptr(brats_ldm_last_error()) }.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_not_an_unwind() {
+        assert_eq!(entry(|| panic!("boom {}", 42)), ERR_INTERNAL);
+        assert!(last().contains("boom 42"), "{}", last());
+        assert_eq!(entry(|| Ok(())), OK);
+        assert_eq!(last(), "");
+        assert_eq!(entry(|| Err(CError::invalid("options.x is bad"))), ERR_INVALID_ARGUMENT);
+        assert_eq!(last(), "options.x is bad");
+    }
+
+    #[test]
+    fn version_matches_the_crate() {
+        let (mut a, mut b, mut c) = (0, 0, 0);
+        assert_eq!(unsafe { brats_ldm_version(&mut a, &mut b, &mut c) }, OK);
+        assert_eq!(format!("{a}.{b}.{c}"), env!("CARGO_PKG_VERSION"));
+        let s = unsafe { CStr::from_ptr(brats_ldm_version_string()) };
+        assert_eq!(s.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+}

@@ -1,0 +1,12 @@
+//! CUDA backend (feature "cuda"): ahead-of-time kernels from `cuda/*.cu` embedded as one fatbin,
+//! loaded through the driver API (no NVRTC at run time); cuBLAS GEMMs and cuDNN 3-D convolutions
+//! on raw pointers into one device arena laid out from a byte plan; CUDA graph capture of a step.
+//!
+//! Everything that can be computed without a GPU (launch geometry, arena offsets, convolution and
+//! GEMM descriptors, sampler coefficient tables, the kernel list) is plain Rust, unit-tested on
+//! the host. Constructing a device never panics: missing libraries or GPUs give
+//! [`CudaError::DeviceUnavailable`].
+
+pub mod error;
+
+pub use error::CudaError;

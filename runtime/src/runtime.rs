@@ -1,0 +1,441 @@
+//! `Runtime`: validates options, builds and plans both graphs, allocates everything once, and
+//! runs samplers, the UNet and the decoder with no further allocation.
+
+use crate::error::RuntimeError;
+use crate::exec::{self, Workspaces};
+use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
+use crate::options::{Device, Options, Precision, Progress, Sampler};
+use crate::philox::philox_normal;
+use crate::pool::Pool;
+use crate::schedule::{ddim_step, ddim_timesteps, ddpm_step, Schedule};
+use crate::weights::WeightStore;
+use crate::{attention, conv, gemm};
+use ldm_weights::{Blob, ModelConfig, OutputGeometry, SamplerKind};
+
+/// Default bytes of one normalisation slab (input planes normalised ahead of a convolution).
+const SLAB_BYTES: usize = 32 << 20;
+
+/// Memory of the static plan, known before anything large is allocated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanReport {
+    /// Packed weights and vectors.
+    pub weights_bytes: usize,
+    /// The activation arena (shared by the UNet and decoder phases).
+    pub arena_bytes: usize,
+    /// GEMM packing, normalisation slabs, attention scratch.
+    pub workspace_bytes: usize,
+    /// Sampler state: latent, epsilon, noise, time embedding and dynamic biases.
+    pub state_bytes: usize,
+    pub total_bytes: usize,
+    /// Arena bytes each phase needs.
+    pub unet_arena_bytes: usize,
+    pub decoder_arena_bytes: usize,
+    /// What the same phase would need without buffer reuse (sum of all its buffers).
+    pub unet_unshared_bytes: usize,
+    pub decoder_unshared_bytes: usize,
+    pub unet_ops: usize,
+    pub decoder_ops: usize,
+    pub threads: usize,
+}
+
+pub struct Runtime {
+    config: ModelConfig,
+    batch: usize,
+    pool: Pool,
+    params: Params,
+    unet: Option<UnetModel>,
+    decoder: Option<DecoderModel>,
+    arena: Vec<f32>,
+    ws: Workspaces,
+    dynamic: Vec<Vec<f32>>,
+    emb: [Vec<f32>; 3],
+    schedule: Schedule,
+    timesteps: Vec<u32>,
+    sampler: Sampler,
+    latent: [usize; 4],
+    out_shape: [usize; 4],
+    x: Vec<f32>,
+    eps: Vec<f32>,
+    noise: Vec<f32>,
+    report: PlanReport,
+}
+
+fn numel(s: [usize; 4]) -> usize {
+    s.iter().product()
+}
+
+fn try_vec(len: usize, what: &'static str) -> Result<Vec<f32>, RuntimeError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| RuntimeError::Overflow(what))?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+impl Runtime {
+    /// Builds a runtime from a validated blob: plans every buffer, reports the plan, then
+    /// allocates the arena and workspaces once.
+    pub fn new(blob: &Blob, opts: Options) -> Result<Runtime, RuntimeError> {
+        let store = WeightStore::from_blob(blob)?;
+        Runtime::from_store(blob.config(), &store, opts)
+    }
+
+    /// Builds a runtime from a model configuration and its tensors (names as in the blob).
+    pub fn from_store(config: &ModelConfig, store: &WeightStore, opts: Options) -> Result<Runtime, RuntimeError> {
+        match opts.device {
+            Device::Cpu => {}
+            Device::Cuda(i) => return Err(RuntimeError::DeviceUnavailable(format!("cuda:{i}"))),
+        }
+        match opts.precision {
+            Precision::F32 => {}
+            p => return Err(RuntimeError::UnsupportedPrecision(format!("{p:?}").to_lowercase())),
+        }
+        if opts.batch == 0 || opts.batch > 1 << 20 {
+            return Err(RuntimeError::InvalidOption(format!("batch {} must be in 1..=2^20", opts.batch)));
+        }
+        let threads = match opts.threads {
+            Some(0) => return Err(RuntimeError::InvalidOption("threads must be at least 1".into())),
+            Some(t) => t.min(1024),
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        if !(config.scale_factor.is_finite() && config.scale_factor != 0.0) {
+            return Err(RuntimeError::InvalidConfig(format!("scale factor {} must be finite and non-zero", config.scale_factor)));
+        }
+        let latent = opts.latent_shape.unwrap_or(config.latent_shape.map(|v| v as usize));
+        if latent.iter().any(|&v| v == 0 || v > 1 << 16) {
+            return Err(RuntimeError::InvalidOption(format!("latent shape {latent:?} has a zero or huge dimension")));
+        }
+        let schedule = Schedule::new(&config.scheduler)?;
+        let t_train = schedule.num_train_timesteps();
+        let sampler = opts.sampler.unwrap_or(match config.scheduler.default_sampler {
+            SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
+            SamplerKind::Ddpm => Sampler::Ddpm,
+        });
+        let timesteps = match sampler {
+            Sampler::Ddim { eta } => {
+                if !(eta.is_finite() && eta >= 0.0) {
+                    return Err(RuntimeError::InvalidOption(format!("DDIM eta {eta} must be finite and >= 0")));
+                }
+                ddim_timesteps(t_train, opts.steps.unwrap_or(config.scheduler.default_steps as usize))?
+            }
+            Sampler::Ddpm => {
+                let n = opts.steps.unwrap_or(t_train);
+                if n != t_train {
+                    return Err(RuntimeError::InvalidOption(format!(
+                        "DDPM runs every training timestep: steps must be {t_train}, got {n}"
+                    )));
+                }
+                (0..t_train as u32).rev().collect()
+            }
+        };
+        gemm::init();
+        let slab = opts.max_memory.map_or(SLAB_BYTES, |m| (m / 16).clamp(1 << 16, SLAB_BYTES));
+        let mut params = Params::default();
+        let unet = match &config.unet {
+            Some(c) => Some(build_unet(c, store, latent, &mut params, slab)?),
+            None => None,
+        };
+        let decoder = match &config.decoder {
+            Some(c) => Some(build_decoder(c, store, latent, &mut params, slab)?),
+            None => None,
+        };
+        let out_shape = match &decoder {
+            Some(d) => [d.output.c, d.output.d, d.output.h, d.output.w],
+            None => [0; 4],
+        };
+        let graphs = unet.iter().map(|u| &u.graph).chain(decoder.iter().map(|d| &d.graph));
+        let arena_len = graphs.clone().map(|g| g.arena_len).max().unwrap_or(0);
+        let norm_len = graphs.clone().map(|g| g.norm_ws).max().unwrap_or(0);
+        let max_dh = config
+            .unet
+            .as_ref()
+            .map(|u| u.num_head_channels.iter().copied().max().unwrap_or(0) as usize)
+            .unwrap_or(0);
+        let pack_len = threads * conv::pack_len();
+        let attn_len = if max_dh > 0 { threads * attention::ws_len(max_dh) } else { 0 };
+        let n = numel(latent);
+        let temb = unet.as_ref().map_or(0, |u| 4 * u.c0);
+        let dyn_len: usize = unet.as_ref().map_or(0, |u| u.slots.iter().map(|s| s.cout).sum());
+        let state_floats = 3 * n + 3 * temb + dyn_len;
+        let report = PlanReport {
+            weights_bytes: params.bytes(),
+            arena_bytes: arena_len * 4,
+            workspace_bytes: (pack_len + norm_len + attn_len) * 4,
+            state_bytes: state_floats * 4,
+            total_bytes: params.bytes() + (arena_len + pack_len + norm_len + attn_len + state_floats) * 4,
+            unet_arena_bytes: unet.as_ref().map_or(0, |u| u.graph.arena_len * 4),
+            decoder_arena_bytes: decoder.as_ref().map_or(0, |d| d.graph.arena_len * 4),
+            unet_unshared_bytes: unet.as_ref().map_or(0, |u| u.graph.total_buffer_len() * 4),
+            decoder_unshared_bytes: decoder.as_ref().map_or(0, |d| d.graph.total_buffer_len() * 4),
+            unet_ops: unet.as_ref().map_or(0, |u| u.graph.ops.len()),
+            decoder_ops: decoder.as_ref().map_or(0, |d| d.graph.ops.len()),
+            threads,
+        };
+        if let Some(limit) = opts.max_memory {
+            let needed = report.total_bytes - report.weights_bytes;
+            if needed > limit {
+                return Err(RuntimeError::MemoryLimit { needed, limit });
+            }
+        }
+        // The plan is known; now allocate.
+        let pool = Pool::new(threads)?;
+        let dynamic = unet.as_ref().map_or(Vec::new(), |u| u.slots.iter().map(|s| vec![0f32; s.cout]).collect());
+        Ok(Runtime {
+            config: config.clone(),
+            batch: opts.batch,
+            pool,
+            params,
+            arena: try_vec(arena_len, "arena")?,
+            ws: Workspaces {
+                pack: try_vec(pack_len, "pack workspace")?,
+                norm: try_vec(norm_len, "norm workspace")?,
+                attn: try_vec(attn_len, "attention workspace")?,
+            },
+            unet,
+            decoder,
+            dynamic,
+            emb: [vec![0f32; temb / 4], vec![0f32; temb], vec![0f32; temb]],
+            schedule,
+            timesteps,
+            sampler,
+            latent,
+            out_shape,
+            x: try_vec(n, "latent")?,
+            eps: try_vec(n, "epsilon")?,
+            noise: try_vec(n, "noise")?,
+            report,
+        })
+    }
+
+    pub fn plan(&self) -> &PlanReport {
+        &self.report
+    }
+    pub fn output_shape(&self) -> [usize; 4] {
+        self.out_shape
+    }
+    pub fn latent_shape(&self) -> [usize; 4] {
+        self.latent
+    }
+    pub fn geometry(&self) -> &OutputGeometry {
+        &self.config.geometry
+    }
+    pub fn timesteps(&self) -> &[u32] {
+        &self.timesteps
+    }
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    pub fn flops_per_unet_step(&self) -> f64 {
+        self.unet.as_ref().map_or(0.0, |u| u.graph.flops)
+    }
+    pub fn flops_per_decode(&self) -> f64 {
+        self.decoder.as_ref().map_or(0.0, |d| d.graph.flops)
+    }
+
+    /// Evaluates the time embedding MLP and every ResnetBlock's projection for timestep `t`.
+    fn time_embedding(&mut self, t: u32) {
+        let Some(u) = &self.unet else { return };
+        let v = &self.params.vecs;
+        let half = u.c0 / 2;
+        let [e0, e1, e2] = &mut self.emb;
+        let ln = -(10000f64.ln()) as f32;
+        for i in 0..half {
+            let expo = ln * i as f32;
+            let freq = ((expo / half as f32) as f64).exp() as f32;
+            let arg = (t as f32 * freq) as f64;
+            e0[i] = arg.cos() as f32;
+            e0[half + i] = arg.sin() as f32;
+        }
+        let linear = |w: &[f32], b: &[f32], x: &[f32], y: &mut [f32], act: bool| {
+            for (o, yo) in y.iter_mut().enumerate() {
+                let row = &w[o * x.len()..(o + 1) * x.len()];
+                let s: f64 = row.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let r = (s + b[o] as f64) as f32;
+                *yo = if act { crate::fastmath::silu(r) } else { r };
+            }
+        };
+        linear(&v[u.time_w1], &v[u.time_b1], e0, e1, true);
+        // e2 = SiLU(time_embed(...)): every ResnetBlock applies SiLU before its projection.
+        linear(&v[u.time_w2], &v[u.time_b2], e1, e2, true);
+        for (slot, d) in u.slots.iter().zip(self.dynamic.iter_mut()) {
+            let w = &v[slot.proj_w];
+            let pb = &v[slot.proj_b];
+            let cb = &v[slot.conv_bias];
+            for (o, y) in d.iter_mut().enumerate() {
+                let row = &w[o * e2.len()..(o + 1) * e2.len()];
+                let s: f64 = row.iter().zip(e2.iter()).map(|(&a, &b)| a as f64 * b as f64).sum();
+                *y = cb[o] + (s + pb[o] as f64) as f32;
+            }
+        }
+    }
+
+    /// One UNet evaluation: `eps_out = unet(x, t)`.
+    pub fn unet_forward(&mut self, x: &[f32], t: u32, eps_out: &mut [f32]) -> Result<(), RuntimeError> {
+        let n = numel(self.latent);
+        if x.len() != n {
+            return Err(RuntimeError::BufferSize { what: "UNet input", got: x.len(), expected: n });
+        }
+        if eps_out.len() != n {
+            return Err(RuntimeError::BufferSize { what: "UNet output", got: eps_out.len(), expected: n });
+        }
+        if self.unet.is_none() {
+            return Err(RuntimeError::MissingNetwork("unet"));
+        }
+        self.unet_inner(Some(x), t, Some(eps_out));
+        Ok(())
+    }
+
+    /// Runs the UNet on `x` (or on `self.x` when None) into `out` (or `self.eps`).
+    fn unet_inner(&mut self, x: Option<&[f32]>, t: u32, out: Option<&mut [f32]>) {
+        self.time_embedding(t);
+        let Some(u) = &self.unet else { return };
+        let g = &u.graph;
+        exec::buffer(g, &mut self.arena, u.input.buf).copy_from_slice(x.unwrap_or(&self.x));
+        exec::run(&self.pool, g, &self.params, &self.dynamic, &mut self.arena, &mut self.ws);
+        let res = exec::buffer(g, &mut self.arena, u.output.buf);
+        match out {
+            Some(o) => o.copy_from_slice(res),
+            None => self.eps.copy_from_slice(res),
+        }
+    }
+
+    /// Decodes one latent (divided by the blob's scale factor first) into `out`.
+    pub fn decode(&mut self, latent: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
+        let n = numel(self.latent);
+        if latent.len() != n {
+            return Err(RuntimeError::BufferSize { what: "latent", got: latent.len(), expected: n });
+        }
+        let m = numel(self.out_shape);
+        if self.decoder.is_none() {
+            return Err(RuntimeError::MissingNetwork("decoder"));
+        }
+        if out.len() != m {
+            return Err(RuntimeError::BufferSize { what: "decoded volume", got: out.len(), expected: m });
+        }
+        self.decode_inner(Some(latent), out);
+        Ok(())
+    }
+
+    fn decode_inner(&mut self, latent: Option<&[f32]>, out: &mut [f32]) {
+        let Some(d) = &self.decoder else { return };
+        let g = &d.graph;
+        let s = self.config.scale_factor;
+        let src = latent.unwrap_or(&self.x);
+        for (y, &v) in exec::buffer(g, &mut self.arena, d.input.buf).iter_mut().zip(src) {
+            *y = v / s;
+        }
+        exec::run(&self.pool, g, &self.params, &self.dynamic, &mut self.arena, &mut self.ws);
+        out.copy_from_slice(exec::buffer(g, &mut self.arena, d.output.buf));
+    }
+
+    fn check_generate(&self, out: &[f32]) -> Result<(), RuntimeError> {
+        if self.unet.is_none() {
+            return Err(RuntimeError::MissingNetwork("unet"));
+        }
+        if self.decoder.is_none() {
+            return Err(RuntimeError::MissingNetwork("decoder"));
+        }
+        let m = self.batch * numel(self.out_shape);
+        if out.len() != m {
+            return Err(RuntimeError::BufferSize { what: "output volumes", got: out.len(), expected: m });
+        }
+        Ok(())
+    }
+
+    /// Generates `batch` volumes from `seed`. Volume `b` uses the Philox stream of `seed` from
+    /// offset `b * 2^40`: its initial noise is elements `[0, n)`, the noise of step `s`
+    /// (stochastic samplers) elements `[(s + 1) n, (s + 2) n)`, with `n` the latent size.
+    pub fn generate(&mut self, seed: u64, out: &mut [f32], progress: &mut dyn FnMut(Progress)) -> Result<(), RuntimeError> {
+        self.check_generate(out)?;
+        let vol = numel(self.out_shape);
+        for b in 0..self.batch {
+            let base = (b as u64) << 40;
+            philox_normal(seed, base, &mut self.x);
+            self.sample(seed, base, &mut out[b * vol..(b + 1) * vol], progress);
+        }
+        Ok(())
+    }
+
+    /// Like `generate` but starts from the given initial noise (`batch` latents); stochastic
+    /// samplers draw their step noise from seed 0.
+    pub fn generate_from_noise(&mut self, noise: &[f32], out: &mut [f32], progress: &mut dyn FnMut(Progress)) -> Result<(), RuntimeError> {
+        self.generate_from_noise_seeded(noise, 0, out, progress)
+    }
+
+    /// `generate_from_noise` with the step-noise seed given.
+    pub fn generate_from_noise_seeded(
+        &mut self,
+        noise: &[f32],
+        seed: u64,
+        out: &mut [f32],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), RuntimeError> {
+        self.check_generate(out)?;
+        let n = numel(self.latent);
+        if noise.len() != self.batch * n {
+            return Err(RuntimeError::BufferSize { what: "initial noise", got: noise.len(), expected: self.batch * n });
+        }
+        let vol = numel(self.out_shape);
+        for b in 0..self.batch {
+            self.x.copy_from_slice(&noise[b * n..(b + 1) * n]);
+            self.sample(seed, (b as u64) << 40, &mut out[b * vol..(b + 1) * vol], progress);
+        }
+        Ok(())
+    }
+
+    /// Runs only the sampler from `noise`, leaving the latent after `steps` steps (all when None)
+    /// in `latent_out` (no decoding, no scale factor).
+    pub fn sample_latent(&mut self, noise: &[f32], seed: u64, steps: Option<usize>, latent_out: &mut [f32]) -> Result<(), RuntimeError> {
+        let n = numel(self.latent);
+        if noise.len() != n || latent_out.len() != n {
+            return Err(RuntimeError::BufferSize { what: "latent", got: noise.len().min(latent_out.len()), expected: n });
+        }
+        if self.unet.is_none() {
+            return Err(RuntimeError::MissingNetwork("unet"));
+        }
+        self.x.copy_from_slice(noise);
+        let steps = steps.unwrap_or(self.timesteps.len()).min(self.timesteps.len());
+        for i in 0..steps {
+            self.step(i, seed, 0);
+        }
+        latent_out.copy_from_slice(&self.x);
+        Ok(())
+    }
+
+    fn step(&mut self, i: usize, seed: u64, base: u64) {
+        let t = self.timesteps[i];
+        self.unet_inner(None, t, None);
+        let n = self.x.len() as u64;
+        let noise_off = base + (i as u64 + 1) * n;
+        match self.sampler {
+            Sampler::Ddim { eta } => {
+                let prev = self.schedule.num_train_timesteps() / self.timesteps.len();
+                let noise = if eta > 0.0 {
+                    philox_normal(seed, noise_off, &mut self.noise);
+                    Some(&self.noise[..])
+                } else {
+                    None
+                };
+                ddim_step(&self.schedule, t, prev, eta, &mut self.x, &self.eps, noise);
+            }
+            Sampler::Ddpm => {
+                philox_normal(seed, noise_off, &mut self.noise);
+                ddpm_step(&self.schedule, t, self.config.scheduler.clip_sample, &mut self.x, &self.eps, &self.noise);
+            }
+        }
+    }
+
+    fn sample(&mut self, seed: u64, base: u64, out: &mut [f32], progress: &mut dyn FnMut(Progress)) {
+        let total = self.timesteps.len();
+        for i in 0..total {
+            progress(Progress::Step { index: i, total, timestep: self.timesteps[i] });
+            self.step(i, seed, base);
+        }
+        progress(Progress::Decoding);
+        self.decode_inner(None, out);
+    }
+
+    /// The training schedule (betas, alphas, cumulative products).
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+}
