@@ -151,3 +151,32 @@ pub fn rebuild_with_tail(orig: &[u8], header: &Header, tail: &[u8]) -> (Vec<u8>,
 pub fn rebuild(orig: &[u8], header: &Header) -> Vec<u8> {
     rebuild_with_tail(orig, header, &[]).0
 }
+
+/// Header bytes with the table count (or one entry's fields) replaced by a raw varint.
+pub fn header_with_raw_table(header: &Header, raw_table: &[u8]) -> Vec<u8> {
+    let mut no_table = header.clone();
+    no_table.tensors.clear();
+    let mut hb = ldm_weights::format::encode_header(&no_table).unwrap();
+    assert_eq!(hb.pop(), Some(0), "empty table count is one zero byte");
+    hb.extend_from_slice(raw_table);
+    hb
+}
+
+/// `bytes` with its header replaced by `hb` (must fit before the data) and resealed.
+pub fn splice_header(bytes: &[u8], hb: &[u8]) -> Vec<u8> {
+    let (_, data_start) = raw_header(bytes);
+    assert!(20 + hb.len() as u64 <= data_start);
+    let mut b = bytes[..12].to_vec();
+    b.extend_from_slice(&(hb.len() as u64).to_le_bytes());
+    b.extend_from_slice(hb);
+    b.resize(data_start as usize, 0);
+    b.extend_from_slice(&bytes[data_start as usize..]);
+    reseal(&mut b);
+    b
+}
+
+pub fn varint_u64(v: u64) -> Vec<u8> {
+    let mut out = vec![253u8];
+    out.extend_from_slice(&v.to_le_bytes());
+    out
+}
