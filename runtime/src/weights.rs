@@ -39,6 +39,31 @@ impl WeightStore {
         Ok(store)
     }
 
+    /// Random weights for every tensor `cfg` needs (for benchmarks and memory measurements):
+    /// weights ~ N(0, 1/fan_in), biases ~ 0.02 N(0,1), norm scales 1 + 0.1 N(0,1), from Philox.
+    pub fn random(cfg: &ldm_weights::ModelConfig, seed: u64) -> Result<WeightStore, RuntimeError> {
+        let mut store = WeightStore::new();
+        let mut offset = 0u64;
+        for spec in ldm_weights::names::expected_tensors(cfg) {
+            let n = spec.shape.iter().product::<usize>();
+            let mut data = vec![0f32; n];
+            crate::philox::philox_normal(seed, offset, &mut data);
+            offset += n as u64;
+            let is_norm = spec.name.contains("norm") || (spec.shape.len() == 1 && spec.name.ends_with(".weight"));
+            let scale = if spec.shape.len() >= 2 {
+                1.0 / (spec.shape[1..].iter().product::<usize>() as f32).sqrt()
+            } else if is_norm && spec.name.ends_with(".weight") {
+                0.1
+            } else {
+                0.02
+            };
+            let base = if is_norm && spec.name.ends_with(".weight") && spec.shape.len() == 1 { 1.0 } else { 0.0 };
+            data.iter_mut().for_each(|v| *v = base + *v * scale);
+            store.insert(&spec.name, spec.shape.clone(), data)?;
+        }
+        Ok(store)
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -10,3 +10,19 @@
 pub mod error;
 
 pub use error::CudaError;
+pub mod arena;
+pub mod conv;
+pub mod device;
+pub mod fatbin;
+pub mod gemm;
+pub mod geometry;
+pub mod graph;
+pub mod kernels;
+pub mod sampler;
+
+pub use arena::{ArenaLayout, DevPtr, DeviceArena, Region, ARENA_ALIGN};
+pub use conv::{Conv3dSpec, ConvPlan};
+pub use device::{check_available, library_presence, CudaDevice, DeviceInfo, LibraryPresence};
+pub use gemm::GemmSpec;
+pub use graph::StepGraph;
+pub use kernels::{AttentionArgs, Kernels, NoiseStream};
