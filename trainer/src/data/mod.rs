@@ -2,15 +2,18 @@
 //! discovery and splits, procedural brain phantoms, and the BraTS (Task01) download.
 
 pub mod affine;
+pub mod dataset;
 
 pub mod error;
 pub mod nifti_io;
+pub mod phantom;
 
 pub mod preprocess;
 pub mod rng;
 pub mod transforms;
 pub mod volume;
 
+pub use dataset::{discover, split, Dataset, DatasetKind, Split};
 pub use error::{DataError, Result};
 pub use nifti_io::{read_info, read_volume, write_volume, NiftiInfo};
 pub use preprocess::{preprocess_file, preprocess_volume, PreprocessCache, PreprocessConfig, Preprocessed};
