@@ -253,3 +253,58 @@ fn gather(bytes: &[u8], t: &TensorRef, plan: &ViewPlan, big_endian: bool) -> Vec
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::import::pickle::StorageDtype;
+    use crate::import::read_checkpoint;
+
+    fn crafted(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crafted").join(name)
+    }
+
+    #[test]
+    fn reads_every_storage_dtype_strides_and_offsets() {
+        let t = read_checkpoint(&crafted("dtypes.pt"), None).unwrap();
+        let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["f16", "bf16", "f64", "transposed", "offset"]);
+        assert_eq!(t[0].data, [0.5, -1.25, 2.0, 65504.0]);
+        assert_eq!(t[0].source_dtype, StorageDtype::F16);
+        assert_eq!((t[1].shape.as_slice(), t[1].data.as_slice()), (&[2usize, 2][..], &[1.0f32, -2.5, 3.0, 0.15625][..]));
+        assert_eq!(t[2].data, [0.25, -0.5, 0.001f64 as f32, 3.0]);
+        // Storage [0..6) viewed as shape (3, 2) with stride (1, 3): the transpose of a 2x3.
+        assert_eq!(t[3].shape, [3, 2]);
+        assert_eq!(t[3].data, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(t[4].data, [4.0, 5.0]);
+    }
+
+    #[test]
+    fn big_endian_storages() {
+        let t = read_checkpoint(&crafted("big_endian.pt"), None).unwrap();
+        assert_eq!(t[0].data, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn nested_state_dict_by_key() {
+        let t = read_checkpoint(&crafted("nested.pt"), Some("state_dict")).unwrap();
+        assert_eq!((t.len(), t[0].name.as_str()), (1, "w"));
+        let e = read_checkpoint(&crafted("nested.pt"), Some("model")).unwrap_err().to_string();
+        assert!(e.contains("--key model") && e.contains("'state_dict', 'epoch'"), "{e}");
+        let e = read_checkpoint(&crafted("nested.pt"), Some("epoch")).unwrap_err().to_string();
+        assert!(e.contains("entry 'epoch' is a 3, not a dict"), "{e}");
+    }
+
+    #[test]
+    fn monai_metadata_build_is_accepted() {
+        // Both fixture naming generations carry an OrderedDict `_metadata` set through BUILD.
+        let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monai/autoencoder");
+        for f in ["autoencoder.pt", "autoencoder_monai.pt"] {
+            let t = read_checkpoint(&fx.join(f), None).unwrap();
+            assert_eq!(t.len(), 126, "{f}");
+            assert_eq!(t[0].name, "encoder.blocks.0.conv.weight");
+            assert_eq!(t[0].shape, [16, 1, 3, 3, 3]);
+        }
+    }
+}

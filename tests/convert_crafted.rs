@@ -1,0 +1,118 @@
+//! Hostile and broken checkpoints: crafted pickles that would run code are refused naming the
+//! global, broken archives give a clear error, and no blob is ever written. Also: every missing,
+//! extra or mis-shaped tensor is reported by name in one error. The crafted files are made by
+//! `tests/fixtures/crafted/make_crafted.py` (Python stdlib only).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn convert_unet(src: &std::path::Path, out: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_brats-ldm"))
+        .args(["convert", "--unet"])
+        .arg(src)
+        .arg("--config")
+        .arg(root().join("tests/fixtures/configs/fixture_networks.json"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run brats-ldm")
+}
+
+fn refused(file: &str, expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.blob");
+    let o = convert_unet(&root().join("tests/fixtures/crafted").join(file), &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{file} was accepted");
+    assert_eq!(o.status.code(), Some(1), "{file}: not a clean error exit: {err}");
+    assert!(!err.contains("panicked"), "{file}: {err}");
+    for e in expect {
+        assert!(err.contains(e), "{file}: error does not mention `{e}`:\n{err}");
+    }
+    assert!(!out.exists(), "{file}: a blob was written");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{file}: temporary files left behind");
+}
+
+#[test]
+fn code_execution_globals_are_refused_by_name() {
+    refused("os_system.pt", &["global `os.system` is not allowed", "nothing was executed"]);
+    refused("builtins_eval.pt", &["global `builtins.eval` is not allowed"]);
+    refused("stack_global_posix.pt", &["global `posix.system` is not allowed"]);
+    refused("subprocess_popen.pt", &["global `subprocess.Popen` is not allowed"]);
+}
+
+#[test]
+fn broken_archives_are_refused_clearly() {
+    refused("huge_numel.pt", &["tensor `w`", "claims 1099511627776 float32 elements", "holds 16 bytes"]);
+    refused("view_out_of_bounds.pt", &["tensor `w`", "reaches element 5", "has 4 elements"]);
+    refused("missing_storage.pt", &["storage `7` is missing", "archive/data/7"]);
+    refused("truncated_pickle.pt", &["pickle truncated"]);
+    refused("nested.pt", &["not a state dict", "'state_dict' (dict)", "--key"]);
+}
+
+#[test]
+fn non_checkpoints_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pt");
+    std::fs::write(&junk, b"this is not a checkpoint").unwrap();
+    let o = convert_unet(&junk, &dir.path().join("x.blob"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("neither a torch.save zip archive nor a safetensors file"), "{err}");
+    // A safetensors header that points past the end of the file.
+    let bad = dir.path().join("bad.safetensors");
+    let header = br#"{"w":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 16]);
+    std::fs::write(&bad, bytes).unwrap();
+    let o = convert_unet(&bad, &dir.path().join("x.blob"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("invalid safetensors file"), "{err}");
+    let o = convert_unet(&dir.path().join("absent.pt"), &dir.path().join("x.blob"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read"));
+}
+
+#[test]
+fn every_mismatch_is_reported_by_name_at_once() {
+    let bytes = std::fs::read(root().join("tests/fixtures/monai/unet/unet.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: HashMap<String, (Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, t)| (n, (t.shape().to_vec(), t.data().to_vec()))).collect();
+    // Missing: two tensors. Extra: one. Mis-shaped: one (same element count, other shape).
+    owned.remove("time_embed.0.weight").unwrap();
+    owned.remove("middle_block.attention.to_k.bias").unwrap();
+    owned.insert("bogus.layer.weight".into(), (vec![2], vec![0u8; 8]));
+    let (_, data) = owned.remove("out.2.conv.bias").unwrap();
+    owned.insert("out.2.conv.bias".into(), (vec![2, 4], data));
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, (s, d))| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("broken.safetensors");
+    safetensors::serialize_to_file(views, None, &src).unwrap();
+
+    let out = dir.path().join("x.blob");
+    let o = convert_unet(&src, &out);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "missing     unet.time_embed.0.weight [64, 16]",
+        "missing     unet.middle_block.attention.to_k.bias [32]",
+        "unexpected  unet.bogus.layer.weight [2]",
+        "wrong shape unet.out.2.conv.bias: expected [8], found [2, 4]",
+        "(2 missing, 1 unexpected, 1 wrong shape)",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+    assert!(!out.exists());
+}
