@@ -1,9 +1,10 @@
 /*
  * brats_ldm.h — C ABI of the brats-ldm runtime (synthetic FLAIR brain MRI from a 3-D latent
  * diffusion model). Link against libldm_runtime.so (cdylib) or libldm_runtime.a (staticlib; on
- * Linux also link -lpthread -ldl -lm). Hand-written; runtime/tests/capi_c.rs checks it against the
- * Rust side: every constant, struct size and field offset, the exported function set and the
- * version macros.
+ * Linux also link -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc, as `rustc --print
+ * native-static-libs` lists); both come from `cargo build -p ldm-runtime [--release]`.
+ * Hand-written; runtime/tests/capi_c.rs checks it against the Rust side: every constant, struct
+ * size and field offset, the exported function set and the version macros.
  *
  * Usage:
  *     brats_ldm_options opts;
@@ -133,14 +134,16 @@ typedef struct brats_ldm_options {
     uint32_t steps;           /* sampling steps; 0 = the blob's default */
     uint32_t threads;         /* CPU worker threads; 0 = the runtime's default */
     uint32_t latent_shape[4]; /* latent [C, D, H, W]; all 0 = the blob's default */
-    uint64_t max_memory;      /* bound on activation memory in bytes (slab decoding); 0 = none */
+    uint64_t max_memory;      /* bound in bytes on everything but the weights (arena, workspaces,
+                                 sampler state); the decoder then works in smaller slabs; 0 = none */
 } brats_ldm_options;
 
 /* The memory plan of a generator, in bytes; everything is allocated at create time. */
 typedef struct brats_ldm_plan {
     uint64_t weight_bytes;    /* model weights as held by the runtime */
     uint64_t arena_bytes;     /* activation arena (liveness-based reuse) */
-    uint64_t workspace_bytes; /* GEMM / convolution / attention scratch */
+    uint64_t workspace_bytes; /* GEMM packing, normalisation slabs, attention scratch */
+    uint64_t state_bytes;     /* sampler state: latent, epsilon, noise, time embedding */
     uint64_t total_bytes;     /* all of the above */
 } brats_ldm_plan;
 

@@ -117,10 +117,13 @@ pub fn conv(
     }
     let m = g.cout;
     let k = g.kdim();
-    let n_blocks = n.div_ceil(NC);
+    let want = 4 * pool.threads();
+    // Smaller column blocks when the volume is small, so that rows need not be split (which
+    // would pack the same columns once per row block).
+    let nc_blk = (n.div_ceil(want).div_ceil(NR) * NR).clamp(NR, NC);
+    let n_blocks = n.div_ceil(nc_blk);
     let m_panels = m.div_ceil(MR);
     // Split rows only when there are too few column blocks to feed every thread.
-    let want = 4 * pool.threads();
     let m_split = if n_blocks >= want { 1 } else { (want / n_blocks).clamp(1, m_panels) };
     let panels_per = m_panels.div_ceil(m_split);
     let m_blocks = m_panels.div_ceil(panels_per);
@@ -129,8 +132,8 @@ pub fn conv(
     pool.for_each(tasks, &|task, tid| {
         let nb = task / m_blocks;
         let mb = task % m_blocks;
-        let c_begin = n0 + nb * NC;
-        let nc = NC.min(n0 + n - c_begin);
+        let c_begin = n0 + nb * nc_blk;
+        let nc = nc_blk.min(n0 + n - c_begin);
         let p_begin = mb * panels_per;
         let p_end = (p_begin + panels_per).min(m_panels);
         // SAFETY: each thread owns its pack slice; tasks write disjoint (row, column) tiles.
@@ -173,6 +176,32 @@ pub fn conv(
     });
 }
 
+/// One run of output columns inside a single output row and a single NR panel.
+#[derive(Clone, Copy, Default)]
+struct Seg {
+    od: u32,
+    oh: u32,
+    ow: u32,
+    len: u32,
+    /// Offset of the run's first lane in the packed block (for kk = 0).
+    dst: u32,
+}
+
+/// Copies a short run (the compiler turns the fixed-bound loop into vector moves; `memcpy`
+/// calls cost more than the copy at these lengths).
+#[inline(always)]
+fn copy_run(d: &mut [f32], s: &[f32]) {
+    if d.len() == NR {
+        let d: &mut [f32; NR] = d.try_into().unwrap_or_else(|_| unreachable!());
+        let s: &[f32; NR] = s[..NR].try_into().unwrap_or_else(|_| unreachable!());
+        *d = *s;
+    } else {
+        for (x, &y) in d.iter_mut().zip(s) {
+            *x = y;
+        }
+    }
+}
+
 /// Packs rows `k0..k0+kc` and columns `c0..c0+nc` of the virtual im2col matrix into NR panels:
 /// `dst[(j / NR) * kc * NR + kk * NR + j % NR]`, zero-padded to whole panels.
 #[allow(clippy::too_many_arguments)]
@@ -183,61 +212,75 @@ fn pack_b(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: 
     let (vd, vh, vw) = (v[0] as isize, v[1] as isize, v[2] as isize);
     let in_plane = g.hin * g.win;
     let in_chan = input.planes * in_plane;
-    let kk3 = g.k * g.k * g.k;
-    let k2 = g.k * g.k;
     let (s, pad, up) = (g.stride as isize, g.pad as isize, g.up);
     let panels = nc.div_ceil(NR);
+    // Column runs of this block (at most one per column).
+    let mut segs = [Seg::default(); NC];
+    let mut nseg = 0;
     let mut j = 0usize;
     while j < nc {
         let col = c0 + j;
         let od = col / plane_o;
         let rem = col % plane_o;
-        let oh = rem / wo;
-        let ow = rem % wo;
+        let (oh, ow) = (rem / wo, rem % wo);
         let lane = j % NR;
-        let seg = (wo - ow).min(NR - lane).min(nc - j);
-        let panel_base = (j / NR) * kc * NR + lane;
-        let (mut ci, mut t) = ((k0 / kk3), k0 % kk3);
-        for kk in 0..kc {
-            let kd = t / k2;
-            let kh = (t / g.k) % g.k;
-            let kw = t % g.k;
-            let d = &mut dst[panel_base + kk * NR..panel_base + kk * NR + seg];
-            let zd = od as isize * s + kd as isize - pad;
-            let zh = oh as isize * s + kh as isize - pad;
+        let len = (wo - ow).min(NR - lane).min(nc - j);
+        segs[nseg] = Seg { od: od as u32, oh: oh as u32, ow: ow as u32, len: len as u32, dst: ((j / NR) * kc * NR + lane) as u32 };
+        nseg += 1;
+        j += len;
+    }
+    let segs = &segs[..nseg];
+    let fast = s == 1 && up == 0;
+    let (mut ci, mut kd, mut kh, mut kw) = {
+        let kk3 = g.k * g.k * g.k;
+        let t = k0 % kk3;
+        (k0 / kk3, t / (g.k * g.k), (t / g.k) % g.k, t % g.k)
+    };
+    for kk in 0..kc {
+        let chan = &input.data[ci * in_chan..(ci + 1) * in_chan];
+        for sg in segs {
+            let len = sg.len as usize;
+            let at = sg.dst as usize + kk * NR;
+            let d = &mut dst[at..at + len];
+            let zd = sg.od as isize * s + kd as isize - pad;
+            let zh = sg.oh as isize * s + kh as isize - pad;
             if zd < 0 || zd >= vd || zh < 0 || zh >= vh {
                 d.fill(0.0);
+                continue;
+            }
+            let sd = (zd >> up) as usize - input.z0;
+            let sh = (zh >> up) as usize;
+            let row = &chan[sd * in_plane + sh * g.win..sd * in_plane + (sh + 1) * g.win];
+            let zw0 = sg.ow as isize * s + kw as isize - pad;
+            if fast {
+                let lo = (-zw0).clamp(0, len as isize) as usize;
+                let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
+                d[..lo].fill(0.0);
+                if hi > lo {
+                    let src0 = (zw0 + lo as isize) as usize;
+                    copy_run(&mut d[lo..hi], &row[src0..src0 + hi - lo]);
+                }
+                d[hi..].fill(0.0);
             } else {
-                let sd = (zd >> up) as usize - input.z0;
-                let sh = (zh >> up) as usize;
-                let row = &input.data[ci * in_chan + sd * in_plane + sh * g.win..][..g.win];
-                let zw0 = ow as isize * s + kw as isize - pad;
-                if s == 1 && up == 0 {
-                    // Contiguous run with zero borders.
-                    let lo = (-zw0).clamp(0, seg as isize) as usize;
-                    let hi = (vw - zw0).clamp(0, seg as isize) as usize;
-                    d[..lo].fill(0.0);
-                    if hi > lo {
-                        let src0 = (zw0 + lo as isize) as usize;
-                        d[lo..hi].copy_from_slice(&row[src0..src0 + hi - lo]);
-                    }
-                    if hi < seg {
-                        d[hi.max(lo)..].fill(0.0);
-                    }
-                } else {
-                    for (i, x) in d.iter_mut().enumerate() {
-                        let zw = zw0 + i as isize * s;
-                        *x = if zw < 0 || zw >= vw { 0.0 } else { row[(zw >> up) as usize] };
-                    }
+                for (i, x) in d.iter_mut().enumerate() {
+                    let zw = zw0 + i as isize * s;
+                    *x = if zw < 0 || zw >= vw { 0.0 } else { row[(zw >> up) as usize] };
                 }
             }
-            t += 1;
-            if t == kk3 {
-                t = 0;
-                ci += 1;
+        }
+        kw += 1;
+        if kw == g.k {
+            kw = 0;
+            kh += 1;
+            if kh == g.k {
+                kh = 0;
+                kd += 1;
+                if kd == g.k {
+                    kd = 0;
+                    ci += 1;
+                }
             }
         }
-        j += seg;
     }
     // Zero the padding columns of the last panel.
     let tail = panels * NR - nc;

@@ -5,7 +5,10 @@
 //! `norm`, `attention`, `fastmath`), `schedule` (DDIM/DDPM), `philox` (noise), `pool` (threads).
 
 pub mod attention;
+pub mod capi;
 pub mod conv;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod exec;
 pub mod fastmath;

@@ -266,9 +266,10 @@ fn output_info(rt: &Runtime) -> Result<BratsLdmOutputInfo, CError> {
 fn plan_of(rt: &Runtime) -> BratsLdmPlan {
     let p = rt.plan();
     BratsLdmPlan {
-        weight_bytes: p.weight_bytes as u64,
+        weight_bytes: p.weights_bytes as u64,
         arena_bytes: p.arena_bytes as u64,
         workspace_bytes: p.workspace_bytes as u64,
+        state_bytes: p.state_bytes as u64,
         total_bytes: p.total_bytes as u64,
     }
 }
@@ -308,7 +309,7 @@ pub unsafe extern "C" fn brats_ldm_get_plan(
             if out.is_null() {
                 return Err(CError::null("out"));
             }
-            write_sized(&lease.generator().plan, out, out_size, 32, "brats_ldm_plan")
+            write_sized(&lease.generator().plan, out, out_size, 40, "brats_ldm_plan")
         }
     })
 }

@@ -43,6 +43,7 @@ pub struct BratsLdmPlan {
     pub weight_bytes: u64,
     pub arena_bytes: u64,
     pub workspace_bytes: u64,
+    pub state_bytes: u64,
     pub total_bytes: u64,
 }
 
@@ -90,7 +91,7 @@ mod tests {
         assert_eq!(size_of::<BratsLdmOptions>(), 56);
         assert_eq!(offset_of!(BratsLdmOptions, max_memory), 48);
         assert_eq!(align_of::<BratsLdmOptions>(), 8);
-        assert_eq!(size_of::<BratsLdmPlan>(), 32);
+        assert_eq!(size_of::<BratsLdmPlan>(), 40);
         assert_eq!(size_of::<BratsLdmOutputInfo>(), 80);
         assert_eq!(offset_of!(BratsLdmOutputInfo, orientation), 64);
         assert_eq!(size_of::<BratsLdmProgress>(), 16);

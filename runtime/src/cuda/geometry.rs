@@ -196,9 +196,10 @@ mod tests {
         assert_eq!(g.apply.grid.1, 64);
         assert_eq!(g.partial_bytes(), 32 * g.splits as u64 * 12);
         assert_eq!(g.stats_bytes(), 32 * 8);
-        // UNet deepest level: 512 channels, 9x11x7 voxels, batch 2: one split per group.
+        // UNet deepest level: 512 channels, 9x11x7 voxels, batch 2: 11088 elements per group,
+        // two splits of 5544.
         let g = groupnorm(2, 512, 9 * 11 * 7, 32).unwrap();
-        assert_eq!((g.splits, g.chunk, g.rows), (1, 16 * 693, 64));
+        assert_eq!((g.splits, g.chunk, g.rows), (2, 8 * 693, 64));
         assert_eq!(g.finalize.grid.0, 1);
         assert_eq!(g.apply.grid, (1, 1024, 1));
         // Exhaustive cover check on awkward sizes.

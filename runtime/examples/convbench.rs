@@ -1,0 +1,51 @@
+//! Times single convolutions of typical decoder/UNet shapes: `cargo run --release -p ldm-runtime --example convbench`.
+use ldm_runtime::conv::{conv, pack_len, ConvGeom, ConvInput, Init, PackWs};
+use ldm_runtime::gemm::{init, PackedA};
+use ldm_runtime::pool::Pool;
+use std::time::Instant;
+
+fn main() {
+    init();
+    let threads: usize = std::env::args().nth(1).and_then(|v| v.parse().ok()).unwrap_or(2);
+    let pool = Pool::new(threads).unwrap();
+    let shapes = [
+        ("dec L0 64->64 48x48x32", ConvGeom { cin: 64, din: 48, hin: 48, win: 32, up: 0, k: 3, stride: 1, pad: 1, cout: 64 }),
+        ("dec up 128 ->48x48x32", ConvGeom { cin: 128, din: 24, hin: 24, win: 16, up: 1, k: 3, stride: 1, pad: 1, cout: 128 }),
+        ("unet L0 256->256 12x12x8", ConvGeom { cin: 256, din: 12, hin: 12, win: 8, up: 0, k: 3, stride: 1, pad: 1, cout: 256 }),
+        ("unet L2 512->512 3x3x2", ConvGeom { cin: 512, din: 3, hin: 3, win: 2, up: 0, k: 3, stride: 1, pad: 1, cout: 512 }),
+    ];
+    for th in [1usize, 2] {
+        let p = Pool::new(th).unwrap();
+        let t = Instant::now();
+        p.for_each(8, &|_, _| { std::hint::black_box(spin(20_000_000)); });
+        println!("spin with {th} threads: {:.3} s", t.elapsed().as_secs_f64());
+    }
+    for (name, g) in shapes {
+        let x = vec![0.5f32; g.cin * g.din * g.hin * g.win];
+        let w = vec![0.01f32; g.cout * g.kdim()];
+        let b = vec![0f32; g.cout];
+        let pa = PackedA::pack(&w, g.cout, g.kdim());
+        let o = g.out_dims();
+        let mut y = vec![0f32; g.cout * o[0] * o[1] * o[2]];
+        let mut ws = vec![0f32; threads * pack_len()];
+        let input = ConvInput { data: &x, z0: 0, planes: g.din };
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()));
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!("{name}: {:.1} ms, {:.1} GFLOP/s", best * 1e3, g.flops() / best / 1e9);
+    }
+}
+
+#[allow(dead_code)]
+fn spin(n: usize) -> f32 {
+    let mut a = [1.0f32; 16];
+    for i in 0..n {
+        for l in 0..16 {
+            a[l] = a[l] * 0.999_999 + (i as f32) * 1e-9;
+        }
+    }
+    a.iter().sum()
+}
