@@ -180,10 +180,6 @@ fn venv_nvcc(venv: &Path) -> Option<PathBuf> {
     pythons.sort();
     pythons
         .into_iter()
-        .map(|py| {
-            venv.join("lib")
-                .join(py)
-                .join("site-packages/nvidia/cu13/bin/nvcc")
-        })
+        .map(|py| venv.join("lib").join(py).join("site-packages/nvidia/cu13/bin/nvcc"))
         .find(|p| is_executable(p))
 }

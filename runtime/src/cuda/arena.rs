@@ -87,7 +87,10 @@ impl ArenaLayout {
                 )));
             }
         }
-        Ok(ArenaLayout { regions: regions.to_vec(), total })
+        Ok(ArenaLayout {
+            regions: regions.to_vec(),
+            total,
+        })
     }
 
     pub fn regions(&self) -> &[Region] {
@@ -130,13 +133,17 @@ impl DeviceArena {
     /// Allocates `layout.total_bytes()` (zeroed) on `stream`'s device.
     pub fn new(stream: &Arc<CudaStream>, layout: &ArenaLayout) -> Result<Self, CudaError> {
         let bytes = layout.total_bytes()?;
-        let buffer = stream.alloc_zeros::<u8>(bytes).map_err(CudaError::driver("cuMemAlloc (arena)"))?;
+        let buffer = stream
+            .alloc_zeros::<u8>(bytes)
+            .map_err(CudaError::driver("cuMemAlloc (arena)"))?;
         let base = {
             let (ptr, _sync) = buffer.device_ptr(stream);
             ptr
         };
         if base % ARENA_ALIGN as u64 != 0 {
-            return Err(CudaError::Arena(format!("driver returned a base address {base:#x} not {ARENA_ALIGN}-byte aligned")));
+            return Err(CudaError::Arena(format!(
+                "driver returned a base address {base:#x} not {ARENA_ALIGN}-byte aligned"
+            )));
         }
         Ok(DeviceArena { buffer, base, bytes })
     }
@@ -167,7 +174,9 @@ impl DeviceArena {
         }
         self.ptr(region)?;
         let mut view = self.buffer.slice_mut(region.offset..region.end());
-        stream.memcpy_htod(data, &mut view).map_err(CudaError::driver("cuMemcpyHtoD (arena upload)"))?;
+        stream
+            .memcpy_htod(data, &mut view)
+            .map_err(CudaError::driver("cuMemcpyHtoD (arena upload)"))?;
         stream.synchronize().map_err(CudaError::driver("cuStreamSynchronize"))
     }
 
@@ -182,7 +191,9 @@ impl DeviceArena {
         }
         self.ptr(region)?;
         let view = self.buffer.slice(region.offset..region.end());
-        stream.memcpy_dtoh(&view, out).map_err(CudaError::driver("cuMemcpyDtoH (arena download)"))?;
+        stream
+            .memcpy_dtoh(&view, out)
+            .map_err(CudaError::driver("cuMemcpyDtoH (arena download)"))?;
         stream.synchronize().map_err(CudaError::driver("cuStreamSynchronize"))
     }
 }
@@ -229,13 +240,33 @@ mod tests {
 
     #[test]
     fn from_plan_checks_alignment_and_bounds_but_allows_reuse() {
-        let reuse = [Region { offset: 0, bytes: 1024 }, Region { offset: 512, bytes: 512 }];
+        let reuse = [
+            Region { offset: 0, bytes: 1024 },
+            Region {
+                offset: 512,
+                bytes: 512,
+            },
+        ];
         let l = ArenaLayout::from_plan(&reuse, 1024).unwrap();
         assert_eq!(l.regions().len(), 2);
         assert_eq!(l.total_bytes().unwrap(), 1024);
         assert!(ArenaLayout::from_plan(&[Region { offset: 100, bytes: 4 }], 1024).is_err());
-        assert!(ArenaLayout::from_plan(&[Region { offset: 768, bytes: 512 }], 1024).is_err());
-        assert!(ArenaLayout::from_plan(&[Region { offset: 256, bytes: usize::MAX }], usize::MAX).is_err());
+        assert!(ArenaLayout::from_plan(
+            &[Region {
+                offset: 768,
+                bytes: 512
+            }],
+            1024
+        )
+        .is_err());
+        assert!(ArenaLayout::from_plan(
+            &[Region {
+                offset: 256,
+                bytes: usize::MAX
+            }],
+            usize::MAX
+        )
+        .is_err());
     }
 
     #[test]

@@ -27,12 +27,28 @@ pub struct Conv3dSpec {
 impl Conv3dSpec {
     /// k x k x k, stride 1, padding k/2 ("same" for odd k): the 3x3 convs and 1x1 projections.
     pub fn same(batch: usize, in_channels: usize, out_channels: usize, in_dims: [usize; 3], k: usize) -> Self {
-        Conv3dSpec { batch, in_channels, out_channels, in_dims, kernel: [k; 3], stride: [1; 3], padding: [k / 2; 3] }
+        Conv3dSpec {
+            batch,
+            in_channels,
+            out_channels,
+            in_dims,
+            kernel: [k; 3],
+            stride: [1; 3],
+            padding: [k / 2; 3],
+        }
     }
 
     /// The UNet's Downsample: 3x3x3, stride 2, padding 1.
     pub fn down(batch: usize, in_channels: usize, out_channels: usize, in_dims: [usize; 3]) -> Self {
-        Conv3dSpec { batch, in_channels, out_channels, in_dims, kernel: [3; 3], stride: [2; 3], padding: [1; 3] }
+        Conv3dSpec {
+            batch,
+            in_channels,
+            out_channels,
+            in_dims,
+            kernel: [3; 3],
+            stride: [2; 3],
+            padding: [1; 3],
+        }
     }
 
     /// Output extents: floor((in + 2 pad - k) / stride) + 1 per axis.
@@ -41,7 +57,9 @@ impl Conv3dSpec {
         for a in 0..3 {
             let (n, k, s, p) = (self.in_dims[a], self.kernel[a], self.stride[a], self.padding[a]);
             if k == 0 || s == 0 {
-                return Err(CudaError::Shape(format!("conv axis {a}: kernel {k} and stride {s} must be positive")));
+                return Err(CudaError::Shape(format!(
+                    "conv axis {a}: kernel {k} and stride {s} must be positive"
+                )));
             }
             let padded = n
                 .checked_add(2 * p)
@@ -58,12 +76,24 @@ impl Conv3dSpec {
 
     /// cuDNN's [N, C, D, H, W] of the input.
     pub fn input_dims(&self) -> Result<[i32; 5], CudaError> {
-        to_i32([self.batch, self.in_channels, self.in_dims[0], self.in_dims[1], self.in_dims[2]])
+        to_i32([
+            self.batch,
+            self.in_channels,
+            self.in_dims[0],
+            self.in_dims[1],
+            self.in_dims[2],
+        ])
     }
 
     /// cuDNN's [K, C, kd, kh, kw] of the filter (PyTorch's weight layout).
     pub fn filter_dims(&self) -> Result<[i32; 5], CudaError> {
-        to_i32([self.out_channels, self.in_channels, self.kernel[0], self.kernel[1], self.kernel[2]])
+        to_i32([
+            self.out_channels,
+            self.in_channels,
+            self.kernel[0],
+            self.kernel[1],
+            self.kernel[2],
+        ])
     }
 
     /// cuDNN's [N, K, D', H', W'] of the output.
@@ -103,7 +133,8 @@ impl Conv3dSpec {
 fn to_i32(dims: [usize; 5]) -> Result<[i32; 5], CudaError> {
     let mut out = [0i32; 5];
     for (o, &d) in out.iter_mut().zip(&dims) {
-        *o = i32::try_from(d).map_err(|_| CudaError::Shape(format!("extent {d} of {dims:?} exceeds cuDNN's 32-bit dims")))?;
+        *o = i32::try_from(d)
+            .map_err(|_| CudaError::Shape(format!("extent {d} of {dims:?} exceeds cuDNN's 32-bit dims")))?;
     }
     Ok(out)
 }
@@ -113,12 +144,17 @@ pub fn packed_strides(dims: [i32; 5]) -> Result<[i32; 5], CudaError> {
     let mut strides = [0i32; 5];
     let mut acc: i64 = 1;
     for a in (0..5).rev() {
-        strides[a] = i32::try_from(acc)
-            .map_err(|_| CudaError::Shape(format!("tensor {dims:?} has more elements than cuDNN's 32-bit strides allow")))?;
+        strides[a] = i32::try_from(acc).map_err(|_| {
+            CudaError::Shape(format!(
+                "tensor {dims:?} has more elements than cuDNN's 32-bit strides allow"
+            ))
+        })?;
         acc *= dims[a] as i64;
     }
     if acc > i32::MAX as i64 {
-        return Err(CudaError::Shape(format!("tensor {dims:?} has {acc} elements, beyond cuDNN's 2^31 limit")));
+        return Err(CudaError::Shape(format!(
+            "tensor {dims:?} has {acc} elements, beyond cuDNN's 2^31 limit"
+        )));
     }
     Ok(strides)
 }
@@ -206,7 +242,8 @@ impl ConvPlan {
         };
         plan.y = dnn::create_tensor_descriptor().map_err(CudaError::cudnn("cudnnCreateTensorDescriptor"))?;
         plan.w = dnn::create_filter_descriptor().map_err(CudaError::cudnn("cudnnCreateFilterDescriptor"))?;
-        plan.conv = dnn::create_convolution_descriptor().map_err(CudaError::cudnn("cudnnCreateConvolutionDescriptor"))?;
+        plan.conv =
+            dnn::create_convolution_descriptor().map_err(CudaError::cudnn("cudnnCreateConvolutionDescriptor"))?;
         unsafe {
             dnn::set_tensornd_descriptor(plan.x, ty, 5, xd.as_ptr(), xs.as_ptr())
                 .map_err(CudaError::cudnn("cudnnSetTensorNdDescriptor (input)"))?;
@@ -267,7 +304,14 @@ impl ConvPlan {
     /// # Safety
     /// `x`, `w`, `y` and `workspace` must be device addresses of at least the sizes implied by
     /// `spec` and `workspace_bytes`, in `dtype`, valid until the stream reaches this call.
-    pub unsafe fn forward(&self, dnn_handle: &Dnn, x: DevPtr, w: DevPtr, y: DevPtr, workspace: DevPtr) -> Result<(), CudaError> {
+    pub unsafe fn forward(
+        &self,
+        dnn_handle: &Dnn,
+        x: DevPtr,
+        w: DevPtr,
+        y: DevPtr,
+        workspace: DevPtr,
+    ) -> Result<(), CudaError> {
         let alpha = 1.0f32;
         let beta = 0.0f32;
         dnn::convolution_forward(
@@ -345,7 +389,10 @@ mod tests {
 
     #[test]
     fn strides_are_packed_ncdhw() {
-        assert_eq!(packed_strides([1, 256, 36, 44, 28]).unwrap(), [256 * 36 * 44 * 28, 36 * 44 * 28, 44 * 28, 28, 1]);
+        assert_eq!(
+            packed_strides([1, 256, 36, 44, 28]).unwrap(),
+            [256 * 36 * 44 * 28, 36 * 44 * 28, 44 * 28, 28, 1]
+        );
         assert_eq!(packed_strides([2, 3, 4, 5, 6]).unwrap(), [360, 120, 30, 6, 1]);
         // The decoder's largest activation (64 x 144x176x112 = 181.6 M elements) fits cuDNN.
         assert!(packed_strides([1, 64, 144, 176, 112]).is_ok());
@@ -365,7 +412,10 @@ mod tests {
         let mut c = Conv3dSpec::same(1, 8, 8, [4, 4, 4], 3);
         c.stride = [0, 1, 1];
         assert!(c.out_dims().is_err());
-        let c = Conv3dSpec { padding: [0; 3], ..Conv3dSpec::same(1, 8, 8, [2, 4, 4], 3) };
+        let c = Conv3dSpec {
+            padding: [0; 3],
+            ..Conv3dSpec::same(1, 8, 8, [2, 4, 4], 3)
+        };
         assert!(c.out_dims().is_err(), "kernel larger than the unpadded input");
         assert!(Conv3dSpec::same(0, 8, 8, [4, 4, 4], 3).validate().is_err());
         assert!(Conv3dSpec::same(1, 8, 8, [4, 4, 4], 3).validate().is_ok());

@@ -41,16 +41,21 @@ pub fn library_presence() -> LibraryPresence {
 pub fn check_available(ordinal: usize) -> Result<usize, CudaError> {
     let libs = library_presence();
     if !libs.driver {
-        return Err(CudaError::unavailable("the NVIDIA driver library libcuda.so was not found"));
+        return Err(CudaError::unavailable(
+            "the NVIDIA driver library libcuda.so was not found",
+        ));
     }
-    let count = CudaContext::device_count()
-        .map_err(|e| CudaError::unavailable(format!("the CUDA driver failed to initialise or found no device ({e})")))?;
+    let count = CudaContext::device_count().map_err(|e| {
+        CudaError::unavailable(format!("the CUDA driver failed to initialise or found no device ({e})"))
+    })?;
     let count = usize::try_from(count).unwrap_or(0);
     if count == 0 {
         return Err(CudaError::unavailable("the CUDA driver reports no GPU"));
     }
     if ordinal >= count {
-        return Err(CudaError::unavailable(format!("GPU {ordinal} requested but only {count} present")));
+        return Err(CudaError::unavailable(format!(
+            "GPU {ordinal} requested but only {count} present"
+        )));
     }
     if !libs.cublas {
         return Err(CudaError::unavailable("cuBLAS (libcublas.so) was not found"));
@@ -88,9 +93,16 @@ impl CudaDevice {
         check_available(ordinal)?;
         let ctx = CudaContext::new(ordinal).map_err(CudaError::driver("cuCtx (primary context)"))?;
         let name = ctx.name().map_err(CudaError::driver("cuDeviceGetName"))?;
-        let (major, minor) = ctx.compute_capability().map_err(CudaError::driver("cuDeviceGetAttribute"))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(CudaError::driver("cuDeviceGetAttribute"))?;
         if major < 8 {
-            return Err(CudaError::UnsupportedDevice { ordinal, name, major, minor });
+            return Err(CudaError::UnsupportedDevice {
+                ordinal,
+                name,
+                major,
+                minor,
+            });
         }
         let total_memory = ctx.total_mem().map_err(CudaError::driver("cuDeviceTotalMem"))?;
         // One stream only: cudarc's cross-stream event tracking is unnecessary and would record
@@ -99,7 +111,9 @@ impl CudaDevice {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(CudaError::driver("cuStreamCreate"))?;
         if !looks_like_fatbin(FATBIN) {
-            return Err(CudaError::MissingKernel("embedded fatbin (build.rs output is not a fatbin)".into()));
+            return Err(CudaError::MissingKernel(
+                "embedded fatbin (build.rs output is not a fatbin)".into(),
+            ));
         }
         let module = ctx
             .load_module(Ptx::from_binary(FATBIN.to_vec()))
@@ -115,7 +129,12 @@ impl CudaDevice {
             module,
             stream,
             ctx,
-            info: DeviceInfo { ordinal, name, compute_capability: (major, minor), total_memory },
+            info: DeviceInfo {
+                ordinal,
+                name,
+                compute_capability: (major, minor),
+                total_memory,
+            },
         })
     }
 
@@ -142,7 +161,9 @@ impl CudaDevice {
 
     /// Waits for everything enqueued on the stream.
     pub fn synchronize(&self) -> Result<(), CudaError> {
-        self.stream.synchronize().map_err(CudaError::driver("cuStreamSynchronize"))
+        self.stream
+            .synchronize()
+            .map_err(CudaError::driver("cuStreamSynchronize"))
     }
 }
 

@@ -14,8 +14,15 @@ pub enum CudaError {
     #[error("CUDA device unavailable: {reason}; {hint}")]
     DeviceUnavailable { reason: String, hint: &'static str },
     /// The GPU exists but is older than the kernels' minimum architecture.
-    #[error("CUDA device {ordinal} ({name}) has compute capability {major}.{minor}; the embedded kernels need 8.0 or newer")]
-    UnsupportedDevice { ordinal: usize, name: String, major: i32, minor: i32 },
+    #[error(
+        "CUDA device {ordinal} ({name}) has compute capability {major}.{minor}; the embedded kernels need 8.0 or newer"
+    )]
+    UnsupportedDevice {
+        ordinal: usize,
+        name: String,
+        major: i32,
+        minor: i32,
+    },
     #[error("CUDA driver call `{call}` failed: {source}")]
     Driver {
         call: &'static str,
@@ -65,6 +72,9 @@ impl CudaError {
     }
 
     pub(crate) fn unavailable(reason: impl Into<String>) -> CudaError {
-        CudaError::DeviceUnavailable { reason: reason.into(), hint: DRIVER_HINT }
+        CudaError::DeviceUnavailable {
+            reason: reason.into(),
+            hint: DRIVER_HINT,
+        }
     }
 }

@@ -46,7 +46,11 @@ mod tests {
 
     #[test]
     fn embedded_fatbin_is_a_fatbin() {
-        assert!(looks_like_fatbin(FATBIN), "first bytes {:02x?}", &FATBIN[..16.min(FATBIN.len())]);
+        assert!(
+            looks_like_fatbin(FATBIN),
+            "first bytes {:02x?}",
+            &FATBIN[..16.min(FATBIN.len())]
+        );
         assert!(!looks_like_fatbin(b"not a fatbin at all"));
     }
 

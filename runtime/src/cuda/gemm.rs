@@ -118,7 +118,9 @@ impl GemmSpec {
         }
         for v in [self.m, self.n, self.k, self.lda, self.ldb, self.ldc, self.batch] {
             if v > i32::MAX as usize {
-                return Err(CudaError::Shape(format!("{v} exceeds cuBLAS's 32-bit sizes in {self:?}")));
+                return Err(CudaError::Shape(format!(
+                    "{v} exceeds cuBLAS's 32-bit sizes in {self:?}"
+                )));
             }
         }
         Ok(())
@@ -223,7 +225,15 @@ impl Blas {
     ///
     /// # Safety
     /// `a`, `b`, `c` must be device addresses holding at least `spec.min_elements()` elements.
-    pub unsafe fn gemm(&self, spec: &GemmSpec, dtype: DType, a: DevPtr, b: DevPtr, c: DevPtr, beta: f32) -> Result<(), CudaError> {
+    pub unsafe fn gemm(
+        &self,
+        spec: &GemmSpec,
+        dtype: DType,
+        a: DevPtr,
+        b: DevPtr,
+        c: DevPtr,
+        beta: f32,
+    ) -> Result<(), CudaError> {
         spec.validate()?;
         let alpha = 1.0f32;
         let ty = cublas_dtype(dtype);
@@ -267,7 +277,9 @@ mod tests {
     use super::*;
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n).map(|i| (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16) % 17) as f32 - 8.0).collect()
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16) % 17) as f32 - 8.0)
+            .collect()
     }
 
     #[test]
@@ -305,7 +317,9 @@ mod tests {
                 }
             }
             // The k and v thirds are untouched.
-            assert!(y[b * 3 * cout * tokens + cout * tokens..(b + 1) * 3 * cout * tokens].iter().all(|v| v.is_nan()));
+            assert!(y[b * 3 * cout * tokens + cout * tokens..(b + 1) * 3 * cout * tokens]
+                .iter()
+                .all(|v| v.is_nan()));
         }
         let (na, nb, nc) = s.min_elements();
         assert_eq!(na, batch * cin * tokens);
@@ -327,7 +341,10 @@ mod tests {
     #[test]
     fn dtype_mappings() {
         assert_eq!(cublas_dtype(DType::BF16), sys::cudaDataType::CUDA_R_16BF);
-        assert_eq!(cublas_compute(DType::F32), sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC);
+        assert_eq!(
+            cublas_compute(DType::F32),
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC
+        );
         assert_eq!(cublas_compute(DType::F16), sys::cublasComputeType_t::CUBLAS_COMPUTE_32F);
     }
 }

@@ -56,7 +56,11 @@ pub fn elementwise(n: u64) -> Option<Launch> {
         return None;
     }
     let blocks = div_ceil(n, ELEMENTWISE_THREADS as u64).min(ELEMENTWISE_MAX_BLOCKS);
-    Some(Launch { grid: (blocks as u32, 1, 1), block: (ELEMENTWISE_THREADS, 1, 1), shared_bytes: 0 })
+    Some(Launch {
+        grid: (blocks as u32, 1, 1),
+        block: (ELEMENTWISE_THREADS, 1, 1),
+        shared_bytes: 0,
+    })
 }
 
 /// The three launches of a GroupNorm plus the fp32 scratch they need.
@@ -91,16 +95,27 @@ impl GroupNormGeometry {
 pub fn groupnorm(batch: usize, channels: usize, spatial: usize, groups: usize) -> Result<GroupNormGeometry, CudaError> {
     const K: &str = "ldm_groupnorm";
     if batch == 0 || channels == 0 || spatial == 0 || groups == 0 {
-        return Err(invalid(K, format!("empty tensor or no groups: batch {batch}, channels {channels}, spatial {spatial}, groups {groups}")));
+        return Err(invalid(
+            K,
+            format!(
+                "empty tensor or no groups: batch {batch}, channels {channels}, spatial {spatial}, groups {groups}"
+            ),
+        ));
     }
     if channels % groups != 0 {
-        return Err(invalid(K, format!("{channels} channels do not split into {groups} groups")));
+        return Err(invalid(
+            K,
+            format!("{channels} channels do not split into {groups} groups"),
+        ));
     }
     let (batch, channels, spatial, groups) = (batch as u64, channels as u64, spatial as u64, groups as u64);
     let rows = batch * groups;
     let channel_rows = batch * channels;
     if rows > MAX_GRID_YZ || channel_rows > MAX_GRID_YZ {
-        return Err(invalid(K, format!("batch x channels = {channel_rows} exceeds the grid limit {MAX_GRID_YZ}")));
+        return Err(invalid(
+            K,
+            format!("batch x channels = {channel_rows} exceeds the grid limit {MAX_GRID_YZ}"),
+        ));
     }
     let group_elems = (channels / groups)
         .checked_mul(spatial)
@@ -114,8 +129,16 @@ pub fn groupnorm(batch: usize, channels: usize, spatial: usize, groups: usize) -
         splits: splits as u32,
         chunk,
         rows: rows as u32,
-        partial: Launch { grid: (splits as u32, rows as u32, 1), block: (GROUPNORM_THREADS, 1, 1), shared_bytes: 0 },
-        finalize: Launch { grid: (div_ceil(rows, 128) as u32, 1, 1), block: (128, 1, 1), shared_bytes: 0 },
+        partial: Launch {
+            grid: (splits as u32, rows as u32, 1),
+            block: (GROUPNORM_THREADS, 1, 1),
+            shared_bytes: 0,
+        },
+        finalize: Launch {
+            grid: (div_ceil(rows, 128) as u32, 1, 1),
+            block: (128, 1, 1),
+            shared_bytes: 0,
+        },
         apply: Launch {
             grid: (apply_x as u32, channel_rows as u32, 1),
             block: (ELEMENTWISE_THREADS, 1, 1),
@@ -128,20 +151,32 @@ pub fn groupnorm(batch: usize, channels: usize, spatial: usize, groups: usize) -
 pub fn attention(batch: usize, channels: usize, tokens: usize, head_dim: usize) -> Result<Launch, CudaError> {
     const K: &str = "ldm_attention";
     if !ATTENTION_HEAD_DIMS.contains(&head_dim) {
-        return Err(invalid(K, format!("head size {head_dim} is not one of {ATTENTION_HEAD_DIMS:?}")));
+        return Err(invalid(
+            K,
+            format!("head size {head_dim} is not one of {ATTENTION_HEAD_DIMS:?}"),
+        ));
     }
     if channels == 0 || channels % head_dim != 0 {
-        return Err(invalid(K, format!("{channels} channels are not a multiple of the head size {head_dim}")));
+        return Err(invalid(
+            K,
+            format!("{channels} channels are not a multiple of the head size {head_dim}"),
+        ));
     }
     if batch == 0 || tokens == 0 {
         return Err(invalid(K, format!("empty attention: batch {batch}, tokens {tokens}")));
     }
     if tokens > i32::MAX as usize {
-        return Err(invalid(K, format!("{tokens} tokens exceed the kernel's 32-bit token index")));
+        return Err(invalid(
+            K,
+            format!("{tokens} tokens exceed the kernel's 32-bit token index"),
+        ));
     }
     let heads = (channels / head_dim) as u64;
     if heads > MAX_GRID_YZ || batch as u64 > MAX_GRID_YZ {
-        return Err(invalid(K, format!("{heads} heads x batch {batch} exceed the grid limit {MAX_GRID_YZ}")));
+        return Err(invalid(
+            K,
+            format!("{heads} heads x batch {batch} exceed the grid limit {MAX_GRID_YZ}"),
+        ));
     }
     let q_blocks = div_ceil(tokens as u64, ATTENTION_QUERIES_PER_BLOCK as u64);
     Ok(Launch {
@@ -189,9 +224,19 @@ mod tests {
         let spatial = 144 * 176 * 112;
         let g = groupnorm(1, 64, spatial, 32).unwrap();
         assert_eq!(g.group_elems, 2 * spatial as u64);
-        assert!(g.splits > 100, "a big group must spread over many blocks, got {}", g.splits);
-        assert!((g.splits as u64 - 1) * g.chunk < g.group_elems, "last split must not be empty");
-        assert!(g.splits as u64 * g.chunk >= g.group_elems, "splits must cover the group");
+        assert!(
+            g.splits > 100,
+            "a big group must spread over many blocks, got {}",
+            g.splits
+        );
+        assert!(
+            (g.splits as u64 - 1) * g.chunk < g.group_elems,
+            "last split must not be empty"
+        );
+        assert!(
+            g.splits as u64 * g.chunk >= g.group_elems,
+            "splits must cover the group"
+        );
         assert_eq!(g.partial.grid, (g.splits, 32, 1));
         assert_eq!(g.apply.grid.1, 64);
         assert_eq!(g.partial_bytes(), 32 * g.splits as u64 * 12);
@@ -205,7 +250,9 @@ mod tests {
         // Exhaustive cover check on awkward sizes.
         for elems in [1usize, 2, 8191, 8192, 8193, 1_000_003, 9_999_991] {
             let g = groupnorm(1, 1, elems, 1).unwrap();
-            let covered: u64 = (0..g.splits as u64).map(|s| (g.group_elems - s * g.chunk).min(g.chunk)).sum();
+            let covered: u64 = (0..g.splits as u64)
+                .map(|s| (g.group_elems - s * g.chunk).min(g.chunk))
+                .sum();
             assert_eq!(covered, elems as u64, "elems {elems}");
             assert!(g.splits as u64 <= GROUPNORM_MAX_SPLITS);
         }
@@ -229,7 +276,10 @@ mod tests {
         let l = attention(3, 512, 693, 64).unwrap();
         assert_eq!(l.grid, (6, 8, 3));
         assert!(attention(1, 256, 10, 48).is_err(), "no kernel for head 48");
-        assert!(attention(1, 100, 10, 64).is_err(), "channels not a multiple of the head");
+        assert!(
+            attention(1, 100, 10, 64).is_err(),
+            "channels not a multiple of the head"
+        );
         assert!(attention(1, 256, 0, 64).is_err());
     }
 

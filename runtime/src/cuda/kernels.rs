@@ -67,15 +67,25 @@ pub fn kernel_names() -> Vec<String> {
 }
 
 fn config(l: Launch) -> LaunchConfig {
-    LaunchConfig { grid_dim: l.grid, block_dim: l.block, shared_mem_bytes: l.shared_bytes }
+    LaunchConfig {
+        grid_dim: l.grid,
+        block_dim: l.block,
+        shared_mem_bytes: l.shared_bytes,
+    }
 }
 
 fn i64_of(what: &'static str, v: usize) -> Result<i64, CudaError> {
-    i64::try_from(v).map_err(|_| CudaError::InvalidLaunch { kernel: what, reason: format!("{v} exceeds 64-bit signed") })
+    i64::try_from(v).map_err(|_| CudaError::InvalidLaunch {
+        kernel: what,
+        reason: format!("{v} exceeds 64-bit signed"),
+    })
 }
 
 fn i32_of(what: &'static str, v: usize) -> Result<i32, CudaError> {
-    i32::try_from(v).map_err(|_| CudaError::InvalidLaunch { kernel: what, reason: format!("{v} exceeds 32-bit signed") })
+    i32::try_from(v).map_err(|_| CudaError::InvalidLaunch {
+        kernel: what,
+        reason: format!("{v} exceeds 32-bit signed"),
+    })
 }
 
 /// All kernels of the module, looked up by name once at construction, plus the stream.
@@ -120,7 +130,9 @@ impl Kernels {
     pub fn load(module: &Arc<CudaModule>, stream: Arc<CudaStream>) -> Result<Self, CudaError> {
         let mut functions = HashMap::new();
         for name in kernel_names() {
-            let f = module.load_function(&name).map_err(|_| CudaError::MissingKernel(name.clone()))?;
+            let f = module
+                .load_function(&name)
+                .map_err(|_| CudaError::MissingKernel(name.clone()))?;
             functions.insert(name, f);
         }
         Ok(Kernels { stream, functions })
@@ -131,7 +143,9 @@ impl Kernels {
     }
 
     fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
-        self.functions.get(name).ok_or_else(|| CudaError::MissingKernel(name.to_string()))
+        self.functions
+            .get(name)
+            .ok_or_else(|| CudaError::MissingKernel(name.to_string()))
     }
 
     fn typed(&self, op: &str, dtype: DType) -> Result<&CudaFunction, CudaError> {
@@ -139,8 +153,18 @@ impl Kernels {
     }
 
     /// out[i] = philox_normal(seed, offset + i) in fp32, and in `dtype` into `out_t` unless NULL.
-    pub fn philox_normal(&self, dtype: DType, out: DevPtr, out_t: DevPtr, seed: u64, offset: u64, n: usize) -> Result<(), CudaError> {
-        let Some(l) = geometry::elementwise(n as u64) else { return Ok(()) };
+    pub fn philox_normal(
+        &self,
+        dtype: DType,
+        out: DevPtr,
+        out_t: DevPtr,
+        seed: u64,
+        offset: u64,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let Some(l) = geometry::elementwise(n as u64) else {
+            return Ok(());
+        };
         let n = i64_of("ldm_philox_normal", n)?;
         let f = self.typed("philox_normal", dtype)?;
         let (out, out_t) = (out.0, out_t.0);
@@ -151,7 +175,14 @@ impl Kernels {
     }
 
     /// Nearest x2 upsampling of `rows` = N*C channels of `dims` voxels.
-    pub fn upsample_nearest2x(&self, dtype: DType, input: DevPtr, out: DevPtr, rows: usize, dims: [usize; 3]) -> Result<(), CudaError> {
+    pub fn upsample_nearest2x(
+        &self,
+        dtype: DType,
+        input: DevPtr,
+        out: DevPtr,
+        rows: usize,
+        dims: [usize; 3],
+    ) -> Result<(), CudaError> {
         let l = geometry::upsample_nearest2x(rows, dims)?;
         let rows = i64_of("ldm_upsample_nearest2x", rows)?;
         let (d, h, w) = (
@@ -169,7 +200,9 @@ impl Kernels {
 
     /// out = a + b elementwise (out may alias a or b).
     pub fn add(&self, dtype: DType, out: DevPtr, a: DevPtr, b_in: DevPtr, n: usize) -> Result<(), CudaError> {
-        let Some(l) = geometry::elementwise(n as u64) else { return Ok(()) };
+        let Some(l) = geometry::elementwise(n as u64) else {
+            return Ok(());
+        };
         let n = i64_of("ldm_add", n)?;
         let (out, a, b_in) = (out.0, a.0, b_in.0);
         let f = self.typed("add", dtype)?;
@@ -181,27 +214,67 @@ impl Kernels {
 
     /// out[n] = concat(a[n] (ca channels), b[n] (cb channels)) along channels.
     #[allow(clippy::too_many_arguments)]
-    pub fn concat_channels(&self, dtype: DType, out: DevPtr, a: DevPtr, b_in: DevPtr, ca: usize, cb: usize, spatial: usize, batch: usize) -> Result<(), CudaError> {
+    pub fn concat_channels(
+        &self,
+        dtype: DType,
+        out: DevPtr,
+        a: DevPtr,
+        b_in: DevPtr,
+        ca: usize,
+        cb: usize,
+        spatial: usize,
+        batch: usize,
+    ) -> Result<(), CudaError> {
         const K: &str = "ldm_concat_channels";
         let total = (ca + cb).checked_mul(spatial).and_then(|v| v.checked_mul(batch));
-        let total = total.ok_or_else(|| CudaError::InvalidLaunch { kernel: K, reason: "size overflows".into() })?;
-        let Some(l) = geometry::elementwise(total as u64) else { return Ok(()) };
+        let total = total.ok_or_else(|| CudaError::InvalidLaunch {
+            kernel: K,
+            reason: "size overflows".into(),
+        })?;
+        let Some(l) = geometry::elementwise(total as u64) else {
+            return Ok(());
+        };
         let (ca, cb, spatial, batch) = (i32_of(K, ca)?, i32_of(K, cb)?, i64_of(K, spatial)?, i32_of(K, batch)?);
         let (out, a, b_in) = (out.0, a.0, b_in.0);
         let f = self.typed("concat_channels", dtype)?;
         let mut b = self.stream.launch_builder(f);
-        b.arg(&out).arg(&a).arg(&b_in).arg(&ca).arg(&cb).arg(&spatial).arg(&batch);
+        b.arg(&out)
+            .arg(&a)
+            .arg(&b_in)
+            .arg(&ca)
+            .arg(&cb)
+            .arg(&spatial)
+            .arg(&batch);
         unsafe { b.launch(config(l)) }.map_err(CudaError::driver("launch ldm_concat_channels"))?;
         Ok(())
     }
 
     /// x[n, c, :] += bias[n * bias_batch_stride + c] (fp32 bias; stride 0 = shared vector).
-    pub fn add_channel_bias(&self, dtype: DType, x: DevPtr, bias: DevPtr, batch: usize, channels: usize, spatial: usize, bias_batch_stride: usize) -> Result<(), CudaError> {
+    pub fn add_channel_bias(
+        &self,
+        dtype: DType,
+        x: DevPtr,
+        bias: DevPtr,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+        bias_batch_stride: usize,
+    ) -> Result<(), CudaError> {
         const K: &str = "ldm_add_channel_bias";
         let total = batch.checked_mul(channels).and_then(|v| v.checked_mul(spatial));
-        let total = total.ok_or_else(|| CudaError::InvalidLaunch { kernel: K, reason: "size overflows".into() })?;
-        let Some(l) = geometry::elementwise(total as u64) else { return Ok(()) };
-        let (c, s, bbs, t) = (i32_of(K, channels)?, i64_of(K, spatial)?, i64_of(K, bias_batch_stride)?, i64_of(K, total)?);
+        let total = total.ok_or_else(|| CudaError::InvalidLaunch {
+            kernel: K,
+            reason: "size overflows".into(),
+        })?;
+        let Some(l) = geometry::elementwise(total as u64) else {
+            return Ok(());
+        };
+        let (c, s, bbs, t) = (
+            i32_of(K, channels)?,
+            i64_of(K, spatial)?,
+            i64_of(K, bias_batch_stride)?,
+            i64_of(K, total)?,
+        );
         let (x, bias) = (x.0, bias.0);
         let f = self.typed("add_channel_bias", dtype)?;
         let mut b = self.stream.launch_builder(f);
@@ -212,7 +285,9 @@ impl Kernels {
 
     /// out = SiLU(input) (may be in place).
     pub fn silu(&self, dtype: DType, out: DevPtr, input: DevPtr, n: usize) -> Result<(), CudaError> {
-        let Some(l) = geometry::elementwise(n as u64) else { return Ok(()) };
+        let Some(l) = geometry::elementwise(n as u64) else {
+            return Ok(());
+        };
         let n = i64_of("ldm_silu", n)?;
         let (out, input) = (out.0, input.0);
         let f = self.typed("silu", dtype)?;
@@ -223,8 +298,17 @@ impl Kernels {
     }
 
     /// out (dtype) = input (fp32) * scale.
-    pub fn cast_from_f32(&self, dtype: DType, out: DevPtr, input: DevPtr, scale: f32, n: usize) -> Result<(), CudaError> {
-        let Some(l) = geometry::elementwise(n as u64) else { return Ok(()) };
+    pub fn cast_from_f32(
+        &self,
+        dtype: DType,
+        out: DevPtr,
+        input: DevPtr,
+        scale: f32,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let Some(l) = geometry::elementwise(n as u64) else {
+            return Ok(());
+        };
         let n = i64_of("ldm_cast_from_f32", n)?;
         let (out, input) = (out.0, input.0);
         let f = self.typed("cast_from_f32", dtype)?;
@@ -236,7 +320,9 @@ impl Kernels {
 
     /// out (fp32) = input (dtype) * scale.
     pub fn cast_to_f32(&self, dtype: DType, out: DevPtr, input: DevPtr, scale: f32, n: usize) -> Result<(), CudaError> {
-        let Some(l) = geometry::elementwise(n as u64) else { return Ok(()) };
+        let Some(l) = geometry::elementwise(n as u64) else {
+            return Ok(());
+        };
         let n = i64_of("ldm_cast_to_f32", n)?;
         let (out, input) = (out.0, input.0);
         let f = self.typed("cast_to_f32", dtype)?;
@@ -287,7 +373,15 @@ impl Kernels {
         let silu = i32::from(silu);
         let f = self.typed("groupnorm_apply", dtype)?;
         let mut b = self.stream.launch_builder(f);
-        b.arg(&xp).arg(&yp).arg(&sp).arg(&gp).arg(&bp).arg(&c).arg(&s).arg(&g).arg(&silu);
+        b.arg(&xp)
+            .arg(&yp)
+            .arg(&sp)
+            .arg(&gp)
+            .arg(&bp)
+            .arg(&c)
+            .arg(&s)
+            .arg(&g)
+            .arg(&silu);
         unsafe { b.launch(config(geom.apply)) }.map_err(CudaError::driver("launch ldm_groupnorm_apply"))?;
         Ok(())
     }
@@ -301,8 +395,16 @@ impl Kernels {
         let out_bs = i64_of(K, a.out_batch_stride)?;
         let scale = 1.0f32 / (a.head_dim as f32).sqrt();
         let f = self.typed(&format!("attention_hd{}", a.head_dim), dtype)?;
-        let (q, k, v, bq, bk, bv, out, res) =
-            (a.q.0, a.k.0, a.v.0, a.bias_q.0, a.bias_k.0, a.bias_v.0, a.out.0, a.residual.0);
+        let (q, k, v, bq, bk, bv, out, res) = (
+            a.q.0,
+            a.k.0,
+            a.v.0,
+            a.bias_q.0,
+            a.bias_k.0,
+            a.bias_v.0,
+            a.out.0,
+            a.residual.0,
+        );
         let mut b = self.stream.launch_builder(f);
         b.arg(&q).arg(&k).arg(&v).arg(&bq).arg(&bk).arg(&bv).arg(&out).arg(&res);
         b.arg(&tokens).arg(&qkv_bs).arg(&out_bs).arg(&scale);
@@ -311,10 +413,23 @@ impl Kernels {
     }
 
     /// Sinusoidal embedding of timesteps[*step] (cos first) into out[batch, dim].
-    pub fn timestep_embedding(&self, dtype: DType, out: DevPtr, timesteps: DevPtr, step: DevPtr, batch: usize, dim: usize) -> Result<(), CudaError> {
+    pub fn timestep_embedding(
+        &self,
+        dtype: DType,
+        out: DevPtr,
+        timesteps: DevPtr,
+        step: DevPtr,
+        batch: usize,
+        dim: usize,
+    ) -> Result<(), CudaError> {
         const K: &str = "ldm_timestep_embedding";
-        let total = batch.checked_mul(dim).ok_or_else(|| CudaError::InvalidLaunch { kernel: K, reason: "size overflows".into() })?;
-        let Some(l) = geometry::elementwise(total as u64) else { return Ok(()) };
+        let total = batch.checked_mul(dim).ok_or_else(|| CudaError::InvalidLaunch {
+            kernel: K,
+            reason: "size overflows".into(),
+        })?;
+        let Some(l) = geometry::elementwise(total as u64) else {
+            return Ok(());
+        };
         let (bt, d) = (i32_of(K, batch)?, i32_of(K, dim)?);
         let (out, ts, st) = (out.0, timesteps.0, step.0);
         let f = self.typed("timestep_embedding", dtype)?;
@@ -327,8 +442,20 @@ impl Kernels {
     /// DDIM update of the fp32 state `x` at the device step (coefficient table from
     /// `sampler::ddim_table`); writes `x_t` in `dtype` unless NULL.
     #[allow(clippy::too_many_arguments)]
-    pub fn ddim_step(&self, dtype: DType, x: DevPtr, eps: DevPtr, x_t: DevPtr, coefs: DevPtr, step: DevPtr, noise: NoiseStream, n: usize) -> Result<(), CudaError> {
-        let Some(l) = geometry::elementwise(n as u64) else { return Ok(()) };
+    pub fn ddim_step(
+        &self,
+        dtype: DType,
+        x: DevPtr,
+        eps: DevPtr,
+        x_t: DevPtr,
+        coefs: DevPtr,
+        step: DevPtr,
+        noise: NoiseStream,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let Some(l) = geometry::elementwise(n as u64) else {
+            return Ok(());
+        };
         let n = i64_of("ldm_ddim_step", n)?;
         let (x, eps, x_t, coefs, step) = (x.0, eps.0, x_t.0, coefs.0, step.0);
         let f = self.typed("ddim_step", dtype)?;
@@ -341,8 +468,21 @@ impl Kernels {
 
     /// DDPM update (table from `sampler::ddpm_table`), x0 clamped to [-1, 1] when `clip`.
     #[allow(clippy::too_many_arguments)]
-    pub fn ddpm_step(&self, dtype: DType, x: DevPtr, eps: DevPtr, x_t: DevPtr, coefs: DevPtr, step: DevPtr, clip: bool, noise: NoiseStream, n: usize) -> Result<(), CudaError> {
-        let Some(l) = geometry::elementwise(n as u64) else { return Ok(()) };
+    pub fn ddpm_step(
+        &self,
+        dtype: DType,
+        x: DevPtr,
+        eps: DevPtr,
+        x_t: DevPtr,
+        coefs: DevPtr,
+        step: DevPtr,
+        clip: bool,
+        noise: NoiseStream,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let Some(l) = geometry::elementwise(n as u64) else {
+            return Ok(());
+        };
         let n = i64_of("ldm_ddpm_step", n)?;
         let clip = i32::from(clip);
         let (x, eps, x_t, coefs, step) = (x.0, eps.0, x_t.0, coefs.0, step.0);
@@ -360,8 +500,14 @@ impl Kernels {
         let step = step.0;
         let mut b = self.stream.launch_builder(f);
         b.arg(&step).arg(&value);
-        unsafe { b.launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 }) }
-            .map_err(CudaError::driver("launch ldm_step_set"))?;
+        unsafe {
+            b.launch(LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (1, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .map_err(CudaError::driver("launch ldm_step_set"))?;
         Ok(())
     }
 
@@ -371,8 +517,14 @@ impl Kernels {
         let step = step.0;
         let mut b = self.stream.launch_builder(f);
         b.arg(&step);
-        unsafe { b.launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 }) }
-            .map_err(CudaError::driver("launch ldm_step_advance"))?;
+        unsafe {
+            b.launch(LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (1, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .map_err(CudaError::driver("launch ldm_step_advance"))?;
         Ok(())
     }
 }

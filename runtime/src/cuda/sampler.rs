@@ -29,7 +29,11 @@ pub fn ddim_table(s: &Schedule, timesteps: &[u32], prev_offset: usize, eta: f32)
     for &t in timesteps {
         let t = timestep_index(s, t)?;
         let a_t = s.alphas_cumprod[t];
-        let a_prev = if t >= prev_offset { s.alphas_cumprod[t - prev_offset] } else { 1.0f32 };
+        let a_prev = if t >= prev_offset {
+            s.alphas_cumprod[t - prev_offset]
+        } else {
+            1.0f32
+        };
         let b_t = 1.0 - a_t;
         let b_prev = 1.0 - a_prev;
         let variance = (b_prev / b_t) * (1.0 - a_t / a_prev);
@@ -126,7 +130,10 @@ mod tests {
                 ddim_update_host(&table[k * COEFS_PER_STEP..(k + 1) * COEFS_PER_STEP], &mut gpu, &e, &z);
                 ddim_step(&s, t, 1000 / 50, eta, &mut cpu, &e, Some(&z));
             }
-            assert!(gpu.iter().zip(&cpu).all(|(a, b)| a.to_bits() == b.to_bits()), "eta {eta}");
+            assert!(
+                gpu.iter().zip(&cpu).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "eta {eta}"
+            );
         }
         // Last step goes to a_prev = 1: sqrt(a_prev) = 1, dir = 0.
         let table = ddim_table(&s, &ts, 20, 0.0).unwrap();
@@ -143,10 +150,19 @@ mod tests {
         for clip in [true, false] {
             let (mut gpu, mut cpu) = (x.clone(), x.clone());
             for (k, &t) in ts.iter().enumerate().step_by(37).chain(std::iter::once((999, &0u32))) {
-                ddpm_update_host(&table[k * COEFS_PER_STEP..(k + 1) * COEFS_PER_STEP], clip, &mut gpu, &e, &z);
+                ddpm_update_host(
+                    &table[k * COEFS_PER_STEP..(k + 1) * COEFS_PER_STEP],
+                    clip,
+                    &mut gpu,
+                    &e,
+                    &z,
+                );
                 ddpm_step(&s, t, clip, &mut cpu, &e, &z);
             }
-            assert!(gpu.iter().zip(&cpu).all(|(a, b)| a.to_bits() == b.to_bits()), "clip {clip}");
+            assert!(
+                gpu.iter().zip(&cpu).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "clip {clip}"
+            );
         }
         assert_eq!(table[999 * COEFS_PER_STEP + 5], 0.0, "no noise at t = 0");
         assert_eq!(table[5], 1.0);
