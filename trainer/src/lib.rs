@@ -2,4 +2,7 @@
 
 pub mod data;
 pub mod layers;
+pub mod losses;
+pub mod models;
 pub mod params;
+pub mod schedule;
