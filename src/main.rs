@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Download, verify and extract the BraTS (Decathlon Task01) archive.
+    Download(cmd::download::DownloadArgs),
     /// Write a Task01-shaped dataset of procedural brain phantoms.
     Phantoms(cmd::phantoms::PhantomsArgs),
     /// Preprocess NIfTI volumes as the bundle does and write float32 NIfTI.
@@ -28,6 +30,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Download(a) => cmd::download::run(a),
         Command::Phantoms(a) => cmd::phantoms::run(a),
         Command::Prepare(a) => cmd::prepare::run(a),
         Command::Convert(a) => cmd::convert::run(a),

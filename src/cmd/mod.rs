@@ -2,5 +2,6 @@
 
 pub mod convert;
 pub mod inspect;
+pub mod download;
 pub mod phantoms;
 pub mod prepare;

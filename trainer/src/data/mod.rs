@@ -3,6 +3,7 @@
 
 pub mod affine;
 pub mod dataset;
+pub mod download;
 
 pub mod error;
 pub mod nifti_io;
