@@ -69,7 +69,7 @@ pub fn run(pool: &Pool, g: &Graph, params: &Params, dynamic: &[Vec<f32>], arena:
                     let r = res.map(|r| a.get(g, r));
                     attention::attention(pool, a.get(g, qkv), r, c, n, dh, a.get_mut(g, out), &mut ws.attn);
                 }
-                Op::Conv { g: geom, w, bias, x, norm: nrm, slab, out, init } => {
+                Op::Conv { g: geom, w, bias, x, norm: nrm, staged, slab, out, init } => {
                     let bias: &[f32] = match bias {
                         Bias::Param(i) => &params.vecs[i],
                         Bias::Dynamic(i) => &dynamic[i],
@@ -79,10 +79,31 @@ pub fn run(pool: &Pool, g: &Graph, params: &Params, dynamic: &[Vec<f32>], arena:
                         InitKind::Accumulate => Init::Accumulate,
                         InitKind::Residual(r) => Init::BiasResidual(a.get(g, r)),
                     };
-                    let xs = a.get(g, x);
-                    let o = a.get_mut(g, out);
                     let wts = &params.convs[w];
                     let od = geom.out_dims()[0];
+                    let op_len = geom.cout * geom.out_dims().iter().product::<usize>();
+                    if staged {
+                        // In place: copy each slab of input planes (all channels) out, then
+                        // overwrite those planes of the first `cout` channels. Later slabs only
+                        // read planes that have not been written yet.
+                        let plane = geom.hin * geom.win;
+                        let xb = a.get_mut(g, x);
+                        let mut o0 = 0;
+                        while o0 < od {
+                            let o1 = (o0 + slab).min(od);
+                            let len = (o1 - o0) * plane;
+                            for ch in 0..geom.cin {
+                                let src = (ch * geom.din + o0) * plane;
+                                ws.norm[ch * len..(ch + 1) * len].copy_from_slice(&xb[src..src + len]);
+                            }
+                            let input = ConvInput { data: &ws.norm[..geom.cin * len], z0: o0, planes: o1 - o0 };
+                            conv::conv(pool, &geom, wts, bias, &input, o0, o1, &mut xb[..op_len], init, pack);
+                            o0 = o1;
+                        }
+                        continue;
+                    }
+                    let xs = a.get(g, x);
+                    let o = &mut a.get_mut(g, out)[..op_len];
                     match nrm {
                         None => {
                             let input = ConvInput { data: xs, z0: 0, planes: geom.din };

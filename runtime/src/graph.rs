@@ -26,8 +26,10 @@ pub enum InitKind {
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Convolution; with `norm`, the input first goes through GroupNorm (scale/shift buffer)
-    /// and optionally SiLU, `slab` output planes at a time.
-    Conv { g: ConvGeom, w: usize, bias: Bias, x: BufId, norm: Option<(BufId, bool)>, slab: usize, out: BufId, init: InitKind },
+    /// and optionally SiLU, `slab` output planes at a time. With `staged` (1x1 convolutions
+    /// that shrink channels), input planes are copied to the workspace first so that `out` may
+    /// be the input buffer itself (the result overwrites the input in place).
+    Conv { g: ConvGeom, w: usize, bias: Bias, x: BufId, norm: Option<(BufId, bool)>, staged: bool, slab: usize, out: BufId, init: InitKind },
     /// GroupNorm statistics of `x` (`[c, p]`) into a `2c` scale/shift buffer.
     Stats { x: BufId, c: usize, p: usize, groups: usize, eps: f32, gamma: usize, beta: usize, out: BufId },
     /// Self-attention on a `[3c, n]` qkv buffer; adds `res` when given.

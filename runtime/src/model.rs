@@ -125,8 +125,12 @@ impl<'a> Builder<'a> {
             Some(buf) => Tensor { buf, c: cout, d: o[0], h: o[1], w: o[2] },
             None => self.new_tensor(cout, o[0], o[1], o[2])?,
         };
+        let staged = out == Some(x.buf);
+        if staged && (k != 1 || cout > x.c || norm.is_some()) {
+            return Err(RuntimeError::InvalidConfig("in-place convolution must be 1x1 and must not widen".into()));
+        }
         let mut slab = o[0];
-        if norm.is_some() {
+        if norm.is_some() || staged {
             if stride != 1 || up {
                 return Err(RuntimeError::InvalidConfig("normalised input needs a stride-1 convolution".into()));
             }
@@ -137,7 +141,7 @@ impl<'a> Builder<'a> {
             self.g.norm_ws = self.g.norm_ws.max(checked(&[x.c, planes, x.h, x.w])?);
         }
         self.g.flops += g.flops();
-        self.g.push(Op::Conv { g, w, bias, x: x.buf, norm, slab, out: t.buf, init });
+        self.g.push(Op::Conv { g, w, bias, x: x.buf, norm, staged, slab, out: t.buf, init });
         Ok(t)
     }
 
@@ -178,12 +182,15 @@ pub struct DecoderModel {
 
 fn dec_res(b: &mut Builder, pre: &str, x: Tensor, cout: usize) -> Result<Tensor, RuntimeError> {
     let s1 = b.stats(&format!("{pre}.norm1"), &x)?;
+    let h = b.conv(&format!("{pre}.conv1.conv"), &x, cout, 3, 1, false, Some((s1, true)), InitKind::Bias, None)?;
+    // The shortcut overwrites x in place when it narrows (the decoder always narrows), so the
+    // block never holds x, h and the shortcut at once.
     let short = if x.c != cout {
-        Some(b.conv(&format!("{pre}.nin_shortcut.conv"), &x, cout, 1, 1, false, None, InitKind::Bias, None)?)
+        let into = if cout < x.c { Some(x.buf) } else { None };
+        Some(b.conv(&format!("{pre}.nin_shortcut.conv"), &x, cout, 1, 1, false, None, InitKind::Bias, into)?)
     } else {
         None
     };
-    let h = b.conv(&format!("{pre}.conv1.conv"), &x, cout, 3, 1, false, Some((s1, true)), InitKind::Bias, None)?;
     let s2 = b.stats(&format!("{pre}.norm2"), &h)?;
     // out = shortcut(x) + conv2(...): accumulate into the shortcut, or into x itself (dead after).
     let target = short.map(|s| s.buf).unwrap_or(x.buf);
