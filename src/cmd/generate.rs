@@ -1,0 +1,679 @@
+//! `brats-ldm generate`: make N synthetic volumes from a model blob, reproducibly, as files a
+//! neuroimaging tool opens (NIfTI-1 with the model's geometry), with safe batch semantics for job
+//! arrays: per-seed files written by temp + rename, complete outputs skipped on rerun, seed ranges
+//! split by `--shard I/N`, a JSON-lines manifest, optional PNG previews and progress bars.
+//! Also home of the argument helpers `bench` shares (model lookup, device, latent shape).
+
+use crate::output::manifest::{self, ManifestEntry};
+use crate::output::nifti::VolumeHeader;
+use crate::output::shard::Shard;
+use crate::output::volume::{self, Existing, Format};
+use crate::output::{atomic, npy, preview};
+use anyhow::{anyhow, bail, Context};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ldm_runtime::{Device, Options, Precision, Progress, Runtime, Sampler};
+use ldm_weights::{Blob, ModelConfig, SamplerKind};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// File name of the shipped default model, and where it lives in the source tree.
+pub const DEFAULT_MODEL_FILE: &str = "brats-ldm-default.blob";
+pub const DEFAULT_MODEL_DIR: &str = "weights/default";
+/// Environment variable that points at a model blob when `--model` is not given.
+pub const MODEL_ENV: &str = "BRATS_LDM_MODEL";
+
+#[derive(clap::Args, Debug)]
+#[command(about = "Generate synthetic volumes (NIfTI-1 .nii.gz by default) from a model blob")]
+pub struct Args {
+    /// Model blob. Default: $BRATS_LDM_MODEL, else the shipped weights/default/brats-ldm-default.blob
+    /// found beside the executable or in the source tree.
+    #[arg(long, value_name = "BLOB")]
+    pub model: Option<PathBuf>,
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Number of volumes in the whole batch: seeds SEED..SEED+COUNT-1.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// First seed of the batch.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sampling steps (default: the model's, 50 for the bundle).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// ddim or ddpm (default: the model's).
+    #[arg(long, value_name = "ddim|ddpm")]
+    pub sampler: Option<String>,
+    /// DDIM eta: 0 is deterministic given the initial noise (default 0).
+    #[arg(long)]
+    pub eta: Option<f32>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16 (reduced precision needs a CUDA device).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    /// Worker threads (default: all available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// nii.gz, nii or npy.
+    #[arg(long, default_value = "nii.gz")]
+    pub format: String,
+    /// Also write a PNG of the three central slices next to each volume.
+    #[arg(long)]
+    pub preview: bool,
+    /// Generate only shard I of N (0-based) of the seed range, for job arrays.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Latent shape C,D,H,W (default: the model's; spatial sizes must divide by the UNet's
+    /// downsampling factor).
+    #[arg(long, value_name = "C,D,H,W")]
+    pub latent_shape: Option<String>,
+    /// Start from this initial latent (float32 .npy, [C,D,H,W] or [1,C,D,H,W]) instead of seeded
+    /// noise; the latent shape comes from the file.
+    #[arg(long, value_name = "FILE.npy")]
+    pub init_noise: Option<PathBuf>,
+    /// No per-volume log lines when stderr is not a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument helpers shared with `bench`.
+
+/// Resolves `--model`, or finds the shipped default model.
+pub fn resolve_model(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = arg {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os(MODEL_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    let candidates = default_model_candidates();
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    bail!(
+        "no --model given and the default model {DEFAULT_MODEL_DIR}/{DEFAULT_MODEL_FILE} was not found \
+         (looked in: {}); the default model is made by `brats-ldm train` and shipped in the source tree's \
+         {DEFAULT_MODEL_DIR}/; pass --model BLOB (e.g. a blob made by `brats-ldm convert`) or set {MODEL_ENV}",
+        looked.join(", ")
+    )
+}
+
+/// Where the shipped default model may be: beside the executable (installed layouts), above it
+/// (a build inside a checkout: target/<profile>/brats-ldm), and in this crate's source tree.
+pub fn default_model_candidates() -> Vec<PathBuf> {
+    let rel = Path::new(DEFAULT_MODEL_DIR).join(DEFAULT_MODEL_FILE);
+    let mut out = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        out.push(dir.join(DEFAULT_MODEL_FILE));
+        out.push(dir.join("../share/brats-ldm").join(DEFAULT_MODEL_FILE));
+        for ancestor in dir.ancestors().take(4) {
+            out.push(ancestor.join(&rel));
+        }
+    }
+    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel));
+    out.dedup();
+    out
+}
+
+/// Opens and validates a blob, naming the file in every error.
+pub fn open_model(path: &Path) -> anyhow::Result<Blob> {
+    Blob::open(path).with_context(|| format!("cannot load model {}", path.display()))
+}
+
+/// `cpu`, `cuda`, `cuda:N`.
+pub fn parse_device(s: &str) -> anyhow::Result<Device> {
+    let s = s.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "gpu" => Ok(Device::Cuda(0)),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Ok(Device::Cuda(n)),
+            _ => bail!("unknown --device '{s}': use cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+    }
+}
+
+pub fn parse_precision(s: &str) -> anyhow::Result<Precision> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" | "fp32" | "float32" => Ok(Precision::F32),
+        "f16" | "fp16" | "float16" => Ok(Precision::F16),
+        "bf16" | "bfloat16" => Ok(Precision::Bf16),
+        _ => bail!("unknown --precision '{s}': use f32, f16 or bf16"),
+    }
+}
+
+/// `C,D,H,W` (commas or x).
+pub fn parse_latent_shape(s: &str) -> anyhow::Result<[usize; 4]> {
+    let parts: Vec<&str> = s.split([',', 'x']).map(str::trim).collect();
+    let bad = || {
+        anyhow!(
+            "bad --latent-shape '{s}': expected four positive integers C,D,H,W, e.g. 8,36,44,28"
+        )
+    };
+    if parts.len() != 4 {
+        return Err(bad());
+    }
+    let mut out = [0usize; 4];
+    for (o, p) in out.iter_mut().zip(&parts) {
+        *o = p.parse().map_err(|_| bad())?;
+        if *o == 0 {
+            return Err(bad());
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a latent shape against the model before any work: channels must match the UNet's
+/// input and every spatial size must divide by the UNet's total downsampling.
+pub fn check_latent_shape(cfg: &ModelConfig, shape: [usize; 4]) -> anyhow::Result<()> {
+    let Some(unet) = &cfg.unet else {
+        bail!("the model has no diffusion UNet, so it cannot generate");
+    };
+    if cfg.decoder.is_none() {
+        bail!("the model has no decoder, so it cannot generate images");
+    }
+    let [c, d, h, w] = shape;
+    if c != unet.in_channels as usize {
+        bail!(
+            "latent shape {c},{d},{h},{w} has {c} channels but the model's UNet takes {}",
+            unet.in_channels
+        );
+    }
+    let levels = unet.num_channels.len().max(1);
+    let factor = 1usize << (levels - 1).min(20);
+    if [d, h, w].iter().any(|&n| n % factor != 0) {
+        bail!(
+            "latent shape {c},{d},{h},{w} is not usable: D, H and W must each be divisible by {factor} \
+             (the UNet halves them {} times)",
+            levels - 1
+        );
+    }
+    Ok(())
+}
+
+/// The model's default sampler unless `--sampler`/`--eta` say otherwise.
+pub fn choose_sampler(
+    cfg: &ModelConfig,
+    name: Option<&str>,
+    eta: Option<f32>,
+) -> anyhow::Result<Sampler> {
+    let kind = match name.map(|s| s.trim().to_ascii_lowercase()) {
+        None => cfg.scheduler.default_sampler,
+        Some(s) if s == "ddim" => SamplerKind::Ddim,
+        Some(s) if s == "ddpm" => SamplerKind::Ddpm,
+        Some(s) => bail!("unknown --sampler '{s}': use ddim or ddpm"),
+    };
+    match (kind, eta) {
+        (SamplerKind::Ddim, eta) => {
+            let eta = eta.unwrap_or(0.0);
+            if !eta.is_finite() || eta < 0.0 {
+                bail!("bad --eta {eta}: must be a finite number >= 0");
+            }
+            Ok(Sampler::Ddim { eta })
+        }
+        (SamplerKind::Ddpm, None) => Ok(Sampler::Ddpm),
+        (SamplerKind::Ddpm, Some(_)) => bail!("--eta applies to the DDIM sampler only"),
+    }
+}
+
+pub fn sampler_name(s: Sampler) -> &'static str {
+    match s {
+        Sampler::Ddim { .. } => "ddim",
+        Sampler::Ddpm => "ddpm",
+    }
+}
+
+/// Hex form of a blob checksum as recorded in manifests and headers.
+pub fn checksum_hex(blob: &Blob) -> String {
+    format!("{:016x}", blob.checksum())
+}
+
+// ---------------------------------------------------------------------------------------------
+// generate
+
+/// FNV-1a 64 of the initial latent's bytes: names an `--init-noise` run in the NIfTI header.
+fn fnv1a(data: &[f32]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in data {
+        for b in v.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// One volume to produce.
+struct Job {
+    /// Seed of the initial noise, or None for `--init-noise`.
+    seed: Option<u64>,
+    volume_name: String,
+    preview_name: Option<String>,
+    header: VolumeHeader,
+}
+
+struct Bars {
+    volumes: ProgressBar,
+    steps: ProgressBar,
+    /// Print plain per-volume lines instead (stderr is not a terminal).
+    log_lines: bool,
+}
+
+impl Bars {
+    fn new(total: u64, steps: u64, quiet: bool) -> Bars {
+        let tty = std::io::stderr().is_terminal();
+        let multi = MultiProgress::with_draw_target(if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let volumes = multi.add(ProgressBar::new(total));
+        volumes.set_style(
+            ProgressStyle::with_template(
+                "volumes {bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let steps_bar = multi.add(ProgressBar::new(steps));
+        steps_bar.set_style(
+            ProgressStyle::with_template("  steps {bar:30} {pos}/{len} {per_sec} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Bars {
+            volumes,
+            steps: steps_bar,
+            log_lines: !tty && !quiet,
+        }
+    }
+
+    fn log(&self, line: String) {
+        if self.log_lines {
+            eprintln!("{line}");
+        } else {
+            self.volumes.set_message(line);
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    // Cheap checks first: a typo must not cost a model load.
+    let shard = match &args.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::ALL,
+    };
+    let format = Format::parse(&args.format).map_err(|e| anyhow!(e))?;
+    let device = parse_device(&args.device)?;
+    let precision = parse_precision(&args.precision)?;
+    let latent_arg = args
+        .latent_shape
+        .as_deref()
+        .map(parse_latent_shape)
+        .transpose()?;
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    if args.seed.checked_add(args.count - 1).is_none() {
+        bail!(
+            "seed range {}..{}+{} overflows 64 bits",
+            args.seed,
+            args.seed,
+            args.count
+        );
+    }
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    if args.steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
+    let init = match &args.init_noise {
+        None => None,
+        Some(path) => {
+            if args.count != 1 || args.shard.is_some() {
+                bail!(
+                    "--init-noise gives one initial latent: use it with --count 1 and no --shard"
+                );
+            }
+            Some((path.clone(), read_init_noise(path)?))
+        }
+    };
+
+    let model_path = resolve_model(args.model.as_deref())?;
+    let blob = open_model(&model_path)?;
+    let cfg = blob.config().clone();
+    let latent_shape = match (&init, latent_arg) {
+        (Some((path, (shape, _))), Some(arg)) if *shape != arg => bail!(
+            "--latent-shape {arg:?} contradicts the shape {shape:?} of --init-noise {}",
+            path.display()
+        ),
+        (Some((_, (shape, _))), _) => *shape,
+        (None, Some(arg)) => arg,
+        (None, None) => cfg.latent_shape.map(|n| n as usize),
+    };
+    check_latent_shape(&cfg, latent_shape)?;
+    let sampler = choose_sampler(&cfg, args.sampler.as_deref(), args.eta)?;
+    atomic::ensure_writable_dir(&args.out)
+        .with_context(|| format!("cannot write to output directory {}", args.out.display()))?;
+
+    let options = Options {
+        device,
+        precision,
+        batch: 1,
+        latent_shape: Some(latent_shape),
+        steps: args.steps,
+        sampler: Some(sampler),
+        threads: args.threads,
+        max_memory: None,
+    };
+    let mut rt = Runtime::new(&blob, options)
+        .with_context(|| format!("cannot prepare model {} to run", model_path.display()))?;
+    let steps = rt.timesteps().len();
+    let out_shape = rt.output_shape();
+    let checksum = checksum_hex(&blob);
+    let sampler_tag = match sampler {
+        Sampler::Ddim { eta } if eta != 0.0 => format!("ddim{steps} eta={eta}"),
+        _ => format!("{}{steps}", sampler_name(sampler)),
+    };
+    let geometry = cfg.geometry.clone();
+    let header_for = |id: &str| VolumeHeader {
+        shape: out_shape,
+        spacing_mm: geometry.spacing_mm,
+        orientation: geometry.orientation.clone(),
+        descrip: format!(
+            "{id} model={} {sampler_tag}",
+            &checksum[..checksum.len().min(16)]
+        ),
+    };
+
+    let ext = format.extension();
+    let jobs: Vec<Job> = match &init {
+        Some((path, (_, data))) => {
+            let stem = path
+                .file_name()
+                .and_then(|s| s.to_str())
+                .map(|s| s.trim_end_matches(".npy").to_string())
+                .unwrap_or_else(|| "noise".into());
+            let stem: String = stem
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            vec![Job {
+                seed: None,
+                volume_name: format!("init-{stem}.{ext}"),
+                preview_name: args.preview.then(|| format!("init-{stem}.png")),
+                header: header_for(&format!("init={:016x}", fnv1a(data))),
+            }]
+        }
+        None => shard
+            .range(args.count)
+            .map(|k| {
+                let seed = args.seed + k;
+                Job {
+                    seed: Some(seed),
+                    volume_name: format!("seed-{seed:06}.{ext}"),
+                    preview_name: args.preview.then(|| format!("seed-{seed:06}.png")),
+                    header: header_for(&format!("seed={seed}")),
+                }
+            })
+            .collect(),
+    };
+
+    let manifest_path = args.out.join(manifest::file_name(&shard.file_tag()));
+    let recorded: std::collections::HashSet<String> = manifest::read(&manifest_path)
+        .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?
+        .into_iter()
+        .map(|e| e.file)
+        .collect();
+    let entry_for = |job: &Job, seconds: Option<f64>| ManifestEntry {
+        file: job.volume_name.clone(),
+        seed: job.seed,
+        init_noise: init.as_ref().map(|(p, _)| p.display().to_string()),
+        model_checksum: checksum.clone(),
+        sampler: sampler_name(sampler).to_string(),
+        eta: match sampler {
+            Sampler::Ddim { eta } => Some(eta),
+            Sampler::Ddpm => None,
+        },
+        steps,
+        device: device_name(device),
+        seconds,
+    };
+
+    let bars = Bars::new(jobs.len() as u64, steps as u64 + 1, args.quiet);
+    let mut volume = vec![0f32; out_shape.iter().product()];
+    let (mut made, mut skipped) = (0usize, 0usize);
+    for job in &jobs {
+        for name in std::iter::once(&job.volume_name).chain(job.preview_name.as_ref()) {
+            atomic::remove_stale_temps(&args.out, name).with_context(|| {
+                format!("cannot clean up temporary files in {}", args.out.display())
+            })?;
+        }
+        let volume_path = args.out.join(&job.volume_name);
+        let preview_ok = job
+            .preview_name
+            .as_ref()
+            .map_or(true, |p| args.out.join(p).is_file());
+        match volume::check_existing(&volume_path, format, &job.header) {
+            Existing::Complete if preview_ok => {
+                if !recorded.contains(&job.volume_name) {
+                    manifest::append(&manifest_path, &entry_for(job, None))
+                        .with_context(|| format!("cannot append to {}", manifest_path.display()))?;
+                }
+                skipped += 1;
+                bars.log(format!("{} complete, skipped", job.volume_name));
+                bars.volumes.inc(1);
+                continue;
+            }
+            Existing::Different { found } => bail!(
+                "{} exists but was made with other settings (its header says '{found}', this run would write \
+                 '{}'); remove it or choose another --out",
+                volume_path.display(),
+                job.header.descrip
+            ),
+            Existing::Incomplete(why) => bars.log(format!("{} is incomplete ({why}): regenerating", job.volume_name)),
+            Existing::Missing | Existing::Complete => {}
+        }
+
+        let started = Instant::now();
+        bars.steps.reset();
+        bars.steps.set_message(job.volume_name.clone());
+        let mut on_progress = |p: Progress| match p {
+            Progress::Step { index, .. } => bars.steps.set_position(index as u64 + 1),
+            Progress::Decoding => bars
+                .steps
+                .set_message(format!("{} decoding", job.volume_name)),
+        };
+        let result = match (job.seed, &init) {
+            (Some(seed), _) => rt.generate(seed, &mut volume, &mut on_progress),
+            (None, Some((_, (_, noise)))) => {
+                rt.generate_from_noise(noise, &mut volume, &mut on_progress)
+            }
+            (None, None) => bail!("internal error: a job without seed or initial noise"),
+        };
+        result.with_context(|| format!("generating {} failed", job.volume_name))?;
+        bars.steps.set_position(steps as u64 + 1);
+
+        if let Some(name) = &job.preview_name {
+            atomic::write_atomic(&args.out, name, |w| {
+                preview::write_png(w, out_shape, &volume).map_err(std::io::Error::other)
+            })
+            .with_context(|| format!("cannot write {}", args.out.join(name).display()))?;
+        }
+        volume::write(&args.out, &job.volume_name, format, &job.header, &volume)
+            .with_context(|| format!("cannot write {}", volume_path.display()))?;
+        let seconds = started.elapsed().as_secs_f64();
+        manifest::append(&manifest_path, &entry_for(job, Some(seconds)))
+            .with_context(|| format!("cannot append to {}", manifest_path.display()))?;
+        made += 1;
+        bars.log(format!("wrote {} ({seconds:.1} s)", volume_path.display()));
+        bars.volumes.inc(1);
+    }
+    bars.steps.finish_and_clear();
+    bars.volumes.finish_and_clear();
+    if bars.log_lines || std::io::stderr().is_terminal() {
+        eprintln!(
+            "{made} written, {skipped} already complete, in {} (manifest: {})",
+            args.out.display(),
+            manifest_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads `--init-noise`: float32 `[C,D,H,W]` or `[1,C,D,H,W]`, all values finite.
+fn read_init_noise(path: &Path) -> anyhow::Result<([usize; 4], Vec<f32>)> {
+    let a = npy::read_f32(path)?;
+    let shape: [usize; 4] = match a.shape.as_slice() {
+        [c, d, h, w] | [1, c, d, h, w] => [*c, *d, *h, *w],
+        other => bail!(
+            "--init-noise {}: shape {other:?} is not a latent: expected [C, D, H, W] or [1, C, D, H, W]",
+            path.display()
+        ),
+    };
+    if shape.contains(&0) {
+        bail!(
+            "--init-noise {}: shape {:?} has an empty dimension",
+            path.display(),
+            a.shape
+        );
+    }
+    if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "--init-noise {}: value {i} is not finite ({})",
+            path.display(),
+            a.data[i]
+        );
+    }
+    Ok((shape, a.data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices_shapes_and_precisions() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device("CUDA").unwrap(), Device::Cuda(0));
+        assert_eq!(parse_device("cuda:3").unwrap(), Device::Cuda(3));
+        assert!(parse_device("tpu").is_err());
+        assert!(parse_device("cuda:x").is_err());
+        assert_eq!(parse_latent_shape("8,36,44,28").unwrap(), [8, 36, 44, 28]);
+        assert_eq!(parse_latent_shape("8x4x4x4").unwrap(), [8, 4, 4, 4]);
+        for bad in ["8,36,44", "8,0,4,4", "a,b,c,d", "", "8,4,4,4,4"] {
+            assert!(parse_latent_shape(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_precision("bf16").unwrap(), Precision::Bf16);
+        assert!(parse_precision("f64").is_err());
+    }
+
+    fn tiny_config() -> ModelConfig {
+        ModelConfig {
+            decoder: Some(ldm_weights::DecoderConfig::bundle()),
+            encoder: None,
+            unet: Some(ldm_weights::UnetConfig::bundle()),
+            scheduler: ldm_weights::SchedulerConfig::bundle(),
+            scale_factor: 1.0,
+            latent_shape: [8, 36, 44, 28],
+            geometry: ldm_weights::OutputGeometry::bundle(),
+            provenance: Default::default(),
+        }
+    }
+
+    #[test]
+    fn latent_shapes_are_checked_against_the_unet() {
+        let cfg = tiny_config();
+        assert!(check_latent_shape(&cfg, [8, 36, 44, 28]).is_ok());
+        let e = check_latent_shape(&cfg, [8, 35, 44, 28])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("divisible by 4"), "{e}");
+        let e = check_latent_shape(&cfg, [4, 36, 44, 28])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("channels"), "{e}");
+        let mut no_unet = cfg.clone();
+        no_unet.unet = None;
+        assert!(check_latent_shape(&no_unet, [8, 36, 44, 28]).is_err());
+    }
+
+    #[test]
+    fn sampler_defaults_and_conflicts() {
+        let cfg = tiny_config();
+        assert_eq!(
+            choose_sampler(&cfg, None, None).unwrap(),
+            Sampler::Ddim { eta: 0.0 }
+        );
+        assert_eq!(
+            choose_sampler(&cfg, Some("ddim"), Some(0.5)).unwrap(),
+            Sampler::Ddim { eta: 0.5 }
+        );
+        assert_eq!(
+            choose_sampler(&cfg, Some("DDPM"), None).unwrap(),
+            Sampler::Ddpm
+        );
+        assert!(choose_sampler(&cfg, Some("ddpm"), Some(0.5)).is_err());
+        assert!(choose_sampler(&cfg, Some("euler"), None).is_err());
+        assert!(choose_sampler(&cfg, None, Some(-1.0)).is_err());
+    }
+
+    #[test]
+    fn explicit_model_wins_and_missing_default_says_where_it_comes_from() {
+        let p = resolve_model(Some(Path::new("/x/m.blob"))).unwrap();
+        assert_eq!(p, PathBuf::from("/x/m.blob"));
+        let candidates = default_model_candidates();
+        assert!(candidates
+            .iter()
+            .any(|c| c.ends_with("weights/default/brats-ldm-default.blob")));
+    }
+
+    #[test]
+    fn init_noise_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, shape: &[usize], data: &[f32]| {
+            let p = dir.path().join(name);
+            let mut bytes = Vec::new();
+            npy::write_f32(&mut bytes, shape, data).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let ok = write("a.npy", &[1, 2, 2, 2, 2], &[0.5; 16]);
+        assert_eq!(read_init_noise(&ok).unwrap().0, [2, 2, 2, 2]);
+        let three = write("b.npy", &[2, 2, 4], &[0.5; 16]);
+        assert!(read_init_noise(&three).is_err());
+        let batch2 = write("c.npy", &[2, 1, 2, 2, 2], &[0.5; 16]);
+        assert!(read_init_noise(&batch2).is_err());
+        let mut nan = vec![0.0; 16];
+        nan[3] = f32::NAN;
+        let nan = write("d.npy", &[1, 2, 2, 2, 2], &nan);
+        assert!(read_init_noise(&nan)
+            .unwrap_err()
+            .to_string()
+            .contains("value 3"));
+        let real =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monai/pipeline/noise.npy");
+        assert_eq!(read_init_noise(&real).unwrap().0, [8, 8, 8, 4]);
+        assert_ne!(fnv1a(&[1.0]), fnv1a(&[2.0]));
+    }
+}
