@@ -25,6 +25,10 @@ enum Command {
     Convert(cmd::convert::ConvertArgs),
     /// Describe a weight blob: configs, tensors, parameters, checksum, provenance.
     Inspect(cmd::inspect::InspectArgs),
+    /// Generate synthetic volumes (NIfTI-1) from a model blob, for one seed or a sharded batch.
+    Generate(cmd::generate::Args),
+    /// Measure latency per sampling step, decode time, memory and GFLOP/s.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +39,8 @@ fn main() -> std::process::ExitCode {
         Command::Prepare(a) => cmd::prepare::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,8 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
+pub mod bench;
 pub mod convert;
+pub mod generate;
 pub mod inspect;
 pub mod download;
 pub mod phantoms;
