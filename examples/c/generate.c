@@ -3,8 +3,10 @@
  * geometry and memory plan, generate one volume for a seed with a progress callback, and write
  * it as raw native-endian float32 (C-order [C, D, H, W]).
  *
+ *   cargo build -p ldm-runtime --release
  *   cc -std=c99 -I runtime/include examples/c/generate.c target/release/libldm_runtime.a \
- *      -lpthread -ldl -lm -o generate
+ *      -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o generate
+ *   (or link the shared library: -L target/release -lldm_runtime, with an rpath or LD_LIBRARY_PATH)
  *   ./generate model.blob volume.f32 42 [steps [threads]]
  *
  * runtime/tests/capi_c.rs builds and runs it and checks its bytes against the Rust API.

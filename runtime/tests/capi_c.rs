@@ -222,6 +222,15 @@ fn c_programs_run_clean_under_valgrind() {
         "2".as_ref(),
         "2".as_ref(),
     ]);
+    // Valgrind's CPU hides AVX-512, so the runtime takes another GEMM path there (other
+    // summation order): the volume matches the native one closely, not bit for bit.
     let bytes = std::fs::read(&out).unwrap();
-    assert_eq!(bytes, f32_bytes(&rust_reference(3, 2, 2)), "output under valgrind");
+    let got: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let want = rust_reference(3, 2, 2);
+    assert_eq!(got.len(), want.len());
+    let diff: f64 = got.iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    let rel = (diff / norm).sqrt();
+    eprintln!("volume under valgrind vs native: relative L2 {rel:.2e}");
+    assert!(rel < 1e-5, "relative L2 {rel:e}");
 }
