@@ -1,8 +1,12 @@
 //! ldm-trainer: data pipeline, layers with forward and backward passes, losses, training loops.
 
+pub mod checkpoint;
 pub mod data;
+pub mod init;
 pub mod layers;
 pub mod losses;
 pub mod models;
+pub mod optim;
 pub mod params;
 pub mod schedule;
+pub mod train;

@@ -1,0 +1,155 @@
+//! The latent diffusion stage: for latents x0 (already multiplied by the scale factor), draw
+//! eps ~ N(0, 1) and t ~ U{0..T-1} from the (seed, step) streams, form
+//! `x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps`, and minimise `MSE(unet(x_t, t), eps)` with Adam and
+//! a MultiStepLR schedule. Also: latents from images through the encoder
+//! (`z = mu + sigma * n`, as `encode_stage_2_inputs`) and the scale factor `1 / std(z)`.
+
+use std::path::Path;
+
+use ldm_weights::{SchedulerConfig, UnetConfig};
+use serde::{Deserialize, Serialize};
+
+use super::{all_finite, finite, tensor_table, TrainError};
+use crate::checkpoint::{self, CheckpointHeader, SectionInfo};
+use crate::init::{init_params, normals, uniform_ints, Stream};
+use crate::layers::Dims;
+use crate::losses;
+use crate::models::autoencoder::AutoencoderKL;
+use crate::models::unet::DiffusionUnet;
+use crate::optim::{Adam, AdamConfig, MultiStepLr};
+use crate::params::ParamStore;
+use crate::schedule::{add_noise, alphas_cumprod};
+
+const KIND: &str = "diffusion";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffusionConfig {
+    pub unet: UnetConfig,
+    pub scheduler: SchedulerConfig,
+    pub adam: AdamConfig,
+    pub lr: MultiStepLr,
+    /// The latents' scale factor (1/std(z)), recorded for export.
+    pub scale_factor: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffusionStepLog {
+    pub step: u64,
+    pub loss: f32,
+    pub lr: f32,
+    pub timesteps: Vec<u64>,
+}
+
+pub struct DiffusionTrainer {
+    pub config: DiffusionConfig,
+    pub seed: u64,
+    pub step: u64,
+    pub unet: DiffusionUnet,
+    pub params: ParamStore,
+    pub opt: Adam,
+    alphas_cumprod: Vec<f32>,
+}
+
+/// Samples `z = mu + sigma * n` for a batch of images (noise from the (seed, index) stream).
+pub fn encode_latents(ae: &AutoencoderKL, p: &[f32], images: &[f32], dims: Dims, seed: u64, index: u64) -> Result<(Vec<f32>, Dims), TrainError> {
+    let (mu, sigma, ld) = ae.encode(p, images, dims)?;
+    let n = normals(seed, index, Stream::Encode, mu.len());
+    Ok((mu.iter().zip(&sigma).zip(&n).map(|((m, s), e)| m + s * e).collect(), ld))
+}
+
+/// `1 / std(z)` with PyTorch's unbiased standard deviation.
+pub fn scale_factor(z: &[f32]) -> Result<f32, TrainError> {
+    if z.len() < 2 {
+        return Err(TrainError::Invalid("scale factor needs at least two latent values".into()));
+    }
+    let n = z.len() as f64;
+    let mean = z.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = z.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    if !(var > 0.0) || !var.is_finite() {
+        return Err(TrainError::Invalid(format!("latents have variance {var}; no scale factor")));
+    }
+    Ok((1.0 / var.sqrt()) as f32)
+}
+
+impl DiffusionTrainer {
+    pub fn new(config: DiffusionConfig, seed: u64) -> Result<Self, TrainError> {
+        if config.scheduler.num_train_timesteps == 0 {
+            return Err(TrainError::Invalid("scheduler has 0 training timesteps".into()));
+        }
+        let mut params = ParamStore::new();
+        let unet = DiffusionUnet::new(&mut params, &config.unet)?;
+        init_params(&mut params, seed);
+        let opt = Adam::new(config.adam, params.len());
+        let alphas_cumprod = alphas_cumprod(&config.scheduler);
+        Ok(DiffusionTrainer { config, seed, step: 0, unet, params, opt, alphas_cumprod })
+    }
+
+    /// One optimisation step on scaled latents `[N, C, D, H, W]`.
+    pub fn train_step(&mut self, latents: &[f32], dims: Dims) -> Result<DiffusionStepLog, TrainError> {
+        let step = self.step;
+        self.unet.check_input(dims, dims.n)?;
+        if latents.len() != dims.numel() {
+            return Err(TrainError::Invalid(format!("latents hold {} values, shape {:?} needs {}", latents.len(), dims.as_array(), dims.numel())));
+        }
+        all_finite(step, "latents", latents)?;
+        let t_max = self.config.scheduler.num_train_timesteps as u64;
+        let ts = uniform_ints(self.seed, step, Stream::Timesteps, dims.n, t_max);
+        let eps = normals(self.seed, step, Stream::DiffusionNoise, latents.len());
+        let per = dims.numel() / dims.n;
+        let mut x_t = Vec::with_capacity(latents.len());
+        for (i, &t) in ts.iter().enumerate() {
+            let a = self.alphas_cumprod[t as usize];
+            x_t.extend(add_noise(&latents[i * per..(i + 1) * per], &eps[i * per..(i + 1) * per], a));
+        }
+        let tf: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+        let p = &self.params.data;
+        let fw = self.unet.forward(p, &x_t, dims, &tf, true)?;
+        let (loss, dpred) = losses::mse(&fw.eps, &eps)?;
+        finite(step, "diffusion loss", loss)?;
+        self.params.grad.iter_mut().for_each(|g| *g = 0.0);
+        self.unet.backward(p, &mut self.params.grad, &fw, &dpred)?;
+        all_finite(step, "unet gradient", &self.params.grad)?;
+        let lr = self.config.lr.lr_at(step);
+        if !self.opt.step(&mut self.params.data, &self.params.grad, lr) {
+            return Err(TrainError::Invalid("optimiser does not fit the parameters".into()));
+        }
+        self.step += 1;
+        Ok(DiffusionStepLog { step, loss, lr, timesteps: ts })
+    }
+
+    /// Atomic checkpoint of parameters, Adam state, step and configuration.
+    pub fn save(&self, path: &Path, extra: serde_json::Value) -> Result<(), TrainError> {
+        let sections = [("unet.params", &self.params.data), ("unet.adam_m", &self.opt.m), ("unet.adam_v", &self.opt.v)];
+        let header = CheckpointHeader {
+            kind: KIND.into(),
+            step: self.step,
+            seed: self.seed,
+            config: serde_json::to_value(&self.config).map_err(|e| TrainError::Invalid(e.to_string()))?,
+            tensors: tensor_table(&self.params),
+            adam_steps: vec![self.opt.t],
+            extra,
+            sections: sections.iter().map(|(n, s)| SectionInfo { name: n.to_string(), len: s.len() as u64 }).collect(),
+        };
+        let bufs: Vec<&[f32]> = sections.iter().map(|(_, s)| s.as_slice()).collect();
+        Ok(checkpoint::save(path, &header, &bufs)?)
+    }
+
+    pub fn resume(path: &Path) -> Result<(Self, serde_json::Value), TrainError> {
+        let (h, mut secs) = checkpoint::load(path)?;
+        if h.kind != KIND || secs.len() != 3 || h.adam_steps.len() != 1 {
+            return Err(TrainError::Invalid(format!("{}: not a diffusion checkpoint (kind {})", path.display(), h.kind)));
+        }
+        let config: DiffusionConfig =
+            serde_json::from_value(h.config.clone()).map_err(|e| TrainError::Invalid(format!("{}: config: {e}", path.display())))?;
+        let mut t = DiffusionTrainer::new(config, h.seed)?;
+        if h.tensors != tensor_table(&t.params) || secs.iter().any(|s| s.len() != t.params.len()) {
+            return Err(TrainError::Invalid(format!("{}: tensors do not match the configuration", path.display())));
+        }
+        t.opt.v = secs.pop().unwrap_or_default();
+        t.opt.m = secs.pop().unwrap_or_default();
+        t.params.data = secs.pop().unwrap_or_default();
+        t.opt.t = h.adam_steps[0];
+        t.step = h.step;
+        Ok((t, h.extra))
+    }
+}

@@ -1,0 +1,57 @@
+//! Training steps: the VAE-GAN stage (autoencoder + patch discriminator) and the latent
+//! diffusion stage, each a trainer object holding models, flat parameters, Adam state and the
+//! step counter, with seeded counter-based randomness (see [`crate::init`]) so that a run
+//! resumed from a checkpoint continues bit-exactly.
+
+pub mod diffusion;
+pub mod vae_gan;
+
+use thiserror::Error;
+
+use crate::checkpoint::CheckpointError;
+use crate::layers::LayerError;
+use crate::losses::LossError;
+use crate::models::ModelError;
+
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Loss(#[from] LossError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("step {step}: {what} is not finite; the update was not applied")]
+    NonFinite { step: u64, what: &'static str },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<LayerError> for TrainError {
+    fn from(e: LayerError) -> Self {
+        TrainError::Model(ModelError::Layer(e))
+    }
+}
+
+/// Names and shapes of a store's tensors, for checkpoint headers.
+pub(crate) fn tensor_table(store: &crate::params::ParamStore) -> serde_json::Value {
+    serde_json::Value::Array(
+        store.entries.iter().map(|e| serde_json::json!({ "name": e.name, "shape": e.shape })).collect(),
+    )
+}
+
+pub(crate) fn finite(step: u64, what: &'static str, v: f32) -> Result<f32, TrainError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(TrainError::NonFinite { step, what })
+    }
+}
+
+pub(crate) fn all_finite(step: u64, what: &'static str, v: &[f32]) -> Result<(), TrainError> {
+    if v.iter().all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err(TrainError::NonFinite { step, what })
+    }
+}
