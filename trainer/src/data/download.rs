@@ -471,7 +471,11 @@ pub fn extract_tar(archive: &Path, dir: &Path) -> Result<usize> {
                 }
                 std::fs::copy(&t, &p).map_err(|e| DataError::io(&t, e))?;
             }
-            Planned::SymLink(rel, target) => symlinks.push((rel, target)),
+            Planned::SymLink(rel, target) => {
+                // created after everything else; counted there
+                symlinks.push((rel, target));
+                continue;
+            }
         }
         count += 1;
     }
