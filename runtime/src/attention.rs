@@ -4,14 +4,22 @@
 //! (or `attn` alone when no residual is given).
 
 use crate::fastmath::exp;
+use crate::gemm::{microkernel, MR, NR};
 use crate::pool::Pool;
 
-pub const BQ: usize = 32;
-pub const BK: usize = 128;
+/// Queries per task (a multiple of the microkernel's MR).
+pub const BQ: usize = 4 * MR;
+/// Keys per streamed block (a multiple of NR).
+pub const BK: usize = 4 * NR;
+
+fn dh_pad(dh: usize) -> usize {
+    dh.div_ceil(NR) * NR
+}
 
 /// Per-thread workspace floats for head size `dh`.
 pub fn ws_len(dh: usize) -> usize {
-    BQ * BK + BQ * dh + 2 * BQ
+    // q panels, k panels, scores, p panels, v^T panels, output rows, max, sum
+    BQ * dh + BK * dh + BQ * BK + BQ * BK + BK * dh_pad(dh) + BQ * dh + 2 * BQ
 }
 
 #[derive(Clone, Copy)]
@@ -24,6 +32,7 @@ impl Ptr {
     }
 }
 
+/// Attention of every head; both products run on the GEMM microkernel with small packed panels.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(pool: &Pool, qkv: &[f32], x: Option<&[f32]>, c: usize, n: usize, dh: usize, out: &mut [f32], ws: &mut [f32]) {
     let heads = c / dh;
@@ -33,66 +42,102 @@ pub fn attention(pool: &Pool, qkv: &[f32], x: Option<&[f32]>, c: usize, n: usize
     debug_assert!(ws.len() >= pool.threads() * per);
     let wsp = Ptr(ws.as_mut_ptr());
     let outp = Ptr(out.as_mut_ptr());
+    let dp = dh_pad(dh);
     pool.for_each(heads * qblocks, &|task, tid| {
         let h = task / qblocks;
         let i0 = (task % qblocks) * BQ;
         let bq = BQ.min(n - i0);
         // SAFETY: one workspace slice per thread.
         let w = unsafe { std::slice::from_raw_parts_mut(wsp.at(tid * per), per) };
-        let (s, rest) = w.split_at_mut(BQ * BK);
+        let (qp, rest) = w.split_at_mut(BQ * dh);
+        let (kp, rest) = rest.split_at_mut(BK * dh);
+        let (s, rest) = rest.split_at_mut(BQ * BK);
+        let (pp, rest) = rest.split_at_mut(BQ * BK);
+        let (vp, rest) = rest.split_at_mut(BK * dp);
         let (o, rest) = rest.split_at_mut(BQ * dh);
         let (mx, l) = rest.split_at_mut(BQ);
+        let row = |base: usize, ch: usize| &qkv[(base + h * dh + ch) * n..(base + h * dh + ch + 1) * n];
+        // Q panels: qp[p * dh * MR + ch * MR + r] = q[ch, i0 + p*MR + r] (zero past bq).
+        for p in 0..BQ / MR {
+            for ch in 0..dh {
+                let q = row(0, ch);
+                for r in 0..MR {
+                    let i = p * MR + r;
+                    qp[(p * dh + ch) * MR + r] = if i < bq { q[i0 + i] } else { 0.0 };
+                }
+            }
+        }
         o.fill(0.0);
         mx.fill(f32::NEG_INFINITY);
         l.fill(0.0);
-        let q = |ch: usize| &qkv[(h * dh + ch) * n..(h * dh + ch + 1) * n];
-        let k = |ch: usize| &qkv[(c + h * dh + ch) * n..(c + h * dh + ch + 1) * n];
-        let v = |ch: usize| &qkv[(2 * c + h * dh + ch) * n..(2 * c + h * dh + ch + 1) * n];
+        let qpanels = bq.div_ceil(MR);
         let mut j0 = 0;
         while j0 < n {
             let bk = BK.min(n - j0);
-            s[..bq * BK].fill(0.0);
-            for ch in 0..dh {
-                let qc = &q(ch)[i0..i0 + bq];
-                let kc = &k(ch)[j0..j0 + bk];
-                for (i, &qv) in qc.iter().enumerate() {
-                    let row = &mut s[i * BK..i * BK + bk];
-                    for (sv, &kv) in row.iter_mut().zip(kc) {
-                        *sv += qv * kv;
+            let kpanels = bk.div_ceil(NR);
+            // K panels: kp[jp * dh * NR + ch * NR + j] = k[ch, j0 + jp*NR + j].
+            for jp in 0..kpanels {
+                for ch in 0..dh {
+                    let k = row(c, ch);
+                    let dst = &mut kp[(jp * dh + ch) * NR..(jp * dh + ch + 1) * NR];
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        let jj = jp * NR + j;
+                        *d = if jj < bk { k[j0 + jj] } else { 0.0 };
                     }
                 }
             }
+            // V^T panels: vp[cp * bk * NR + j * NR + cc] = v[cp*NR + cc, j0 + j].
+            for cp in 0..dp / NR {
+                for cc in 0..NR {
+                    let ch = cp * NR + cc;
+                    if ch < dh {
+                        let v = &row(2 * c, ch)[j0..j0 + bk];
+                        for (j, &val) in v.iter().enumerate() {
+                            vp[(cp * bk + j) * NR + cc] = val;
+                        }
+                    } else {
+                        for j in 0..bk {
+                            vp[(cp * bk + j) * NR + cc] = 0.0;
+                        }
+                    }
+                }
+            }
+            s[..bq * BK].fill(0.0);
+            for p in 0..qpanels {
+                let rows = MR.min(bq - p * MR);
+                for jp in 0..kpanels {
+                    let cols = NR.min(bk - jp * NR);
+                    microkernel(dh, rows, &qp[p * dh * MR..(p + 1) * dh * MR], &kp[jp * dh * NR..(jp + 1) * dh * NR], &mut s[p * MR * BK + jp * NR..], BK, cols);
+                }
+            }
+            // Online softmax; P panels: pp[p * bk * MR + j * MR + r] = P[p*MR + r, j].
             for i in 0..bq {
-                let row = &mut s[i * BK..i * BK + bk];
+                let srow = &mut s[i * BK..i * BK + bk];
                 let mut m_new = mx[i];
-                for sv in row.iter_mut() {
-                    *sv *= scale;
-                    m_new = m_new.max(*sv);
+                for v in srow.iter_mut() {
+                    *v *= scale;
+                    m_new = m_new.max(*v);
                 }
                 let alpha = if mx[i] == f32::NEG_INFINITY { 0.0 } else { exp(mx[i] - m_new) };
                 let mut sum = 0f32;
-                for sv in row.iter_mut() {
-                    *sv = exp(*sv - m_new);
-                    sum += *sv;
+                for v in srow.iter_mut() {
+                    *v = exp(*v - m_new);
+                    sum += *v;
                 }
                 l[i] = l[i] * alpha + sum;
                 mx[i] = m_new;
-                let orow = &mut o[i * dh..(i + 1) * dh];
-                for (ch, ov) in orow.iter_mut().enumerate() {
-                    let vc = &v(ch)[j0..j0 + bk];
-                    let mut acc = [0f32; 16];
-                    let mut it = row.chunks_exact(16).zip(vc.chunks_exact(16));
-                    for (pa, va) in &mut it {
-                        for t in 0..16 {
-                            acc[t] += pa[t] * va[t];
-                        }
-                    }
-                    let mut dot: f32 = acc.iter().sum();
-                    let done = (bk / 16) * 16;
-                    for t in done..bk {
-                        dot += row[t] * vc[t];
-                    }
-                    *ov = *ov * alpha + dot;
+                o[i * dh..(i + 1) * dh].iter_mut().for_each(|v| *v *= alpha);
+                let (p, r) = (i / MR, i % MR);
+                for (j, &v) in srow.iter().enumerate() {
+                    pp[(p * bk + j) * MR + r] = v;
+                }
+            }
+            // Rows past bq in the last panel are never written back (rows limit below).
+            for p in 0..qpanels {
+                let rows = MR.min(bq - p * MR);
+                for cp in 0..dp / NR {
+                    let cols = NR.min(dh - cp * NR);
+                    microkernel(bk, rows, &pp[p * bk * MR..(p + 1) * bk * MR], &vp[cp * bk * NR..(cp + 1) * bk * NR], &mut o[p * MR * dh + cp * NR..], dh, cols);
                 }
             }
             j0 += bk;
@@ -115,7 +160,8 @@ mod tests {
     #[test]
     fn matches_naive_softmax_attention() {
         let pool = Pool::new(2).unwrap();
-        let (c, n, dh) = (8usize, 150usize, 4usize);
+        let (c, n, dh) = (80usize, 150usize, 40usize);
+        crate::gemm::init();
         let qkv: Vec<f32> = (0..3 * c * n).map(|i| ((i * 29 % 41) as f32 - 20.0) / 15.0).collect();
         let x: Vec<f32> = (0..c * n).map(|i| (i % 7) as f32).collect();
         let mut out = vec![0f32; c * n];

@@ -1,0 +1,175 @@
+"""Side-by-side PyTorch reference for the runtime's criterion benches.
+
+A small self-contained PyTorch re-statement of the same operations as MONAI Generative 0.2.3's
+decoder (post_quant_conv + Decoder) and DiffusionModelUNet, at the bundle's widths, with random
+weights: it times one UNet step and one decode in eager fp32 on the CPU, like the Rust example
+`cargo run --release -p ldm-runtime --example bundle`.
+
+Usage: .venv-bench/bin/python benches/pytorch_reference.py [--threads 2] [--latent 12 12 8] [--reps 3]
+(`python3 -m venv .venv-bench && .venv-bench/bin/pip install torch numpy` first.)
+"""
+import argparse
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def gn(c, groups=32):
+    return nn.GroupNorm(groups, c, eps=1e-6, affine=True)
+
+
+def conv(cin, cout, k=3, stride=1):
+    return nn.Conv3d(cin, cout, k, stride=stride, padding=k // 2)
+
+
+class DecRes(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.n1, self.c1, self.n2, self.c2 = gn(cin), conv(cin, cout), gn(cout), conv(cout, cout)
+        self.sc = conv(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x):
+        h = self.c1(F.silu(self.n1(x)))
+        h = self.c2(F.silu(self.n2(h)))
+        return (self.sc(x) if self.sc is not None else x) + h
+
+
+class Decoder(nn.Module):
+    def __init__(self, ch=(64, 128, 256), latent=8, nrb=2):
+        super().__init__()
+        rev = list(reversed(ch))
+        self.pq = conv(latent, latent, 1)
+        layers = [conv(latent, rev[0])]
+        cin = rev[0]
+        for i, c in enumerate(rev):
+            for _ in range(nrb):
+                layers.append(DecRes(cin, c))
+                cin = c
+            if i != len(rev) - 1:
+                layers.append(nn.Upsample(scale_factor=2.0, mode="nearest"))
+                layers.append(conv(cin, cin))
+        layers += [gn(cin), conv(cin, 1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.body(self.pq(z))
+
+
+class Res(nn.Module):
+    def __init__(self, cin, cout, temb):
+        super().__init__()
+        self.n1, self.c1, self.n2, self.c2 = gn(cin), conv(cin, cout), gn(cout), conv(cout, cout)
+        self.t = nn.Linear(temb, cout)
+        self.sc = conv(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, e):
+        h = self.c1(F.silu(self.n1(x))) + self.t(F.silu(e))[:, :, None, None, None]
+        return self.sc(x) + self.c2(F.silu(self.n2(h)))
+
+
+class Attn(nn.Module):
+    def __init__(self, c, dh):
+        super().__init__()
+        self.n, self.q, self.k, self.v = gn(c), nn.Linear(c, c), nn.Linear(c, c), nn.Linear(c, c)
+        self.heads, self.dh = c // dh, dh
+
+    def forward(self, x):
+        b, c, d, h, w = x.shape
+        t = self.n(x).reshape(b, c, -1).transpose(1, 2)
+        split = lambda y: y.reshape(b, -1, self.heads, self.dh).permute(0, 2, 1, 3)
+        q, k, v = split(self.q(t)), split(self.k(t)), split(self.v(t))
+        p = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.dh), dim=-1)
+        o = (p @ v).permute(0, 2, 1, 3).reshape(b, -1, c)
+        return x + o.transpose(1, 2).reshape(b, c, d, h, w)
+
+
+class Unet(nn.Module):
+    def __init__(self, ch=(256, 256, 512), attn=(False, True, True), dh=(0, 64, 64), nrb=2, cin=8):
+        super().__init__()
+        self.c0 = ch[0]
+        temb = 4 * ch[0]
+        self.te = nn.Sequential(nn.Linear(ch[0], temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.cin = conv(cin, ch[0])
+        self.down, skip_ch, c = nn.ModuleList(), [ch[0]], ch[0]
+        for i, co in enumerate(ch):
+            for _ in range(nrb):
+                self.down.append(Res(c, co, temb))
+                c = co
+                if attn[i]:
+                    self.down.append(Attn(c, dh[i]))
+                skip_ch.append(c)
+            if i != len(ch) - 1:
+                self.down.append(conv(c, c, 3, 2))
+                skip_ch.append(c)
+        self.mid = nn.ModuleList([Res(c, c, temb), Attn(c, dh[-1]), Res(c, c, temb)])
+        self.up = nn.ModuleList()
+        for i, co in enumerate(reversed(ch)):
+            lvl = len(ch) - 1 - i
+            for _ in range(nrb + 1):
+                self.up.append(Res(c + skip_ch.pop(), co, temb))
+                c = co
+                if attn[lvl]:
+                    self.up.append(Attn(c, dh[lvl]))
+            if i != len(ch) - 1:
+                self.up.append(nn.Upsample(scale_factor=2.0, mode="nearest"))
+                self.up.append(conv(c, c))
+        self.out = nn.Sequential(gn(c), nn.SiLU(), conv(c, cin))
+
+    def forward(self, x, t):
+        half = self.c0 // 2
+        f = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+        a = t[:, None].float() * f[None]
+        e = self.te(torch.cat([torch.cos(a), torch.sin(a)], -1))
+        h = self.cin(x)
+        skips = [h]
+        for m in self.down:
+            if isinstance(m, Res):
+                h = m(h, e)
+                skips.append(h)
+            elif isinstance(m, Attn):
+                h = m(h)
+                skips[-1] = h
+            else:
+                h = m(h)
+                skips.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, e)), e)
+        for m in self.up:
+            if isinstance(m, Res):
+                h = m(torch.cat([h, skips.pop()], 1), e)
+            else:
+                h = m(h)
+        return self.out(h)
+
+
+def best_of(fn, reps):
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--latent", type=int, nargs=3, default=[12, 12, 8])
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, *args.latent)
+    unet, dec = Unet().eval(), Decoder().eval()
+    with torch.no_grad():
+        tu = best_of(lambda: unet(x, torch.tensor([500])), args.reps)
+        td = best_of(lambda: dec(x), args.reps)
+    print(f"pytorch {torch.__version__}, {args.threads} threads, latent {args.latent}")
+    print(f"unet step: best {tu:.3f} s, {72.8e9 * (args.latent[0]*args.latent[1]*args.latent[2]) / 1152 / tu / 1e9:.1f} GFLOP/s (FLOPs scaled from 72.8 GFLOP at 12x12x8; exact only there)")
+    print(f"decode: best {td:.3f} s, {238.7e9 * (args.latent[0]*args.latent[1]*args.latent[2]) / 1152 / td / 1e9:.1f} GFLOP/s (same scaling)")
+
+
+if __name__ == "__main__":
+    main()
