@@ -236,9 +236,9 @@ fn unet_tensors(cfg: &UnetConfig, v: &mut Vec<TensorSpec>) {
 
     // Down path: resnets, then attentions (registration order), then the downsampler.
     let mut out_ch = c0;
-    for i in 0..levels {
+    for (i, &c) in ch.iter().enumerate() {
         let in_ch = out_ch;
-        out_ch = ch[i];
+        out_ch = c;
         let p = format!("unet.down_blocks.{i}");
         for j in 0..nres(i) {
             let cin = if j == 0 { in_ch } else { out_ch };

@@ -93,7 +93,11 @@ impl Blob {
 
         let header_bytes = &bytes[PREFIX_LEN as usize..header_end as usize];
         let (header, used) = decode_header(header_bytes).map_err(|e| BlobError::HeaderDecode(e.to_string()))?;
-        if used as u64 != header_len && minor <= FORMAT_MINOR {
+        // Trailing header bytes are extensions of a newer minor version; from this minor or an
+        // older one they are corruption.
+        #[allow(clippy::absurd_extreme_comparisons)]
+        let known_minor = minor <= FORMAT_MINOR;
+        if used as u64 != header_len && known_minor {
             return Err(BlobError::HeaderTrailingBytes {
                 used: used as u64,
                 header_len,

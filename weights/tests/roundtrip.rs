@@ -102,7 +102,7 @@ fn bundle_table_encodes_decodes_and_stays_small() {
                 offset,
                 len,
             };
-            offset = (offset + len + 255) / 256 * 256;
+            offset = (offset + len).div_ceil(256) * 256;
             e
         })
         .collect();
