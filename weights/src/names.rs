@@ -3,8 +3,8 @@
 //! Names are MONAI Generative 0.2.3 state-dict keys prefixed by the network (`autoencoder.` or
 //! `unet.`). The order of `expected_tensors` is canonical: it is the order in which a blob stores
 //! its tensors (PyTorch module-registration order within each network; autoencoder first).
-//! These functions assume a config that `ModelConfig::validate` accepts; on an invalid config
-//! they still return without panicking, but the list is meaningless.
+//! Call these on a config that `ModelConfig::validate` accepts (the blob reader and writer do):
+//! they never panic, but an unvalidated config can list meaningless or enormously many tensors.
 
 use crate::config::{DecoderConfig, EncoderConfig, ModelConfig, UnetConfig};
 
