@@ -1,12 +1,15 @@
 // GroupNorm (biased variance per (sample, group), affine) with optional fused SiLU, in three
-// launches so that large volumes use the whole GPU and the result does not depend on timing:
+// launches so that large volumes use the whole GPU and the result does not depend on timing. The
+// statistics are folded into a per-channel scale and shift, the same [2C] layout per sample as
+// the CPU's `norm::gn_stats` (scale[c] = gamma[c] * rstd, shift[c] = beta[c] - mean * scale[c]),
+// so a plan's Stats op maps to launches 1+2 and a normalised conv input to launch 3.
 //   1. ldm_groupnorm_partial_<t>: grid (splits, N*G). Block `split` of group `ng` computes a
 //      Welford triple (count, mean, M2) over its contiguous chunk of the group (a group's C/G
 //      channels are contiguous in NCDHW) -> partial[(ng * splits + split) * 3 ..].
-//   2. ldm_groupnorm_finalize: one thread per (n, g) merges its splits in index order (Chan et
-//      al.) -> stats[ng * 2] = (mean, 1 / sqrt(var + eps)).
-//   3. ldm_groupnorm_apply_<t>: grid (x blocks, N*C rows); y = (x - mean) * rstd * gamma[c] +
-//      beta[c], then SiLU when `silu` != 0. In-place (y == x) is allowed.
+//   2. ldm_groupnorm_finalize: one thread per (n, c) merges its group's splits in index order
+//      (Chan et al.) -> scale_shift[n * 2C + c], scale_shift[n * 2C + C + c].
+//   3. ldm_groupnorm_apply_<t>: grid (x blocks, N*C rows); y = x * scale + shift, then SiLU when
+//      `silu` != 0. In-place (y == x) is allowed.
 // All statistics are fp32 whatever the storage type; gamma/beta are fp32.
 #include "common.cuh"
 
@@ -88,17 +91,13 @@ __device__ __forceinline__ void partial_impl(const T* x, float* partial, long lo
 }
 
 template <typename T>
-__device__ __forceinline__ void apply_impl(const T* x, T* y, const float* stats, const float* gamma,
-                                           const float* beta, int channels, long long spatial,
-                                           int groups, int silu) {
+__device__ __forceinline__ void apply_impl(const T* x, T* y, const float* scale_shift, int channels,
+                                           long long spatial, int silu) {
     const long long row = (long long)blockIdx.y; // n * channels + c
-    const int c = (int)(row % channels);
+    const long long c = row % channels;
     const long long n = row / channels;
-    const int g = c / (channels / groups);
-    const float mean = stats[(n * groups + g) * 2];
-    const float rstd = stats[(n * groups + g) * 2 + 1];
-    const float scale = rstd * gamma[c];
-    const float shift = beta[c] - mean * scale;
+    const float scale = scale_shift[n * 2 * channels + c];
+    const float shift = scale_shift[n * 2 * channels + channels + c];
     const T* src = x + row * spatial;
     T* dst = y + row * spatial;
     for (long long s = (long long)blockIdx.x * blockDim.x + threadIdx.x; s < spatial;
@@ -113,21 +112,27 @@ __device__ __forceinline__ void apply_impl(const T* x, T* y, const float* stats,
 
 } // namespace
 
-extern "C" __global__ void ldm_groupnorm_finalize(const float* partial, float* stats, int rows,
-                                                  int splits, float eps) {
-    const int ng = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (ng >= rows) {
+extern "C" __global__ void ldm_groupnorm_finalize(const float* partial, const float* gamma,
+                                                  const float* beta, float* scale_shift, int batch,
+                                                  int channels, int groups, int splits, float eps) {
+    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)batch * channels) {
         return;
     }
-    const float* p = partial + (long long)ng * splits * 3;
+    const int c = (int)(idx % channels);
+    const long long n = idx / channels;
+    const long long ng = n * groups + c / (channels / groups);
+    const float* p = partial + ng * splits * 3;
     Welford total = {p[0], p[1], p[2]};
     for (int k = 1; k < splits; ++k) {
         const Welford w = {p[3 * k], p[3 * k + 1], p[3 * k + 2]};
         total = welford_merge(total, w);
     }
     const float var = total.n > 0.0f ? total.m2 / total.n : 0.0f;
-    stats[2 * ng] = total.mean;
-    stats[2 * ng + 1] = 1.0f / sqrtf(fmaxf(var, 0.0f) + eps);
+    const float rstd = 1.0f / sqrtf(fmaxf(var, 0.0f) + eps);
+    const float scale = gamma[c] * rstd;
+    scale_shift[n * 2 * channels + c] = scale;
+    scale_shift[n * 2 * channels + channels + c] = beta[c] - total.mean * scale;
 }
 
 #define LDM_GROUPNORM(SUFFIX, TYPE)                                                              \
@@ -136,9 +141,9 @@ extern "C" __global__ void ldm_groupnorm_finalize(const float* partial, float* s
         partial_impl<TYPE>(x, partial, group_elems, chunk, splits);                              \
     }                                                                                            \
     extern "C" __global__ void ldm_groupnorm_apply_##SUFFIX(                                     \
-        const TYPE* x, TYPE* y, const float* stats, const float* gamma, const float* beta,       \
-        int channels, long long spatial, int groups, int silu) {                                 \
-        apply_impl<TYPE>(x, y, stats, gamma, beta, channels, spatial, groups, silu);             \
+        const TYPE* x, TYPE* y, const float* scale_shift, int channels, long long spatial,       \
+        int silu) {                                                                              \
+        apply_impl<TYPE>(x, y, scale_shift, channels, spatial, silu);                            \
     }
 LDM_FOR_EACH_DTYPE(LDM_GROUPNORM)
 #undef LDM_GROUPNORM

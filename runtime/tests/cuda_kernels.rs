@@ -9,7 +9,9 @@ use ldm_runtime::cuda::conv::{Conv3dSpec, ConvPlan};
 use ldm_runtime::cuda::gemm::{reference_gemm, GemmSpec};
 use ldm_runtime::cuda::geometry;
 use ldm_runtime::cuda::sampler::{ddim_table, ddpm_table, COEFS_PER_STEP};
-use ldm_runtime::cuda::{ArenaLayout, AttentionArgs, CudaDevice, DevPtr, DeviceArena, NoiseStream, Region, StepGraph};
+use ldm_runtime::cuda::{
+    ArenaLayout, AttentionArgs, CudaDevice, DevPtr, DeviceArena, NoiseStream, Region, StepGraph,
+};
 use ldm_runtime::schedule::{ddim_step, ddim_timesteps, ddpm_step, Schedule};
 use ldm_weights::{DType, SchedulerConfig};
 
@@ -50,7 +52,11 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).powi(2))
+        .sum();
     let den: f64 = want.iter().map(|w| w * w).sum();
     (num / den.max(1e-300)).sqrt()
 }
@@ -74,19 +80,25 @@ impl Scratch {
         self.arena.ptr(self.regions[i]).unwrap()
     }
     fn put(&mut self, dev: &CudaDevice, i: usize, data: &[u8]) {
-        self.arena.upload(dev.stream(), self.regions[i], data).unwrap();
+        self.arena
+            .upload(dev.stream(), self.regions[i], data)
+            .unwrap();
     }
     fn get(&self, dev: &CudaDevice, i: usize) -> Vec<u8> {
         dev.synchronize().unwrap();
         let mut out = vec![0u8; self.regions[i].bytes];
-        self.arena.download(dev.stream(), self.regions[i], &mut out).unwrap();
+        self.arena
+            .download(dev.stream(), self.regions[i], &mut out)
+            .unwrap();
         out
     }
 }
 
 #[test]
 fn philox_noise_is_bit_identical_to_the_cpu() {
-    let Some(dev) = device_or_skip("philox") else { return };
+    let Some(dev) = device_or_skip("philox") else {
+        return;
+    };
     let (n, seed, offset) = (100_003usize, 0x1234_5678_9abc_def0u64, 7u64);
     let s = Scratch::new(&dev, &[4 * n, 2 * n]);
     dev.kernels
@@ -95,12 +107,19 @@ fn philox_noise_is_bit_identical_to_the_cpu() {
     let gpu = floats(&s.get(&dev, 0));
     let mut cpu = vec![0f32; n];
     ldm_runtime::philox_normal(seed, offset, &mut cpu);
-    let mismatched = gpu.iter().zip(&cpu).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    let mismatched = gpu
+        .iter()
+        .zip(&cpu)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
     println!("philox: {mismatched} of {n} elements differ from the CPU");
     assert_eq!(mismatched, 0);
     let half = s.get(&dev, 1);
     for i in (0..n).step_by(997) {
-        assert_eq!(u16::from_le_bytes([half[2 * i], half[2 * i + 1]]), to_bf16(cpu[i]));
+        assert_eq!(
+            u16::from_le_bytes([half[2 * i], half[2 * i + 1]]),
+            to_bf16(cpu[i])
+        );
     }
 }
 
@@ -121,7 +140,8 @@ fn groupnorm_reference(
             let base = (b * c + g * cg) * sp;
             let vals = &x[base..base + cg * sp];
             let mean = vals.iter().map(|&v| v as f64).sum::<f64>() / vals.len() as f64;
-            let var = vals.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+            let var =
+                vals.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / vals.len() as f64;
             let rstd = 1.0 / (var + 1e-6).sqrt();
             for ci in 0..cg {
                 let ch = g * cg + ci;
@@ -139,9 +159,56 @@ fn groupnorm_reference(
     out
 }
 
+/// Runs groupnorm_stats + groupnorm_apply on device buffers: x -> y through scale/shift.
+#[allow(clippy::too_many_arguments)]
+fn run_groupnorm(
+    dev: &CudaDevice,
+    dtype: DType,
+    x_bytes: &[u8],
+    gamma: &[f32],
+    beta: &[f32],
+    geom: &geometry::GroupNormGeometry,
+    c: usize,
+    sp: usize,
+    groups: usize,
+    silu: bool,
+) -> (Vec<u8>, Vec<f32>) {
+    let sizes = [
+        x_bytes.len(),
+        4 * c,
+        4 * c,
+        geom.partial_bytes() as usize,
+        geom.scale_shift_bytes() as usize,
+    ];
+    let mut s = Scratch::new(dev, &sizes);
+    s.put(dev, 0, x_bytes);
+    s.put(dev, 1, &bytes(gamma));
+    s.put(dev, 2, &bytes(beta));
+    let k = &dev.kernels;
+    k.groupnorm_stats(
+        dtype,
+        geom,
+        s.ptr(0),
+        s.ptr(1),
+        s.ptr(2),
+        s.ptr(3),
+        s.ptr(4),
+        c,
+        groups,
+        1e-6,
+    )
+    .unwrap();
+    // In place, as the plan does for a normalised conv input held in scratch.
+    k.groupnorm_apply(dtype, geom, s.ptr(0), s.ptr(0), s.ptr(4), c, sp, silu)
+        .unwrap();
+    (s.get(dev, 0), floats(&s.get(dev, 4)))
+}
+
 #[test]
 fn groupnorm_silu_matches_a_float64_reference() {
-    let Some(dev) = device_or_skip("groupnorm") else { return };
+    let Some(dev) = device_or_skip("groupnorm") else {
+        return;
+    };
     // Big enough for several splits per group.
     let (batch, c, dims, groups) = (2usize, 64usize, [10usize, 24, 40], 32usize);
     let sp = dims.iter().product::<usize>();
@@ -153,89 +220,59 @@ fn groupnorm_silu_matches_a_float64_reference() {
     assert!(geom.splits > 1);
     for silu in [false, true] {
         let want = groupnorm_reference(&x, c, sp, groups, &gamma, &beta, silu, batch);
-        let mut s = Scratch::new(
+        let (y, scale_shift) = run_groupnorm(
             &dev,
-            &[
-                4 * n,
-                4 * n,
-                4 * c,
-                4 * c,
-                geom.partial_bytes() as usize,
-                geom.stats_bytes() as usize,
-            ],
-        );
-        s.put(&dev, 0, &bytes(&x));
-        s.put(&dev, 2, &bytes(&gamma));
-        s.put(&dev, 3, &bytes(&beta));
-        dev.kernels
-            .groupnorm(
-                DType::F32,
-                &geom,
-                s.ptr(0),
-                s.ptr(1),
-                s.ptr(2),
-                s.ptr(3),
-                s.ptr(4),
-                s.ptr(5),
-                c,
-                sp,
-                groups,
-                1e-6,
-                silu,
-            )
-            .unwrap();
-        let got = floats(&s.get(&dev, 1));
-        let err = rel_l2(&got, &want);
-        println!("groupnorm f32 silu={silu}: relative L2 {err:.2e}");
-        assert!(err < 1e-6, "{err}");
-    }
-    // bf16 storage, fp32 statistics, in place.
-    let xb: Vec<u8> = x.iter().flat_map(|&v| to_bf16(v).to_le_bytes()).collect();
-    let xr: Vec<f32> = x.iter().map(|&v| from_bf16(to_bf16(v))).collect();
-    let want = groupnorm_reference(&xr, c, sp, groups, &gamma, &beta, true, batch);
-    let mut s = Scratch::new(
-        &dev,
-        &[
-            2 * n,
-            4 * c,
-            4 * c,
-            geom.partial_bytes() as usize,
-            geom.stats_bytes() as usize,
-        ],
-    );
-    s.put(&dev, 0, &xb);
-    s.put(&dev, 1, &bytes(&gamma));
-    s.put(&dev, 2, &bytes(&beta));
-    dev.kernels
-        .groupnorm(
-            DType::BF16,
+            DType::F32,
+            &bytes(&x),
+            &gamma,
+            &beta,
             &geom,
-            s.ptr(0),
-            s.ptr(0),
-            s.ptr(1),
-            s.ptr(2),
-            s.ptr(3),
-            s.ptr(4),
             c,
             sp,
             groups,
-            1e-6,
-            true,
-        )
-        .unwrap();
-    let got: Vec<f32> = s
-        .get(&dev, 0)
+            silu,
+        );
+        let err = rel_l2(&floats(&y), &want);
+        println!("groupnorm f32 silu={silu}: relative L2 {err:.2e}");
+        assert!(err < 1e-6, "{err}");
+        // scale_shift layout per sample: [scale[C], shift[C]], as the CPU's Stats buffer.
+        let (g0, x0) = (0usize, &x[..c / groups * sp]);
+        let mean = x0.iter().map(|&v| v as f64).sum::<f64>() / x0.len() as f64;
+        let var = x0.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / x0.len() as f64;
+        let scale = gamma[g0] as f64 / (var + 1e-6).sqrt();
+        assert!((scale_shift[0] as f64 - scale).abs() < 1e-5 * scale.abs());
+        assert!((scale_shift[c] as f64 - (beta[0] as f64 - mean * scale)).abs() < 1e-5);
+    }
+    // bf16 storage, fp32 statistics.
+    let xb: Vec<u8> = x.iter().flat_map(|&v| to_bf16(v).to_le_bytes()).collect();
+    let xr: Vec<f32> = x.iter().map(|&v| from_bf16(to_bf16(v))).collect();
+    let want = groupnorm_reference(&xr, c, sp, groups, &gamma, &beta, true, batch);
+    let (y, _) = run_groupnorm(
+        &dev,
+        DType::BF16,
+        &xb,
+        &gamma,
+        &beta,
+        &geom,
+        c,
+        sp,
+        groups,
+        true,
+    );
+    let got: Vec<f32> = y
         .chunks_exact(2)
         .map(|h| from_bf16(u16::from_le_bytes([h[0], h[1]])))
         .collect();
     let err = rel_l2(&got, &want);
-    println!("groupnorm bf16 in place: relative L2 {err:.2e}");
+    println!("groupnorm bf16: relative L2 {err:.2e}");
     assert!(err < 1e-2, "{err}");
 }
 
 #[test]
 fn attention_matches_naive_softmax_attention() {
-    let Some(dev) = device_or_skip("attention") else { return };
+    let Some(dev) = device_or_skip("attention") else {
+        return;
+    };
     let (batch, c, n, hd) = (2usize, 128usize, 301usize, 64usize);
     let qkv = noise(batch * 3 * c * n, 9);
     let bias = noise(3 * c, 10);
@@ -398,7 +435,9 @@ fn timestep_embedding_matches_the_monai_formula() {
 
 #[test]
 fn sampler_kernels_replay_the_cpu_updates() {
-    let Some(dev) = device_or_skip("sampler") else { return };
+    let Some(dev) = device_or_skip("sampler") else {
+        return;
+    };
     let sched = Schedule::new(&SchedulerConfig::bundle()).unwrap();
     let n = 10_007usize;
     let x0 = noise(n, 21);
@@ -435,7 +474,9 @@ fn sampler_kernels_replay_the_cpu_updates() {
     }
     let gpu = floats(&s.get(&dev, 0));
     assert!(
-        gpu.iter().zip(&cpu).all(|(a, b)| a.to_bits() == b.to_bits()),
+        gpu.iter()
+            .zip(&cpu)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
         "DDIM differs from the CPU"
     );
     assert_eq!(floats(&s.get(&dev, 4)), gpu, "x_t copy");
@@ -475,7 +516,11 @@ fn sampler_kernels_replay_the_cpu_updates() {
         ddpm_step(&sched, t, true, &mut cpu, &eps, &z);
     }
     let gpu = floats(&s.get(&dev, 0));
-    let mismatched = gpu.iter().zip(&cpu).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    let mismatched = gpu
+        .iter()
+        .zip(&cpu)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
     println!(
         "DDPM: {mismatched} of {n} elements differ from the CPU after {} steps",
         ts.len()
@@ -538,8 +583,10 @@ fn cublas_linear_and_cudnn_conv_match_references() {
                                     if iz < 1 || iy < 1 || ix < 1 || iz > d || iy > h || ix > wd {
                                         continue;
                                     }
-                                    let xv = xin[((ci * d + iz - 1) * h + iy - 1) * wd + ix - 1] as f64;
-                                    acc += xv * wt[(((o * 8 + ci) * 3 + kz) * 3 + ky) * 3 + kx] as f64;
+                                    let xv =
+                                        xin[((ci * d + iz - 1) * h + iy - 1) * wd + ix - 1] as f64;
+                                    acc +=
+                                        xv * wt[(((o * 8 + ci) * 3 + kz) * 3 + ky) * 3 + kx] as f64;
                                 }
                             }
                         }
@@ -552,11 +599,19 @@ fn cublas_linear_and_cudnn_conv_match_references() {
     let plan = ConvPlan::new(&dev.dnn, spec, DType::F32, 256 << 20).unwrap();
     let mut s = Scratch::new(
         &dev,
-        &[4 * xin.len(), 4 * wt.len(), 4 * want.len(), plan.workspace_bytes.max(1)],
+        &[
+            4 * xin.len(),
+            4 * wt.len(),
+            4 * want.len(),
+            plan.workspace_bytes.max(1),
+        ],
     );
     s.put(&dev, 0, &bytes(&xin));
     s.put(&dev, 1, &bytes(&wt));
-    unsafe { plan.forward(&dev.dnn, s.ptr(0), s.ptr(1), s.ptr(2), s.ptr(3)).unwrap() };
+    unsafe {
+        plan.forward(&dev.dnn, s.ptr(0), s.ptr(1), s.ptr(2), s.ptr(3))
+            .unwrap()
+    };
     let got = floats(&s.get(&dev, 2));
     let err = rel_l2(&got, &want);
     println!(
@@ -590,7 +645,13 @@ fn a_captured_step_replays_without_allocating() {
     }
     dev.synchronize().unwrap();
     let after = dev.memory_info().unwrap().0;
-    assert_eq!(before, after, "free device memory changed across 50 replays");
+    assert_eq!(
+        before, after,
+        "free device memory changed across 50 replays"
+    );
     assert!(floats(&s.get(&dev, 0)).iter().all(|&v| v == 50.0));
-    assert_eq!(i32::from_le_bytes(s.get(&dev, 2)[..4].try_into().unwrap()), 50);
+    assert_eq!(
+        i32::from_le_bytes(s.get(&dev, 2)[..4].try_into().unwrap()),
+        50
+    );
 }

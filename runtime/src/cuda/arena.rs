@@ -58,11 +58,12 @@ impl ArenaLayout {
 
     /// Appends a region of `bytes` at the next aligned offset.
     pub fn push(&mut self, bytes: usize) -> Result<Region, CudaError> {
-        let offset = align_up(self.total, ARENA_ALIGN)
-            .ok_or_else(|| CudaError::Arena(format!("offset overflows after {} bytes", self.total)))?;
-        let end = offset
-            .checked_add(bytes)
-            .ok_or_else(|| CudaError::Arena(format!("region of {bytes} bytes at {offset} overflows")))?;
+        let offset = align_up(self.total, ARENA_ALIGN).ok_or_else(|| {
+            CudaError::Arena(format!("offset overflows after {} bytes", self.total))
+        })?;
+        let end = offset.checked_add(bytes).ok_or_else(|| {
+            CudaError::Arena(format!("region of {bytes} bytes at {offset} overflows"))
+        })?;
         let region = Region { offset, bytes };
         self.regions.push(region);
         self.total = end;
@@ -79,7 +80,10 @@ impl ArenaLayout {
                 )));
             }
             let end = r.offset.checked_add(r.bytes).ok_or_else(|| {
-                CudaError::Arena(format!("plan region {i} ({} bytes at {}) overflows", r.bytes, r.offset))
+                CudaError::Arena(format!(
+                    "plan region {i} ({} bytes at {}) overflows",
+                    r.bytes, r.offset
+                ))
             })?;
             if end > total {
                 return Err(CudaError::Arena(format!(
@@ -145,7 +149,11 @@ impl DeviceArena {
                 "driver returned a base address {base:#x} not {ARENA_ALIGN}-byte aligned"
             )));
         }
-        Ok(DeviceArena { buffer, base, bytes })
+        Ok(DeviceArena {
+            buffer,
+            base,
+            bytes,
+        })
     }
 
     pub fn bytes(&self) -> usize {
@@ -164,7 +172,12 @@ impl DeviceArena {
     }
 
     /// Copies `data` into `region` (which must be exactly as large) and waits for the copy.
-    pub fn upload(&mut self, stream: &Arc<CudaStream>, region: Region, data: &[u8]) -> Result<(), CudaError> {
+    pub fn upload(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        region: Region,
+        data: &[u8],
+    ) -> Result<(), CudaError> {
         if data.len() != region.bytes {
             return Err(CudaError::Arena(format!(
                 "upload of {} bytes into a region of {} bytes",
@@ -177,11 +190,18 @@ impl DeviceArena {
         stream
             .memcpy_htod(data, &mut view)
             .map_err(CudaError::driver("cuMemcpyHtoD (arena upload)"))?;
-        stream.synchronize().map_err(CudaError::driver("cuStreamSynchronize"))
+        stream
+            .synchronize()
+            .map_err(CudaError::driver("cuStreamSynchronize"))
     }
 
     /// Copies `region` back into `out` (which must be exactly as large), waiting for the copy.
-    pub fn download(&self, stream: &Arc<CudaStream>, region: Region, out: &mut [u8]) -> Result<(), CudaError> {
+    pub fn download(
+        &self,
+        stream: &Arc<CudaStream>,
+        region: Region,
+        out: &mut [u8],
+    ) -> Result<(), CudaError> {
         if out.len() != region.bytes {
             return Err(CudaError::Arena(format!(
                 "download of a {}-byte region into {} bytes",
@@ -194,7 +214,9 @@ impl DeviceArena {
         stream
             .memcpy_dtoh(&view, out)
             .map_err(CudaError::driver("cuMemcpyDtoH (arena download)"))?;
-        stream.synchronize().map_err(CudaError::driver("cuStreamSynchronize"))
+        stream
+            .synchronize()
+            .map_err(CudaError::driver("cuStreamSynchronize"))
     }
 }
 
@@ -241,7 +263,10 @@ mod tests {
     #[test]
     fn from_plan_checks_alignment_and_bounds_but_allows_reuse() {
         let reuse = [
-            Region { offset: 0, bytes: 1024 },
+            Region {
+                offset: 0,
+                bytes: 1024,
+            },
             Region {
                 offset: 512,
                 bytes: 512,
@@ -250,7 +275,14 @@ mod tests {
         let l = ArenaLayout::from_plan(&reuse, 1024).unwrap();
         assert_eq!(l.regions().len(), 2);
         assert_eq!(l.total_bytes().unwrap(), 1024);
-        assert!(ArenaLayout::from_plan(&[Region { offset: 100, bytes: 4 }], 1024).is_err());
+        assert!(ArenaLayout::from_plan(
+            &[Region {
+                offset: 100,
+                bytes: 4
+            }],
+            1024
+        )
+        .is_err());
         assert!(ArenaLayout::from_plan(
             &[Region {
                 offset: 768,
@@ -271,9 +303,27 @@ mod tests {
 
     #[test]
     fn region_elements_need_whole_elements() {
-        assert_eq!(Region { offset: 0, bytes: 16 }.elements(4).unwrap(), 4);
-        assert!(Region { offset: 0, bytes: 6 }.elements(4).is_err());
-        assert!(Region { offset: 0, bytes: 6 }.elements(0).is_err());
+        assert_eq!(
+            Region {
+                offset: 0,
+                bytes: 16
+            }
+            .elements(4)
+            .unwrap(),
+            4
+        );
+        assert!(Region {
+            offset: 0,
+            bytes: 6
+        }
+        .elements(4)
+        .is_err());
+        assert!(Region {
+            offset: 0,
+            bytes: 6
+        }
+        .elements(0)
+        .is_err());
         assert_eq!(DevPtr(0x1000).add(256), DevPtr(0x1100));
         assert!(DevPtr::NULL.is_null());
     }

@@ -26,7 +26,13 @@ pub struct Conv3dSpec {
 
 impl Conv3dSpec {
     /// k x k x k, stride 1, padding k/2 ("same" for odd k): the 3x3 convs and 1x1 projections.
-    pub fn same(batch: usize, in_channels: usize, out_channels: usize, in_dims: [usize; 3], k: usize) -> Self {
+    pub fn same(
+        batch: usize,
+        in_channels: usize,
+        out_channels: usize,
+        in_dims: [usize; 3],
+        k: usize,
+    ) -> Self {
         Conv3dSpec {
             batch,
             in_channels,
@@ -39,7 +45,12 @@ impl Conv3dSpec {
     }
 
     /// The UNet's Downsample: 3x3x3, stride 2, padding 1.
-    pub fn down(batch: usize, in_channels: usize, out_channels: usize, in_dims: [usize; 3]) -> Self {
+    pub fn down(
+        batch: usize,
+        in_channels: usize,
+        out_channels: usize,
+        in_dims: [usize; 3],
+    ) -> Self {
         Conv3dSpec {
             batch,
             in_channels,
@@ -55,15 +66,20 @@ impl Conv3dSpec {
     pub fn out_dims(&self) -> Result<[usize; 3], CudaError> {
         let mut out = [0usize; 3];
         for a in 0..3 {
-            let (n, k, s, p) = (self.in_dims[a], self.kernel[a], self.stride[a], self.padding[a]);
+            let (n, k, s, p) = (
+                self.in_dims[a],
+                self.kernel[a],
+                self.stride[a],
+                self.padding[a],
+            );
             if k == 0 || s == 0 {
                 return Err(CudaError::Shape(format!(
                     "conv axis {a}: kernel {k} and stride {s} must be positive"
                 )));
             }
-            let padded = n
-                .checked_add(2 * p)
-                .ok_or_else(|| CudaError::Shape(format!("conv axis {a}: padded extent overflows")))?;
+            let padded = n.checked_add(2 * p).ok_or_else(|| {
+                CudaError::Shape(format!("conv axis {a}: padded extent overflows"))
+            })?;
             if n == 0 || padded < k {
                 return Err(CudaError::Shape(format!(
                     "conv axis {a}: input extent {n} (padding {p}) is smaller than the kernel {k}"
@@ -106,7 +122,8 @@ impl Conv3dSpec {
     pub fn flops(&self) -> Result<u64, CudaError> {
         let o = self.out_dims()?;
         let per_output = (self.in_channels * self.kernel.iter().product::<usize>()) as u64;
-        let outputs = (self.batch * self.out_channels) as u64 * o.iter().map(|&x| x as u64).product::<u64>();
+        let outputs =
+            (self.batch * self.out_channels) as u64 * o.iter().map(|&x| x as u64).product::<u64>();
         Ok(2 * per_output * outputs)
     }
 
@@ -133,8 +150,11 @@ impl Conv3dSpec {
 fn to_i32(dims: [usize; 5]) -> Result<[i32; 5], CudaError> {
     let mut out = [0i32; 5];
     for (o, &d) in out.iter_mut().zip(&dims) {
-        *o = i32::try_from(d)
-            .map_err(|_| CudaError::Shape(format!("extent {d} of {dims:?} exceeds cuDNN's 32-bit dims")))?;
+        *o = i32::try_from(d).map_err(|_| {
+            CudaError::Shape(format!(
+                "extent {d} of {dims:?} exceeds cuDNN's 32-bit dims"
+            ))
+        })?;
     }
     Ok(out)
 }
@@ -218,7 +238,12 @@ pub struct ConvPlan {
 impl ConvPlan {
     /// Creates the descriptors and picks the fastest heuristic algorithm whose workspace fits
     /// `workspace_limit` bytes.
-    pub fn new(dnn_handle: &Dnn, spec: Conv3dSpec, dtype: DType, workspace_limit: usize) -> Result<Self, CudaError> {
+    pub fn new(
+        dnn_handle: &Dnn,
+        spec: Conv3dSpec,
+        dtype: DType,
+        workspace_limit: usize,
+    ) -> Result<Self, CudaError> {
         spec.validate()?;
         let xd = spec.input_dims()?;
         let yd = spec.output_dims()?;
@@ -228,7 +253,8 @@ impl ConvPlan {
         let strides = to_i32_3(spec.stride)?;
         let dilation = [1i32; 3];
         let ty = cudnn_dtype(dtype);
-        let x = dnn::create_tensor_descriptor().map_err(CudaError::cudnn("cudnnCreateTensorDescriptor"))?;
+        let x = dnn::create_tensor_descriptor()
+            .map_err(CudaError::cudnn("cudnnCreateTensorDescriptor"))?;
         // From here on `plan` owns the descriptors, so an early return destroys them.
         let mut plan = ConvPlan {
             spec,
@@ -240,17 +266,25 @@ impl ConvPlan {
             algo: sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
             workspace_bytes: 0,
         };
-        plan.y = dnn::create_tensor_descriptor().map_err(CudaError::cudnn("cudnnCreateTensorDescriptor"))?;
-        plan.w = dnn::create_filter_descriptor().map_err(CudaError::cudnn("cudnnCreateFilterDescriptor"))?;
-        plan.conv =
-            dnn::create_convolution_descriptor().map_err(CudaError::cudnn("cudnnCreateConvolutionDescriptor"))?;
+        plan.y = dnn::create_tensor_descriptor()
+            .map_err(CudaError::cudnn("cudnnCreateTensorDescriptor"))?;
+        plan.w = dnn::create_filter_descriptor()
+            .map_err(CudaError::cudnn("cudnnCreateFilterDescriptor"))?;
+        plan.conv = dnn::create_convolution_descriptor()
+            .map_err(CudaError::cudnn("cudnnCreateConvolutionDescriptor"))?;
         unsafe {
             dnn::set_tensornd_descriptor(plan.x, ty, 5, xd.as_ptr(), xs.as_ptr())
                 .map_err(CudaError::cudnn("cudnnSetTensorNdDescriptor (input)"))?;
             dnn::set_tensornd_descriptor(plan.y, ty, 5, yd.as_ptr(), ys.as_ptr())
                 .map_err(CudaError::cudnn("cudnnSetTensorNdDescriptor (output)"))?;
-            dnn::set_filternd_descriptor(plan.w, ty, sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW, 5, wd.as_ptr())
-                .map_err(CudaError::cudnn("cudnnSetFilterNdDescriptor"))?;
+            dnn::set_filternd_descriptor(
+                plan.w,
+                ty,
+                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                5,
+                wd.as_ptr(),
+            )
+            .map_err(CudaError::cudnn("cudnnSetFilterNdDescriptor"))?;
             dnn::set_convolutionnd_descriptor(
                 plan.conv,
                 3,
@@ -384,7 +418,10 @@ mod tests {
         let d = Conv3dSpec::down(1, 256, 256, [18, 22, 14]);
         assert_eq!(d.out_dims().unwrap(), [9, 11, 7]);
         // Odd extents: PyTorch's floor((9 + 2 - 3) / 2) + 1 = 5.
-        assert_eq!(Conv3dSpec::down(1, 1, 1, [9, 11, 7]).out_dims().unwrap(), [5, 6, 4]);
+        assert_eq!(
+            Conv3dSpec::down(1, 1, 1, [9, 11, 7]).out_dims().unwrap(),
+            [5, 6, 4]
+        );
     }
 
     #[test]
@@ -393,10 +430,16 @@ mod tests {
             packed_strides([1, 256, 36, 44, 28]).unwrap(),
             [256 * 36 * 44 * 28, 36 * 44 * 28, 44 * 28, 28, 1]
         );
-        assert_eq!(packed_strides([2, 3, 4, 5, 6]).unwrap(), [360, 120, 30, 6, 1]);
+        assert_eq!(
+            packed_strides([2, 3, 4, 5, 6]).unwrap(),
+            [360, 120, 30, 6, 1]
+        );
         // The decoder's largest activation (64 x 144x176x112 = 181.6 M elements) fits cuDNN.
         assert!(packed_strides([1, 64, 144, 176, 112]).is_ok());
-        assert!(packed_strides([8, 128, 144, 176, 112]).is_err(), "beyond 2^31 elements");
+        assert!(
+            packed_strides([8, 128, 144, 176, 112]).is_err(),
+            "beyond 2^31 elements"
+        );
     }
 
     #[test]
@@ -416,18 +459,35 @@ mod tests {
             padding: [0; 3],
             ..Conv3dSpec::same(1, 8, 8, [2, 4, 4], 3)
         };
-        assert!(c.out_dims().is_err(), "kernel larger than the unpadded input");
+        assert!(
+            c.out_dims().is_err(),
+            "kernel larger than the unpadded input"
+        );
         assert!(Conv3dSpec::same(0, 8, 8, [4, 4, 4], 3).validate().is_err());
         assert!(Conv3dSpec::same(1, 8, 8, [4, 4, 4], 3).validate().is_ok());
-        assert!(Conv3dSpec::same(1, usize::MAX, 8, [4, 4, 4], 3).input_dims().is_err());
+        assert!(Conv3dSpec::same(1, usize::MAX, 8, [4, 4, 4], 3)
+            .input_dims()
+            .is_err());
     }
 
     #[test]
     fn dtype_mappings() {
-        assert_eq!(cudnn_dtype(DType::F32), sys::cudnnDataType_t::CUDNN_DATA_FLOAT);
-        assert_eq!(cudnn_dtype(DType::F16), sys::cudnnDataType_t::CUDNN_DATA_HALF);
-        assert_eq!(cudnn_dtype(DType::BF16), sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16);
+        assert_eq!(
+            cudnn_dtype(DType::F32),
+            sys::cudnnDataType_t::CUDNN_DATA_FLOAT
+        );
+        assert_eq!(
+            cudnn_dtype(DType::F16),
+            sys::cudnnDataType_t::CUDNN_DATA_HALF
+        );
+        assert_eq!(
+            cudnn_dtype(DType::BF16),
+            sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16
+        );
         assert_eq!(cudnn_math(DType::F32), sys::cudnnMathType_t::CUDNN_FMA_MATH);
-        assert_eq!(cudnn_math(DType::BF16), sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH);
+        assert_eq!(
+            cudnn_math(DType::BF16),
+            sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH
+        );
     }
 }

@@ -46,7 +46,9 @@ pub fn check_available(ordinal: usize) -> Result<usize, CudaError> {
         ));
     }
     let count = CudaContext::device_count().map_err(|e| {
-        CudaError::unavailable(format!("the CUDA driver failed to initialise or found no device ({e})"))
+        CudaError::unavailable(format!(
+            "the CUDA driver failed to initialise or found no device ({e})"
+        ))
     })?;
     let count = usize::try_from(count).unwrap_or(0);
     if count == 0 {
@@ -58,10 +60,14 @@ pub fn check_available(ordinal: usize) -> Result<usize, CudaError> {
         )));
     }
     if !libs.cublas {
-        return Err(CudaError::unavailable("cuBLAS (libcublas.so) was not found"));
+        return Err(CudaError::unavailable(
+            "cuBLAS (libcublas.so) was not found",
+        ));
     }
     if !libs.cudnn {
-        return Err(CudaError::unavailable("cuDNN 9 (libcudnn.so.9) was not found"));
+        return Err(CudaError::unavailable(
+            "cuDNN 9 (libcudnn.so.9) was not found",
+        ));
     }
     Ok(count)
 }
@@ -91,7 +97,8 @@ impl CudaDevice {
     /// Opens GPU `ordinal`. Without a driver, GPU, cuBLAS or cuDNN: `DeviceUnavailable`.
     pub fn new(ordinal: usize) -> Result<Self, CudaError> {
         check_available(ordinal)?;
-        let ctx = CudaContext::new(ordinal).map_err(CudaError::driver("cuCtx (primary context)"))?;
+        let ctx =
+            CudaContext::new(ordinal).map_err(CudaError::driver("cuCtx (primary context)"))?;
         let name = ctx.name().map_err(CudaError::driver("cuDeviceGetName"))?;
         let (major, minor) = ctx
             .compute_capability()
@@ -104,12 +111,16 @@ impl CudaDevice {
                 minor,
             });
         }
-        let total_memory = ctx.total_mem().map_err(CudaError::driver("cuDeviceTotalMem"))?;
+        let total_memory = ctx
+            .total_mem()
+            .map_err(CudaError::driver("cuDeviceTotalMem"))?;
         // One stream only: cudarc's cross-stream event tracking is unnecessary and would record
         // events inside graph captures.
         // SAFETY: called before any allocation or launch on this context.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.new_stream().map_err(CudaError::driver("cuStreamCreate"))?;
+        let stream = ctx
+            .new_stream()
+            .map_err(CudaError::driver("cuStreamCreate"))?;
         if !looks_like_fatbin(FATBIN) {
             return Err(CudaError::MissingKernel(
                 "embedded fatbin (build.rs output is not a fatbin)".into(),
@@ -156,7 +167,9 @@ impl CudaDevice {
 
     /// (free, total) device memory in bytes, for "no per-step allocation" checks.
     pub fn memory_info(&self) -> Result<(usize, usize), CudaError> {
-        self.ctx.mem_get_info().map_err(CudaError::driver("cuMemGetInfo"))
+        self.ctx
+            .mem_get_info()
+            .map_err(CudaError::driver("cuMemGetInfo"))
     }
 
     /// Waits for everything enqueued on the stream.

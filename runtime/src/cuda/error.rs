@@ -3,7 +3,8 @@
 use thiserror::Error;
 
 /// How to get nvcc/driver libraries onto a machine, quoted by availability errors.
-pub const DRIVER_HINT: &str = "the CUDA backend needs an NVIDIA GPU with its driver (libcuda.so.1) \
+pub const DRIVER_HINT: &str =
+    "the CUDA backend needs an NVIDIA GPU with its driver (libcuda.so.1) \
 and the cuBLAS and cuDNN 9 shared libraries on the loader path (LD_LIBRARY_PATH); use the CPU \
 backend otherwise";
 
@@ -46,7 +47,10 @@ pub enum CudaError {
     MissingKernel(String),
     /// Launch arguments that no grid can satisfy (too many rows, unsupported head size, ...).
     #[error("invalid launch of `{kernel}`: {reason}")]
-    InvalidLaunch { kernel: &'static str, reason: String },
+    InvalidLaunch {
+        kernel: &'static str,
+        reason: String,
+    },
     /// Tensor shapes that do not fit together (convolution, GEMM).
     #[error("invalid shape: {0}")]
     Shape(String),
@@ -59,11 +63,15 @@ pub enum CudaError {
 }
 
 impl CudaError {
-    pub(crate) fn driver(call: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError {
+    pub(crate) fn driver(
+        call: &'static str,
+    ) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError {
         move |source| CudaError::Driver { call, source }
     }
 
-    pub(crate) fn cublas(call: &'static str) -> impl FnOnce(cudarc::cublas::result::CublasError) -> CudaError {
+    pub(crate) fn cublas(
+        call: &'static str,
+    ) -> impl FnOnce(cudarc::cublas::result::CublasError) -> CudaError {
         move |source| CudaError::Cublas { call, source }
     }
 

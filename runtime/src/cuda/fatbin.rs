@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn ptx_entries_parses_entry_lines() {
         let ptx = b"//\n.visible .entry ldm_a_f32(\n.param .u64 x\n)\n.visible .entry ldm_b(\n.entry ldm_a_f32(";
-        assert_eq!(ptx_entries(ptx), vec!["ldm_a_f32".to_string(), "ldm_b".to_string()]);
+        assert_eq!(
+            ptx_entries(ptx),
+            vec!["ldm_a_f32".to_string(), "ldm_b".to_string()]
+        );
         assert!(ptx_entries(b"").is_empty());
         assert!(ptx_entries(b".entry ").is_empty());
     }

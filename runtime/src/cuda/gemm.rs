@@ -114,9 +114,13 @@ impl GemmSpec {
         let (ar, _) = self.stored_a();
         let (br, _) = self.stored_b();
         if self.lda < ar || self.ldb < br || self.ldc < self.m {
-            return Err(CudaError::Shape(format!("leading dimension too small in {self:?}")));
+            return Err(CudaError::Shape(format!(
+                "leading dimension too small in {self:?}"
+            )));
         }
-        for v in [self.m, self.n, self.k, self.lda, self.ldb, self.ldc, self.batch] {
+        for v in [
+            self.m, self.n, self.k, self.lda, self.ldb, self.ldc, self.batch,
+        ] {
             if v > i32::MAX as usize {
                 return Err(CudaError::Shape(format!(
                     "{v} exceeds cuBLAS's 32-bit sizes in {self:?}"
@@ -278,7 +282,10 @@ mod tests {
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16) % 17) as f32 - 8.0)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16) % 17) as f32
+                    - 8.0
+            })
             .collect()
     }
 
@@ -306,20 +313,26 @@ mod tests {
         // Output written into a stacked [batch, 3 * cout, tokens] buffer (q, k, v side by side).
         let x = data(batch * cin * tokens, 3);
         let w = data(cout * cin, 4);
-        let s = GemmSpec::channel_projection(batch, tokens, cin, cout, cin * tokens, 3 * cout * tokens).unwrap();
+        let s =
+            GemmSpec::channel_projection(batch, tokens, cin, cout, cin * tokens, 3 * cout * tokens)
+                .unwrap();
         let mut y = vec![f32::NAN; batch * 3 * cout * tokens];
         reference_gemm(&s, &x, &w, &mut y);
         for b in 0..batch {
             for o in 0..cout {
                 for t in 0..tokens {
-                    let want: f32 = (0..cin).map(|c| w[o * cin + c] * x[(b * cin + c) * tokens + t]).sum();
+                    let want: f32 = (0..cin)
+                        .map(|c| w[o * cin + c] * x[(b * cin + c) * tokens + t])
+                        .sum();
                     assert_eq!(y[b * 3 * cout * tokens + o * tokens + t], want);
                 }
             }
             // The k and v thirds are untouched.
-            assert!(y[b * 3 * cout * tokens + cout * tokens..(b + 1) * 3 * cout * tokens]
-                .iter()
-                .all(|v| v.is_nan()));
+            assert!(
+                y[b * 3 * cout * tokens + cout * tokens..(b + 1) * 3 * cout * tokens]
+                    .iter()
+                    .all(|v| v.is_nan())
+            );
         }
         let (na, nb, nc) = s.min_elements();
         assert_eq!(na, batch * cin * tokens);
@@ -335,7 +348,10 @@ mod tests {
         s.lda = 3;
         assert!(s.validate().is_err());
         assert!(GemmSpec::linear(1 << 31, 4, 4).is_err());
-        assert_eq!(GemmSpec::linear(2, 256, 1024).unwrap().flops(), 2 * 2 * 256 * 1024);
+        assert_eq!(
+            GemmSpec::linear(2, 256, 1024).unwrap().flops(),
+            2 * 2 * 256 * 1024
+        );
     }
 
     #[test]
@@ -345,6 +361,9 @@ mod tests {
             cublas_compute(DType::F32),
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC
         );
-        assert_eq!(cublas_compute(DType::F16), sys::cublasComputeType_t::CUBLAS_COMPUTE_32F);
+        assert_eq!(
+            cublas_compute(DType::F16),
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F
+        );
     }
 }

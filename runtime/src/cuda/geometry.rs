@@ -74,6 +74,8 @@ pub struct GroupNormGeometry {
     pub chunk: u64,
     /// (sample, group) pairs.
     pub rows: u32,
+    /// (sample, channel) pairs.
+    pub channel_rows: u32,
     pub partial: Launch,
     pub finalize: Launch,
     pub apply: Launch,
@@ -85,14 +87,19 @@ impl GroupNormGeometry {
         self.rows as u64 * self.splits as u64 * 3 * 4
     }
 
-    /// Bytes of the final (mean, rstd) pairs.
-    pub fn stats_bytes(&self) -> u64 {
-        self.rows as u64 * 2 * 4
+    /// Bytes of the per-sample [scale[C], shift[C]] output (the CPU's Stats buffer layout).
+    pub fn scale_shift_bytes(&self) -> u64 {
+        self.channel_rows as u64 * 2 * 4
     }
 }
 
 /// Geometry of GroupNorm over an NCDHW tensor with `spatial` = D*H*W voxels per channel.
-pub fn groupnorm(batch: usize, channels: usize, spatial: usize, groups: usize) -> Result<GroupNormGeometry, CudaError> {
+pub fn groupnorm(
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+    groups: usize,
+) -> Result<GroupNormGeometry, CudaError> {
     const K: &str = "ldm_groupnorm";
     if batch == 0 || channels == 0 || spatial == 0 || groups == 0 {
         return Err(invalid(
@@ -108,7 +115,8 @@ pub fn groupnorm(batch: usize, channels: usize, spatial: usize, groups: usize) -
             format!("{channels} channels do not split into {groups} groups"),
         ));
     }
-    let (batch, channels, spatial, groups) = (batch as u64, channels as u64, spatial as u64, groups as u64);
+    let (batch, channels, spatial, groups) =
+        (batch as u64, channels as u64, spatial as u64, groups as u64);
     let rows = batch * groups;
     let channel_rows = batch * channels;
     if rows > MAX_GRID_YZ || channel_rows > MAX_GRID_YZ {
@@ -129,13 +137,14 @@ pub fn groupnorm(batch: usize, channels: usize, spatial: usize, groups: usize) -
         splits: splits as u32,
         chunk,
         rows: rows as u32,
+        channel_rows: channel_rows as u32,
         partial: Launch {
             grid: (splits as u32, rows as u32, 1),
             block: (GROUPNORM_THREADS, 1, 1),
             shared_bytes: 0,
         },
         finalize: Launch {
-            grid: (div_ceil(rows, 128) as u32, 1, 1),
+            grid: (div_ceil(channel_rows, 128) as u32, 1, 1),
             block: (128, 1, 1),
             shared_bytes: 0,
         },
@@ -148,7 +157,12 @@ pub fn groupnorm(batch: usize, channels: usize, spatial: usize, groups: usize) -
 }
 
 /// Geometry of flash attention over `tokens` voxels with `channels` = heads * head_dim.
-pub fn attention(batch: usize, channels: usize, tokens: usize, head_dim: usize) -> Result<Launch, CudaError> {
+pub fn attention(
+    batch: usize,
+    channels: usize,
+    tokens: usize,
+    head_dim: usize,
+) -> Result<Launch, CudaError> {
     const K: &str = "ldm_attention";
     if !ATTENTION_HEAD_DIMS.contains(&head_dim) {
         return Err(invalid(
@@ -163,7 +177,10 @@ pub fn attention(batch: usize, channels: usize, tokens: usize, head_dim: usize) 
         ));
     }
     if batch == 0 || tokens == 0 {
-        return Err(invalid(K, format!("empty attention: batch {batch}, tokens {tokens}")));
+        return Err(invalid(
+            K,
+            format!("empty attention: batch {batch}, tokens {tokens}"),
+        ));
     }
     if tokens > i32::MAX as usize {
         return Err(invalid(
@@ -190,7 +207,10 @@ pub fn attention(batch: usize, channels: usize, tokens: usize, head_dim: usize) 
 pub fn upsample_nearest2x(rows: usize, dims: [usize; 3]) -> Result<Launch, CudaError> {
     const K: &str = "ldm_upsample_nearest2x";
     if dims.iter().any(|&d| d > i32::MAX as usize / 2) {
-        return Err(invalid(K, format!("dims {dims:?} exceed the kernel's 32-bit extents")));
+        return Err(invalid(
+            K,
+            format!("dims {dims:?} exceed the kernel's 32-bit extents"),
+        ));
     }
     let out = dims
         .iter()
@@ -240,12 +260,16 @@ mod tests {
         assert_eq!(g.partial.grid, (g.splits, 32, 1));
         assert_eq!(g.apply.grid.1, 64);
         assert_eq!(g.partial_bytes(), 32 * g.splits as u64 * 12);
-        assert_eq!(g.stats_bytes(), 32 * 8);
+        assert_eq!(g.scale_shift_bytes(), 64 * 8);
+        assert_eq!(g.finalize.grid.0, 1);
         // UNet deepest level: 512 channels, 9x11x7 voxels, batch 2: 11088 elements per group,
         // two splits of 5544.
         let g = groupnorm(2, 512, 9 * 11 * 7, 32).unwrap();
         assert_eq!((g.splits, g.chunk, g.rows), (2, 8 * 693, 64));
-        assert_eq!(g.finalize.grid.0, 1);
+        assert_eq!(
+            g.finalize.grid.0, 8,
+            "one thread per (sample, channel): 1024 / 128"
+        );
         assert_eq!(g.apply.grid, (1, 1024, 1));
         // Exhaustive cover check on awkward sizes.
         for elems in [1usize, 2, 8191, 8192, 8193, 1_000_003, 9_999_991] {
@@ -263,7 +287,10 @@ mod tests {
         assert!(groupnorm(1, 30, 10, 32).is_err());
         assert!(groupnorm(1, 64, 0, 32).is_err());
         assert!(groupnorm(1, 64, 10, 0).is_err());
-        assert!(groupnorm(2048, 64, 10, 32).is_err(), "batch x channels beyond grid.y");
+        assert!(
+            groupnorm(2048, 64, 10, 32).is_err(),
+            "batch x channels beyond grid.y"
+        );
     }
 
     #[test]

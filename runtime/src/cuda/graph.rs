@@ -26,17 +26,23 @@ impl StepGraph {
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(CudaError::driver("cuStreamBeginCapture"))?;
         let enqueued = enqueue();
-        let ended = stream.end_capture(sys::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH);
+        let ended = stream.end_capture(
+            sys::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH,
+        );
         enqueued?;
         let graph = ended
             .map_err(CudaError::driver("cuStreamEndCapture / cuGraphInstantiate"))?
-            .ok_or_else(|| CudaError::Capture("capture produced no graph (nothing was enqueued)".into()))?;
+            .ok_or_else(|| {
+                CudaError::Capture("capture produced no graph (nothing was enqueued)".into())
+            })?;
         graph.upload().map_err(CudaError::driver("cuGraphUpload"))?;
         Ok(StepGraph { graph })
     }
 
     /// Enqueues one replay of the step on the captured stream.
     pub fn replay(&self) -> Result<(), CudaError> {
-        self.graph.launch().map_err(CudaError::driver("cuGraphLaunch"))
+        self.graph
+            .launch()
+            .map_err(CudaError::driver("cuGraphLaunch"))
     }
 }

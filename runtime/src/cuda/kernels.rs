@@ -36,7 +36,8 @@ pub const TYPED_OPS: [&str; 17] = [
 ];
 
 /// Kernels with no storage type.
-pub const UNTYPED_KERNELS: [&str; 3] = ["ldm_groupnorm_finalize", "ldm_step_advance", "ldm_step_set"];
+pub const UNTYPED_KERNELS: [&str; 3] =
+    ["ldm_groupnorm_finalize", "ldm_step_advance", "ldm_step_set"];
 
 /// All storage types the kernels are instantiated for.
 pub const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
@@ -194,12 +195,20 @@ impl Kernels {
         let f = self.typed("upsample_nearest2x", dtype)?;
         let mut b = self.stream.launch_builder(f);
         b.arg(&input).arg(&out).arg(&rows).arg(&d).arg(&h).arg(&w);
-        unsafe { b.launch(config(l)) }.map_err(CudaError::driver("launch ldm_upsample_nearest2x"))?;
+        unsafe { b.launch(config(l)) }
+            .map_err(CudaError::driver("launch ldm_upsample_nearest2x"))?;
         Ok(())
     }
 
     /// out = a + b elementwise (out may alias a or b).
-    pub fn add(&self, dtype: DType, out: DevPtr, a: DevPtr, b_in: DevPtr, n: usize) -> Result<(), CudaError> {
+    pub fn add(
+        &self,
+        dtype: DType,
+        out: DevPtr,
+        a: DevPtr,
+        b_in: DevPtr,
+        n: usize,
+    ) -> Result<(), CudaError> {
         let Some(l) = geometry::elementwise(n as u64) else {
             return Ok(());
         };
@@ -226,7 +235,9 @@ impl Kernels {
         batch: usize,
     ) -> Result<(), CudaError> {
         const K: &str = "ldm_concat_channels";
-        let total = (ca + cb).checked_mul(spatial).and_then(|v| v.checked_mul(batch));
+        let total = (ca + cb)
+            .checked_mul(spatial)
+            .and_then(|v| v.checked_mul(batch));
         let total = total.ok_or_else(|| CudaError::InvalidLaunch {
             kernel: K,
             reason: "size overflows".into(),
@@ -234,7 +245,12 @@ impl Kernels {
         let Some(l) = geometry::elementwise(total as u64) else {
             return Ok(());
         };
-        let (ca, cb, spatial, batch) = (i32_of(K, ca)?, i32_of(K, cb)?, i64_of(K, spatial)?, i32_of(K, batch)?);
+        let (ca, cb, spatial, batch) = (
+            i32_of(K, ca)?,
+            i32_of(K, cb)?,
+            i64_of(K, spatial)?,
+            i32_of(K, batch)?,
+        );
         let (out, a, b_in) = (out.0, a.0, b_in.0);
         let f = self.typed("concat_channels", dtype)?;
         let mut b = self.stream.launch_builder(f);
@@ -261,7 +277,9 @@ impl Kernels {
         bias_batch_stride: usize,
     ) -> Result<(), CudaError> {
         const K: &str = "ldm_add_channel_bias";
-        let total = batch.checked_mul(channels).and_then(|v| v.checked_mul(spatial));
+        let total = batch
+            .checked_mul(channels)
+            .and_then(|v| v.checked_mul(spatial));
         let total = total.ok_or_else(|| CudaError::InvalidLaunch {
             kernel: K,
             reason: "size overflows".into(),
@@ -284,7 +302,13 @@ impl Kernels {
     }
 
     /// out = SiLU(input) (may be in place).
-    pub fn silu(&self, dtype: DType, out: DevPtr, input: DevPtr, n: usize) -> Result<(), CudaError> {
+    pub fn silu(
+        &self,
+        dtype: DType,
+        out: DevPtr,
+        input: DevPtr,
+        n: usize,
+    ) -> Result<(), CudaError> {
         let Some(l) = geometry::elementwise(n as u64) else {
             return Ok(());
         };
@@ -319,7 +343,14 @@ impl Kernels {
     }
 
     /// out (fp32) = input (dtype) * scale.
-    pub fn cast_to_f32(&self, dtype: DType, out: DevPtr, input: DevPtr, scale: f32, n: usize) -> Result<(), CudaError> {
+    pub fn cast_to_f32(
+        &self,
+        dtype: DType,
+        out: DevPtr,
+        input: DevPtr,
+        scale: f32,
+        n: usize,
+    ) -> Result<(), CudaError> {
         let Some(l) = geometry::elementwise(n as u64) else {
             return Ok(());
         };
@@ -332,57 +363,85 @@ impl Kernels {
         Ok(())
     }
 
-    /// y = GroupNorm(x) * gamma + beta, then SiLU if `silu` (y may equal x). `partial` and
-    /// `stats` are fp32 scratch of `geom.partial_bytes()` / `geom.stats_bytes()`.
+    /// GroupNorm statistics of x ([batch, C, spatial]) folded into `scale_shift`: per sample
+    /// [scale[C], shift[C]] in fp32 (`geom.scale_shift_bytes()`), the layout of the CPU plan's
+    /// Stats op. `partial` is fp32 scratch of `geom.partial_bytes()`; gamma/beta are fp32 [C].
     #[allow(clippy::too_many_arguments)]
-    pub fn groupnorm(
+    pub fn groupnorm_stats(
+        &self,
+        dtype: DType,
+        geom: &GroupNormGeometry,
+        x: DevPtr,
+        gamma: DevPtr,
+        beta: DevPtr,
+        partial: DevPtr,
+        scale_shift: DevPtr,
+        channels: usize,
+        groups: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        const K: &str = "ldm_groupnorm";
+        if channels == 0
+            || groups == 0
+            || geom.channel_rows as usize % channels != 0
+            || geom.rows as usize != geom.channel_rows as usize / channels * groups
+        {
+            return Err(CudaError::InvalidLaunch {
+                kernel: K,
+                reason: format!(
+                    "geometry {geom:?} is not for {channels} channels in {groups} groups"
+                ),
+            });
+        }
+        let batch = i32_of(K, geom.channel_rows as usize / channels)?;
+        let group_elems = i64_of(K, geom.group_elems as usize)?;
+        let chunk = i64_of(K, geom.chunk as usize)?;
+        let splits = geom.splits as i32;
+        let (c, g) = (i32_of(K, channels)?, i32_of(K, groups)?);
+        let (xp, gp, bp, pp, sp) = (x.0, gamma.0, beta.0, partial.0, scale_shift.0);
+        {
+            let f = self.typed("groupnorm_partial", dtype)?;
+            let mut b = self.stream.launch_builder(f);
+            b.arg(&xp)
+                .arg(&pp)
+                .arg(&group_elems)
+                .arg(&chunk)
+                .arg(&splits);
+            unsafe { b.launch(config(geom.partial)) }
+                .map_err(CudaError::driver("launch ldm_groupnorm_partial"))?;
+        }
+        let f = self.function("ldm_groupnorm_finalize")?;
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&pp).arg(&gp).arg(&bp).arg(&sp);
+        b.arg(&batch).arg(&c).arg(&g).arg(&splits).arg(&eps);
+        unsafe { b.launch(config(geom.finalize)) }
+            .map_err(CudaError::driver("launch ldm_groupnorm_finalize"))?;
+        Ok(())
+    }
+
+    /// y = x * scale + shift per (sample, channel) from `groupnorm_stats`, then SiLU if `silu`
+    /// (y may equal x).
+    #[allow(clippy::too_many_arguments)]
+    pub fn groupnorm_apply(
         &self,
         dtype: DType,
         geom: &GroupNormGeometry,
         x: DevPtr,
         y: DevPtr,
-        gamma: DevPtr,
-        beta: DevPtr,
-        partial: DevPtr,
-        stats: DevPtr,
+        scale_shift: DevPtr,
         channels: usize,
         spatial: usize,
-        groups: usize,
-        eps: f32,
         silu: bool,
     ) -> Result<(), CudaError> {
-        const K: &str = "ldm_groupnorm";
-        let group_elems = i64_of(K, geom.group_elems as usize)?;
-        let chunk = i64_of(K, geom.chunk as usize)?;
-        let splits = geom.splits as i32;
-        let rows = geom.rows as i32;
-        let (xp, yp, gp, bp, pp, sp) = (x.0, y.0, gamma.0, beta.0, partial.0, stats.0);
-        {
-            let f = self.typed("groupnorm_partial", dtype)?;
-            let mut b = self.stream.launch_builder(f);
-            b.arg(&xp).arg(&pp).arg(&group_elems).arg(&chunk).arg(&splits);
-            unsafe { b.launch(config(geom.partial)) }.map_err(CudaError::driver("launch ldm_groupnorm_partial"))?;
-        }
-        {
-            let f = self.function("ldm_groupnorm_finalize")?;
-            let mut b = self.stream.launch_builder(f);
-            b.arg(&pp).arg(&sp).arg(&rows).arg(&splits).arg(&eps);
-            unsafe { b.launch(config(geom.finalize)) }.map_err(CudaError::driver("launch ldm_groupnorm_finalize"))?;
-        }
-        let (c, s, g) = (i32_of(K, channels)?, i64_of(K, spatial)?, i32_of(K, groups)?);
+        const K: &str = "ldm_groupnorm_apply";
+        let (c, s) = (i32_of(K, channels)?, i64_of(K, spatial)?);
         let silu = i32::from(silu);
+        let (xp, yp, sp) = (x.0, y.0, scale_shift.0);
         let f = self.typed("groupnorm_apply", dtype)?;
         let mut b = self.stream.launch_builder(f);
-        b.arg(&xp)
-            .arg(&yp)
-            .arg(&sp)
-            .arg(&gp)
-            .arg(&bp)
-            .arg(&c)
-            .arg(&s)
-            .arg(&g)
-            .arg(&silu);
-        unsafe { b.launch(config(geom.apply)) }.map_err(CudaError::driver("launch ldm_groupnorm_apply"))?;
+        b.arg(&xp).arg(&yp).arg(&sp).arg(&c).arg(&s).arg(&silu);
+        unsafe { b.launch(config(geom.apply)) }
+            .map_err(CudaError::driver("launch ldm_groupnorm_apply"))?;
         Ok(())
     }
 
@@ -406,7 +465,14 @@ impl Kernels {
             a.residual.0,
         );
         let mut b = self.stream.launch_builder(f);
-        b.arg(&q).arg(&k).arg(&v).arg(&bq).arg(&bk).arg(&bv).arg(&out).arg(&res);
+        b.arg(&q)
+            .arg(&k)
+            .arg(&v)
+            .arg(&bq)
+            .arg(&bk)
+            .arg(&bv)
+            .arg(&out)
+            .arg(&res);
         b.arg(&tokens).arg(&qkv_bs).arg(&out_bs).arg(&scale);
         unsafe { b.launch(config(l)) }.map_err(CudaError::driver("launch ldm_attention"))?;
         Ok(())
@@ -423,10 +489,12 @@ impl Kernels {
         dim: usize,
     ) -> Result<(), CudaError> {
         const K: &str = "ldm_timestep_embedding";
-        let total = batch.checked_mul(dim).ok_or_else(|| CudaError::InvalidLaunch {
-            kernel: K,
-            reason: "size overflows".into(),
-        })?;
+        let total = batch
+            .checked_mul(dim)
+            .ok_or_else(|| CudaError::InvalidLaunch {
+                kernel: K,
+                reason: "size overflows".into(),
+            })?;
         let Some(l) = geometry::elementwise(total as u64) else {
             return Ok(());
         };
@@ -435,7 +503,8 @@ impl Kernels {
         let f = self.typed("timestep_embedding", dtype)?;
         let mut b = self.stream.launch_builder(f);
         b.arg(&out).arg(&ts).arg(&st).arg(&bt).arg(&d);
-        unsafe { b.launch(config(l)) }.map_err(CudaError::driver("launch ldm_timestep_embedding"))?;
+        unsafe { b.launch(config(l)) }
+            .map_err(CudaError::driver("launch ldm_timestep_embedding"))?;
         Ok(())
     }
 
@@ -461,7 +530,10 @@ impl Kernels {
         let f = self.typed("ddim_step", dtype)?;
         let mut b = self.stream.launch_builder(f);
         b.arg(&x).arg(&eps).arg(&x_t).arg(&coefs).arg(&step);
-        b.arg(&noise.seed).arg(&noise.offset).arg(&noise.stride).arg(&n);
+        b.arg(&noise.seed)
+            .arg(&noise.offset)
+            .arg(&noise.stride)
+            .arg(&n);
         unsafe { b.launch(config(l)) }.map_err(CudaError::driver("launch ldm_ddim_step"))?;
         Ok(())
     }
@@ -488,8 +560,16 @@ impl Kernels {
         let (x, eps, x_t, coefs, step) = (x.0, eps.0, x_t.0, coefs.0, step.0);
         let f = self.typed("ddpm_step", dtype)?;
         let mut b = self.stream.launch_builder(f);
-        b.arg(&x).arg(&eps).arg(&x_t).arg(&coefs).arg(&step).arg(&clip);
-        b.arg(&noise.seed).arg(&noise.offset).arg(&noise.stride).arg(&n);
+        b.arg(&x)
+            .arg(&eps)
+            .arg(&x_t)
+            .arg(&coefs)
+            .arg(&step)
+            .arg(&clip);
+        b.arg(&noise.seed)
+            .arg(&noise.offset)
+            .arg(&noise.stride)
+            .arg(&n);
         unsafe { b.launch(config(l)) }.map_err(CudaError::driver("launch ldm_ddpm_step"))?;
         Ok(())
     }

@@ -24,7 +24,12 @@ fn timestep_index(s: &Schedule, t: u32) -> Result<usize, CudaError> {
 
 /// DDIM rows [sqrt(1-a_t), sqrt(a_t), sqrt(a_prev), dir, std_dev, noisy] for each timestep in
 /// execution order; `prev_offset` = T / steps, `eta` the stochasticity (0 = deterministic).
-pub fn ddim_table(s: &Schedule, timesteps: &[u32], prev_offset: usize, eta: f32) -> Result<Vec<f32>, CudaError> {
+pub fn ddim_table(
+    s: &Schedule,
+    timesteps: &[u32],
+    prev_offset: usize,
+    eta: f32,
+) -> Result<Vec<f32>, CudaError> {
     let mut out = Vec::with_capacity(timesteps.len() * COEFS_PER_STEP);
     for &t in timesteps {
         let t = timestep_index(s, t)?;
@@ -51,14 +56,25 @@ pub fn ddpm_table(s: &Schedule, timesteps: &[u32]) -> Result<Vec<f32>, CudaError
     for &t in timesteps {
         let t = timestep_index(s, t)?;
         let a_t = s.alphas_cumprod[t];
-        let a_prev = if t > 0 { s.alphas_cumprod[t - 1] } else { 1.0f32 };
+        let a_prev = if t > 0 {
+            s.alphas_cumprod[t - 1]
+        } else {
+            1.0f32
+        };
         let b_t = 1.0 - a_t;
         let b_prev = 1.0 - a_prev;
         let x0_coeff = (a_prev.sqrt() * s.betas[t]) / b_t;
         let cur_coeff = s.alphas[t].sqrt() * b_prev / b_t;
         let variance = ((b_prev / b_t) * s.betas[t]).max(1e-20);
         let noisy = if t > 0 { 1.0 } else { 0.0 };
-        out.extend_from_slice(&[b_t.sqrt(), a_t.sqrt(), x0_coeff, cur_coeff, variance.sqrt(), noisy]);
+        out.extend_from_slice(&[
+            b_t.sqrt(),
+            a_t.sqrt(),
+            x0_coeff,
+            cur_coeff,
+            variance.sqrt(),
+            noisy,
+        ]);
     }
     Ok(out)
 }
@@ -71,7 +87,8 @@ pub fn timestep_table(timesteps: &[u32]) -> Vec<f32> {
 /// The DDIM kernel's arithmetic on the host (same operation order, no FMA), for tests and as the
 /// statement of what the kernel computes.
 pub fn ddim_update_host(row: &[f32], x: &mut [f32], eps: &[f32], noise: &[f32]) {
-    let (sqrt_bt, sqrt_at, sqrt_aprev, dir, std_dev, noisy) = (row[0], row[1], row[2], row[3], row[4], row[5] != 0.0);
+    let (sqrt_bt, sqrt_at, sqrt_aprev, dir, std_dev, noisy) =
+        (row[0], row[1], row[2], row[3], row[4], row[5] != 0.0);
     for (i, (xv, &e)) in x.iter_mut().zip(eps).enumerate() {
         let x0 = (*xv - sqrt_bt * e) / sqrt_at;
         let mut v = sqrt_aprev * x0 + dir * e;
@@ -84,7 +101,8 @@ pub fn ddim_update_host(row: &[f32], x: &mut [f32], eps: &[f32], noise: &[f32]) 
 
 /// The DDPM kernel's arithmetic on the host.
 pub fn ddpm_update_host(row: &[f32], clip: bool, x: &mut [f32], eps: &[f32], noise: &[f32]) {
-    let (sqrt_bt, sqrt_at, x0_coeff, cur_coeff, sigma, noisy) = (row[0], row[1], row[2], row[3], row[4], row[5] != 0.0);
+    let (sqrt_bt, sqrt_at, x0_coeff, cur_coeff, sigma, noisy) =
+        (row[0], row[1], row[2], row[3], row[4], row[5] != 0.0);
     for (i, (xv, &e)) in x.iter_mut().zip(eps).enumerate() {
         let mut x0 = (*xv - sqrt_bt * e) / sqrt_at;
         if clip {
@@ -127,11 +145,18 @@ mod tests {
             let (x, e, z) = inputs(1000, 11);
             let (mut gpu, mut cpu) = (x.clone(), x);
             for (k, &t) in ts.iter().enumerate() {
-                ddim_update_host(&table[k * COEFS_PER_STEP..(k + 1) * COEFS_PER_STEP], &mut gpu, &e, &z);
+                ddim_update_host(
+                    &table[k * COEFS_PER_STEP..(k + 1) * COEFS_PER_STEP],
+                    &mut gpu,
+                    &e,
+                    &z,
+                );
                 ddim_step(&s, t, 1000 / 50, eta, &mut cpu, &e, Some(&z));
             }
             assert!(
-                gpu.iter().zip(&cpu).all(|(a, b)| a.to_bits() == b.to_bits()),
+                gpu.iter()
+                    .zip(&cpu)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "eta {eta}"
             );
         }
@@ -149,7 +174,12 @@ mod tests {
         let (x, e, z) = inputs(500, 5);
         for clip in [true, false] {
             let (mut gpu, mut cpu) = (x.clone(), x.clone());
-            for (k, &t) in ts.iter().enumerate().step_by(37).chain(std::iter::once((999, &0u32))) {
+            for (k, &t) in ts
+                .iter()
+                .enumerate()
+                .step_by(37)
+                .chain(std::iter::once((999, &0u32)))
+            {
                 ddpm_update_host(
                     &table[k * COEFS_PER_STEP..(k + 1) * COEFS_PER_STEP],
                     clip,
@@ -160,7 +190,9 @@ mod tests {
                 ddpm_step(&s, t, clip, &mut cpu, &e, &z);
             }
             assert!(
-                gpu.iter().zip(&cpu).all(|(a, b)| a.to_bits() == b.to_bits()),
+                gpu.iter()
+                    .zip(&cpu)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "clip {clip}"
             );
         }
