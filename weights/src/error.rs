@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::validate::ConfigError;
+use crate::DType;
 
 #[derive(Debug, Error)]
 pub enum BlobError {
@@ -62,8 +63,9 @@ pub enum BlobError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-    #[error("tensor {name}: element {index} is NaN or infinite")]
-    NonFinite { name: String, index: u64 },
+    /// In the stored dtype: an f32 value beyond +-65504 becomes infinite in f16 (bf16 keeps f32's range).
+    #[error("tensor {name}: element {index} is NaN or infinite as {dtype:?}")]
+    NonFinite { name: String, index: u64, dtype: DType },
     #[error("expected {expected} elements, got {found}")]
     ElementCount { expected: u64, found: u64 },
     #[error("blob layout overflows: {0}")]

@@ -114,6 +114,7 @@ impl Blob {
                 return Err(BlobError::NonFinite {
                     name: t.name.clone(),
                     index: index as u64,
+                    dtype: t.dtype,
                 });
             }
         }

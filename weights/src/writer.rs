@@ -126,6 +126,7 @@ fn check_tensors<'a>(config: &ModelConfig, tensors: &'a [TensorData]) -> Result<
             return Err(BlobError::NonFinite {
                 name: t.name.clone(),
                 index: index as u64,
+                dtype: t.dtype,
             });
         }
         ordered.push(t);

@@ -265,7 +265,7 @@ fn non_finite_weights_are_named() {
     let at = t.offset as usize + 2 * 3; // element 3
     b[at..at + 2].copy_from_slice(&half::bf16::NAN.to_le_bytes());
     reseal(&mut b);
-    assert!(matches!(err(b), BlobError::NonFinite { name, index: 3 } if name == t.name));
+    assert!(matches!(err(b), BlobError::NonFinite { name, index: 3, dtype: DType::BF16 } if name == t.name));
 }
 
 #[test]

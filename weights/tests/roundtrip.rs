@@ -182,6 +182,26 @@ fn writer_refuses_wrong_tensor_sets() {
     nan[4] = TensorData::from_f32(nan[4].name.clone(), nan[4].shape.clone(), &v, DType::F32);
     assert!(matches!(write(&nan), Err(BlobError::NonFinite { index, .. }) if index == n as u64 - 1));
 
+    // Finite in f32 but beyond f16's range: refused, naming the stored dtype.
+    let mut big = base.clone();
+    let n = big[6].view().numel();
+    let mut v = vec![0.5f32; n];
+    v[0] = 70000.0;
+    big[6] = TensorData::from_f32(big[6].name.clone(), big[6].shape.clone(), &v, DType::F16);
+    let e = write(&big).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BlobError::NonFinite {
+                index: 0,
+                dtype: DType::F16,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("as F16"), "{e}");
+
     let mut bad_cfg = cfg.clone();
     bad_cfg.latent_shape[1] = 5; // not divisible by 2^(2-1)
     assert!(matches!(
