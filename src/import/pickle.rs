@@ -66,6 +66,14 @@ impl Allowed {
     }
 }
 
+/// Most dimensions of a tensor (torch allows 64; networks here use at most 5).
+const MAX_DIMS: usize = 16;
+/// Most nested MARKs (a state dict nests a handful deep).
+const MAX_MARK_DEPTH: usize = 1_000;
+/// Most objects one pickle may create (a state dict makes about 20 per tensor; the bundle's
+/// UNet has about 320 tensors). Bounds memory to a few hundred MiB whatever the input.
+const MAX_OBJECTS: usize = 4_000_000;
+
 /// The allowed set, for error messages.
 pub const ALLOWED_GLOBALS: &str = "collections.OrderedDict, torch._utils._rebuild_tensor_v2, \
      torch._utils._rebuild_tensor, torch._utils._rebuild_parameter, torch.FloatStorage, \
@@ -264,9 +272,13 @@ impl<'a> Machine<'a> {
         Ok(s)
     }
 
-    fn push(&mut self, o: Obj) {
+    fn push(&mut self, o: Obj) -> Result<(), PickleError> {
+        if self.objs.len() >= MAX_OBJECTS {
+            return Err(self.malformed(format!("more than {MAX_OBJECTS} objects: not a state dict")));
+        }
         self.objs.push(o);
         self.stack.push(self.objs.len() - 1);
+        Ok(())
     }
 
     fn pop(&mut self) -> Result<Id, PickleError> {
@@ -292,7 +304,7 @@ impl<'a> Machine<'a> {
     fn global(&mut self, module: &str, name: &str) -> Result<(), PickleError> {
         match Allowed::lookup(module, name) {
             Some(a) => {
-                self.push(Obj::Global(a));
+                self.push(Obj::Global(a))?;
                 Ok(())
             }
             None => Err(PickleError::ForbiddenGlobal { module: module.to_string(), name: name.to_string() }),
@@ -352,21 +364,27 @@ impl<'a> Machine<'a> {
 
     fn uint_tuple(&self, id: Id, what: &str) -> Result<Vec<u64>, PickleError> {
         let items = match &self.objs[id] {
-            Obj::Tuple(v) | Obj::List(v) => v.clone(),
+            Obj::Tuple(v) | Obj::List(v) => v,
             o => return Err(self.malformed(format!("{what} must be a tuple, found {}", o.kind()))),
         };
+        if items.len() > MAX_DIMS {
+            return Err(self.malformed(format!("{what} has {} dimensions (at most {MAX_DIMS} supported)", items.len())));
+        }
         items
-            .into_iter()
-            .map(|i| {
+            .iter()
+            .map(|&i| {
                 let v = self.int_of(i, what)?;
                 u64::try_from(v).map_err(|_| self.malformed(format!("{what} has a negative entry {v}")))
             })
             .collect()
     }
 
-    fn tuple_items(&self, id: Id, what: &str) -> Result<Vec<Id>, PickleError> {
+    /// The items of a tuple of at most `max` entries (checked before anything is copied, so a
+    /// huge memoised tuple cannot be copied over and over).
+    fn tuple_items(&self, id: Id, what: &str, max: usize) -> Result<Vec<Id>, PickleError> {
         match &self.objs[id] {
-            Obj::Tuple(v) => Ok(v.clone()),
+            Obj::Tuple(v) if v.len() <= max => Ok(v.clone()),
+            Obj::Tuple(v) => Err(self.malformed(format!("{what} has {} entries, at most {max} expected", v.len()))),
             o => Err(self.malformed(format!("{what} must be a tuple, found {}", o.kind()))),
         }
     }
@@ -400,7 +418,7 @@ impl<'a> Machine<'a> {
             Obj::Global(a) => *a,
             o => return Err(self.malformed(format!("REDUCE on a {}, not an allowed global", o.kind()))),
         };
-        let args = self.tuple_items(args_id, "REDUCE arguments")?;
+        let args = self.tuple_items(args_id, "REDUCE arguments", 7)?;
         let obj = match callable {
             Allowed::OrderedDict => {
                 if !args.is_empty() {
@@ -422,7 +440,7 @@ impl<'a> Machine<'a> {
                 return Err(self.malformed(format!("{callable} may only appear in a persistent id, not be called")))
             }
         };
-        self.push(obj);
+        self.push(obj)?;
         Ok(())
     }
 
@@ -438,7 +456,7 @@ impl<'a> Machine<'a> {
 
     fn persistent_load(&mut self) -> Result<(), PickleError> {
         let pid = self.pop()?;
-        let items = self.tuple_items(pid, "persistent id")?;
+        let items = self.tuple_items(pid, "persistent id", 5)?;
         if items.len() != 5 {
             return Err(self.malformed(format!("persistent id must have 5 entries, has {}", items.len())));
         }
@@ -454,14 +472,14 @@ impl<'a> Machine<'a> {
         let _location = self.str_of(items[3], "storage location")?;
         let numel = u64::try_from(self.int_of(items[4], "storage numel")?)
             .map_err(|_| self.malformed("negative storage numel"))?;
-        self.push(Obj::Storage(StorageRef { dtype, key, numel }));
+        self.push(Obj::Storage(StorageRef { dtype, key, numel }))?;
         Ok(())
     }
 
     fn string(&mut self, len: usize, what: &'static str) -> Result<(), PickleError> {
         let b = self.take(len, what)?;
         let s = std::str::from_utf8(b).map_err(|_| self.malformed(format!("{what} is not valid UTF-8")))?;
-        self.push(Obj::Str(s.to_string()));
+        self.push(Obj::Str(s.to_string()))?;
         Ok(())
     }
 
@@ -488,13 +506,16 @@ impl<'a> Machine<'a> {
                     return Ok(Pickle { objs: self.objs, root });
                 }
                 b'(' => {
+                    if self.marks.len() >= MAX_MARK_DEPTH {
+                        return Err(self.malformed(format!("MARKs nested more than {MAX_MARK_DEPTH} deep")));
+                    }
                     let prev = std::mem::take(&mut self.stack);
                     self.marks.push(prev);
                 }
-                b')' => self.push(Obj::Tuple(Vec::new())),
+                b')' => self.push(Obj::Tuple(Vec::new()))?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Obj::Tuple(items));
+                    self.push(Obj::Tuple(items))?;
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -502,17 +523,17 @@ impl<'a> Machine<'a> {
                         return Err(self.malformed("TUPLE with too few items on the stack"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.push(Obj::Tuple(items));
+                    self.push(Obj::Tuple(items))?;
                 }
-                b']' => self.push(Obj::List(Vec::new())),
+                b']' => self.push(Obj::List(Vec::new()))?,
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.push(Obj::List(items));
+                    self.push(Obj::List(items))?;
                 }
-                b'}' => self.push(Obj::Dict(Vec::new())),
+                b'}' => self.push(Obj::Dict(Vec::new()))?,
                 b'd' => {
                     let items = self.pop_mark()?;
-                    self.push(Obj::Dict(Vec::new()));
+                    self.push(Obj::Dict(Vec::new()))?;
                     let d = self.top()?;
                     self.set_items(d, items)?;
                 }
@@ -565,15 +586,15 @@ impl<'a> Machine<'a> {
                 }
                 b'J' => {
                     let v = self.u32("BININT")? as i32;
-                    self.push(Obj::Int(v as i64));
+                    self.push(Obj::Int(v as i64))?;
                 }
                 b'K' => {
                     let v = self.u8("BININT1")?;
-                    self.push(Obj::Int(v as i64));
+                    self.push(Obj::Int(v as i64))?;
                 }
                 b'M' => {
                     let v = self.u16("BININT2")?;
-                    self.push(Obj::Int(v as i64));
+                    self.push(Obj::Int(v as i64))?;
                 }
                 0x8a => {
                     let n = self.u8("LONG1")? as usize;
@@ -583,17 +604,17 @@ impl<'a> Machine<'a> {
                     let b = self.take(n, "LONG1")?;
                     let mut buf = if b.last().is_some_and(|&x| x & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
                     buf[..n].copy_from_slice(b);
-                    self.push(Obj::Int(i64::from_le_bytes(buf)));
+                    self.push(Obj::Int(i64::from_le_bytes(buf)))?;
                 }
                 b'G' => {
                     let b = self.take(8, "BINFLOAT")?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
-                    self.push(Obj::Float(f64::from_be_bytes(a)));
+                    self.push(Obj::Float(f64::from_be_bytes(a)))?;
                 }
-                b'N' => self.push(Obj::None),
-                0x88 => self.push(Obj::Bool(true)),
-                0x89 => self.push(Obj::Bool(false)),
+                b'N' => self.push(Obj::None)?,
+                0x88 => self.push(Obj::Bool(true))?,
+                0x89 => self.push(Obj::Bool(false))?,
                 b'X' => {
                     let n = self.u32("BINUNICODE length")? as usize;
                     self.string(n, "BINUNICODE")?;
@@ -678,5 +699,52 @@ mod tests {
         assert_eq!(pk.get(pk.root), &Obj::Int(0x7fff));
         let pk = unpickle(b"\x80\x02\x8a\x01\xff.").unwrap();
         assert_eq!(pk.get(pk.root), &Obj::Int(-1));
+    }
+
+    /// The fixture's real `data.pkl` (monai naming: OrderedDict `_metadata` via BUILD).
+    fn fixture_pickle() -> Vec<u8> {
+        use std::io::Read;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monai/unet/unet_monai.pt");
+        let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+        let mut f = z.by_name("unet_monai/data.pkl").unwrap();
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn real_state_dict_parses() {
+        let pk = unpickle(&fixture_pickle()).unwrap();
+        let Obj::Dict(entries) = pk.get(pk.root) else { panic!("root is not a dict") };
+        assert_eq!(entries.len(), 296);
+        assert!(entries.iter().all(|(_, v)| matches!(pk.get(*v), Obj::Tensor(_))));
+    }
+
+    /// 300 truncations and 2 000 random single-byte corruptions of a real pickle give a
+    /// result or an error, never a panic (a deterministic xorshift drives the corruptions).
+    #[test]
+    fn corrupted_pickles_never_panic() {
+        let good = fixture_pickle();
+        for k in 0..300 {
+            let len = k * good.len() / 300;
+            assert!(unpickle(&good[..len]).is_err(), "truncation at {len} accepted");
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut errors = 0;
+        for _ in 0..2_000 {
+            let mut bad = good.clone();
+            let at = (next() % bad.len() as u64) as usize;
+            bad[at] = next() as u8;
+            if unpickle(&bad).is_err() {
+                errors += 1;
+            }
+        }
+        assert!(errors > 0);
     }
 }
