@@ -1,5 +1,5 @@
 //! Times single convolutions of typical decoder/UNet shapes: `cargo run --release -p ldm-runtime --example convbench`.
-use ldm_runtime::conv::{conv, pack_len, ConvGeom, ConvInput, Init, PackWs};
+use ldm_runtime::conv::{conv, pack_len, ConvGeom, ConvInput, Init, OutWindow, PackWs};
 use ldm_runtime::gemm::{init, PackedA};
 use ldm_runtime::pool::Pool;
 use std::time::Instant;
@@ -32,7 +32,7 @@ fn main() {
         let mut best = f64::MAX;
         for _ in 0..3 {
             let t = Instant::now();
-            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()));
+            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()));
             best = best.min(t.elapsed().as_secs_f64());
         }
         println!("{name}: {:.1} ms, {:.1} GFLOP/s", best * 1e3, g.flops() / best / 1e9);

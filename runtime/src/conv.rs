@@ -91,7 +91,15 @@ impl PackWs {
     }
 }
 
-/// Computes output planes `od0..od1` of the convolution into `out` (`[cout, P_total]`).
+/// Where the output lives: planes `z0 .. z0 + planes` of the output volume, `[cout, planes, H, W]`.
+#[derive(Clone, Copy, Debug)]
+pub struct OutWindow {
+    pub z0: usize,
+    pub planes: usize,
+}
+
+/// Computes output planes `od0..od1` of the convolution into `out`, which holds the output
+/// planes of `win` (the whole volume: `OutWindow { z0: 0, planes: D_out }`).
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     pool: &Pool,
@@ -102,15 +110,18 @@ pub fn conv(
     od0: usize,
     od1: usize,
     out: &mut [f32],
+    win: OutWindow,
     init: Init,
     ws: PackWs,
 ) {
     let o = g.out_dims();
     let plane = o[1] * o[2];
-    let p_total = o[0] * plane;
-    debug_assert_eq!(out.len(), g.cout * p_total);
+    // Row stride of the output window; columns are counted from the window's first plane.
+    let p_total = win.planes * plane;
+    debug_assert!(out.len() >= g.cout * p_total);
+    debug_assert!(od0 >= win.z0 && od1 <= win.z0 + win.planes);
     debug_assert!(ws.1 >= pool.threads() * pack_len());
-    let n0 = od0 * plane;
+    let n0 = (od0 - win.z0) * plane;
     let n = (od1 - od0) * plane;
     if n == 0 {
         return;
@@ -158,7 +169,7 @@ pub fn conv(
         let mut k0 = 0;
         while k0 < k {
             let kc = KC.min(k - k0);
-            pack_b(g, input, k0, kc, c_begin, nc, o, pack);
+            pack_b(g, input, k0, kc, c_begin + win.z0 * plane, nc, o, pack);
             let panels_n = nc.div_ceil(NR);
             for jp in 0..panels_n {
                 let bpanel = &pack[jp * kc * NR..(jp + 1) * kc * NR];
@@ -351,7 +362,7 @@ mod tests {
             let mut y = vec![0f32; g.cout * o[0] * o[1] * o[2]];
             let mut ws = vec![0f32; 2 * pack_len()];
             let input = ConvInput { data: &x, z0: 0, planes: g.din };
-            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()));
+            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()));
             let want = naive(&g, &x, &w, &b);
             for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{g:?} at {i}: {a} vs {b}");

@@ -2,7 +2,8 @@
 //! workspace preallocated, so running performs no heap allocation.
 
 use crate::attention;
-use crate::conv::{self, ConvInput, Init, PackWs};
+use crate::conv::{self, ConvGeom, ConvInput, Init, OutWindow, PackWs};
+use crate::gemm::PackedA;
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
 use crate::model::Params;
 use crate::norm;
@@ -79,54 +80,80 @@ pub fn run(pool: &Pool, g: &Graph, params: &Params, dynamic: &[Vec<f32>], arena:
                         InitKind::Accumulate => Init::Accumulate,
                         InitKind::Residual(r) => Init::BiasResidual(a.get(g, r)),
                     };
-                    let wts = &params.convs[w];
                     let od = geom.out_dims()[0];
-                    let op_len = geom.cout * geom.out_dims().iter().product::<usize>();
-                    if staged {
-                        // In place: copy each slab of input planes (all channels) out, then
-                        // overwrite those planes of the first `cout` channels. Later slabs only
-                        // read planes that have not been written yet.
-                        let plane = geom.hin * geom.win;
-                        let xb = a.get_mut(g, x);
-                        let mut o0 = 0;
-                        while o0 < od {
-                            let o1 = (o0 + slab).min(od);
-                            let len = (o1 - o0) * plane;
-                            for ch in 0..geom.cin {
-                                let src = (ch * geom.din + o0) * plane;
-                                ws.norm[ch * len..(ch + 1) * len].copy_from_slice(&xb[src..src + len]);
-                            }
-                            let input = ConvInput { data: &ws.norm[..geom.cin * len], z0: o0, planes: o1 - o0 };
-                            conv::conv(pool, &geom, wts, bias, &input, o0, o1, &mut xb[..op_len], init, pack);
-                            o0 = o1;
-                        }
-                        continue;
-                    }
-                    let xs = a.get(g, x);
-                    let o = &mut a.get_mut(g, out)[..op_len];
-                    match nrm {
-                        None => {
-                            let input = ConvInput { data: xs, z0: 0, planes: geom.din };
-                            conv::conv(pool, &geom, wts, bias, &input, 0, od, o, init, pack);
-                        }
-                        Some((stats, act)) => {
-                            let ss = a.get(g, stats);
-                            let plane = geom.hin * geom.win;
-                            let mut o0 = 0;
-                            while o0 < od {
-                                let o1 = (o0 + slab).min(od);
-                                let z0 = o0.saturating_sub(geom.pad);
-                                let z1 = (o1 + geom.pad).min(geom.din);
-                                let nws = geom.cin * (z1 - z0) * plane;
-                                let nbuf = &mut ws.norm[..nws];
-                                norm::apply_planes(pool, xs, geom.cin, geom.din, plane, z0, z1, ss, act, nbuf);
-                                let input = ConvInput { data: nbuf, z0, planes: z1 - z0 };
-                                conv::conv(pool, &geom, wts, bias, &input, o0, o1, o, init, pack);
-                                o0 = o1;
-                            }
-                        }
-                    }
+                    let win = OutWindow { z0: 0, planes: od };
+                    let xin = if staged { None } else { Some(View { data: a.get(g, x), z0: 0, planes: geom.din }) };
+                    let nrm = nrm.map(|(s, act)| (a.get(g, s), act));
+                    let o = a.get_mut(g, out);
+                    conv_op(pool, &geom, &params.convs[w], bias, xin, nrm, slab, o, win, 0, od, init, &mut ws.norm, pack);
                 }
+            }
+        }
+    }
+}
+
+/// Planes `z0 .. z0 + planes` of a `[c, planes, H, W]` volume window.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub z0: usize,
+    pub planes: usize,
+}
+
+/// One convolution op over output planes `o0..o1` (inside the window `win` of `out`).
+/// `x == None` means staged in place: the input is `out` itself (1x1, narrowing), copied out
+/// slab by slab first. With `norm`, input planes are normalised (+SiLU) into `norm_ws` per slab.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_op(
+    pool: &Pool,
+    geom: &ConvGeom,
+    wts: &PackedA,
+    bias: &[f32],
+    x: Option<View>,
+    norm: Option<(&[f32], bool)>,
+    slab: usize,
+    out: &mut [f32],
+    win: OutWindow,
+    o0: usize,
+    o1: usize,
+    init: Init,
+    norm_ws: &mut [f32],
+    pack: PackWs,
+) {
+    let plane = geom.hin * geom.win;
+    let op_len = geom.cout * win.planes * geom.out_dims()[1] * geom.out_dims()[2];
+    match (x, norm) {
+        (None, _) => {
+            // In place: later slabs only read planes that have not been written yet.
+            let mut s0 = o0;
+            while s0 < o1 {
+                let s1 = (s0 + slab).min(o1);
+                let len = (s1 - s0) * plane;
+                for ch in 0..geom.cin {
+                    let src = (ch * win.planes + s0 - win.z0) * plane;
+                    norm_ws[ch * len..(ch + 1) * len].copy_from_slice(&out[src..src + len]);
+                }
+                let input = ConvInput { data: &norm_ws[..geom.cin * len], z0: s0, planes: s1 - s0 };
+                conv::conv(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack);
+                s0 = s1;
+            }
+        }
+        (Some(xv), None) => {
+            let input = ConvInput { data: xv.data, z0: xv.z0, planes: xv.planes };
+            conv::conv(pool, geom, wts, bias, &input, o0, o1, &mut out[..op_len], win, init, pack);
+        }
+        (Some(xv), Some((ss, act))) => {
+            let mut s0 = o0;
+            while s0 < o1 {
+                let s1 = (s0 + slab).min(o1);
+                let z0 = s0.saturating_sub(geom.pad);
+                let z1 = (s1 + geom.pad).min(geom.din);
+                let nws = geom.cin * (z1 - z0) * plane;
+                let nbuf = &mut norm_ws[..nws];
+                norm::apply_planes(pool, xv.data, geom.cin, xv.planes, plane, z0 - xv.z0, z1 - xv.z0, ss, act, nbuf);
+                let input = ConvInput { data: nbuf, z0, planes: z1 - z0 };
+                conv::conv(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack);
+                s0 = s1;
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Which status code each runtime or blob error becomes.
+//! Which status code each runtime or blob error becomes; the message is the error's own text.
 
 use super::status::*;
 use crate::RuntimeError;
@@ -15,11 +15,13 @@ pub fn from_blob(e: &BlobError) -> CError {
 pub fn from_runtime(e: &RuntimeError) -> CError {
     let code = match e {
         RuntimeError::DeviceUnavailable(_) | RuntimeError::UnsupportedPrecision(_) => ERR_UNSUPPORTED,
+        // The blob's model does not fit what the runtime needs (its config or its tensors).
         RuntimeError::MissingNetwork(_)
         | RuntimeError::MissingTensor(_)
         | RuntimeError::TensorShape { .. }
-        | RuntimeError::TensorRead(..) => ERR_INVALID_BLOB,
-        RuntimeError::InvalidOption(_) | RuntimeError::InvalidConfig(_) => ERR_INVALID_ARGUMENT,
+        | RuntimeError::TensorRead(..)
+        | RuntimeError::InvalidConfig(_) => ERR_INVALID_BLOB,
+        RuntimeError::InvalidOption(_) => ERR_INVALID_ARGUMENT,
         RuntimeError::BufferSize { .. } => ERR_BUFFER_TOO_SMALL,
         RuntimeError::MemoryLimit { .. } | RuntimeError::Overflow(_) => ERR_OUT_OF_MEMORY,
         // Not exhaustive on purpose: a variant added to the runtime maps to the generic code

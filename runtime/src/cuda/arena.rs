@@ -121,7 +121,7 @@ impl DevPtr {
     }
 
     /// The address `bytes` further on.
-    pub fn add(self, bytes: usize) -> DevPtr {
+    pub fn offset_by(self, bytes: usize) -> DevPtr {
         DevPtr(self.0 + bytes as u64)
     }
 }
@@ -324,7 +324,7 @@ mod tests {
         }
         .elements(0)
         .is_err());
-        assert_eq!(DevPtr(0x1000).add(256), DevPtr(0x1100));
+        assert_eq!(DevPtr(0x1000).offset_by(256), DevPtr(0x1100));
         assert!(DevPtr::NULL.is_null());
     }
 }

@@ -65,7 +65,7 @@ impl Conv3dSpec {
     /// Output extents: floor((in + 2 pad - k) / stride) + 1 per axis.
     pub fn out_dims(&self) -> Result<[usize; 3], CudaError> {
         let mut out = [0usize; 3];
-        for a in 0..3 {
+        for (a, o) in out.iter_mut().enumerate() {
             let (n, k, s, p) = (
                 self.in_dims[a],
                 self.kernel[a],
@@ -85,7 +85,7 @@ impl Conv3dSpec {
                     "conv axis {a}: input extent {n} (padding {p}) is smaller than the kernel {k}"
                 )));
             }
-            out[a] = (padded - k) / s + 1;
+            *o = (padded - k) / s + 1;
         }
         Ok(out)
     }

@@ -266,6 +266,7 @@ impl Kernels {
     }
 
     /// x[n, c, :] += bias[n * bias_batch_stride + c] (fp32 bias; stride 0 = shared vector).
+    #[allow(clippy::too_many_arguments)]
     pub fn add_channel_bias(
         &self,
         dtype: DType,
