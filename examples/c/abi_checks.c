@@ -231,6 +231,23 @@ int main(int argc, char **argv) {
     CHECK(st != BRATS_LDM_OK && g == NULL && brats_ldm_last_error()[0] != '\0', "f16 on CPU: %s",
           brats_ldm_status_string(st));
     o = small_options();
+    o.latent_shape[0] = 8; /* D = 9 is not divisible by 2^(levels-1) */
+    o.latent_shape[1] = 9;
+    o.latent_shape[2] = 8;
+    o.latent_shape[3] = 4;
+    EXPECT(brats_ldm_create_from_path(blob_path, &o, &g), BRATS_LDM_ERR_INVALID_ARGUMENT, "latent");
+    o.latent_shape[1] = 0; /* partly given */
+    EXPECT(brats_ldm_create_from_path(blob_path, &o, &g), BRATS_LDM_ERR_INVALID_ARGUMENT, "latent_shape");
+    o = small_options();
+    o.sampler = BRATS_LDM_SAMPLER_DDPM; /* DDPM runs every training timestep, not 3 */
+    EXPECT(brats_ldm_create_from_path(blob_path, &o, &g), BRATS_LDM_ERR_INVALID_ARGUMENT, "DDPM");
+    o = small_options();
+    o.device = BRATS_LDM_DEVICE_CUDA;
+    o.device_index = 9999;
+    st = brats_ldm_create_from_path(blob_path, &o, &g);
+    CHECK(st != BRATS_LDM_OK && g == NULL && brats_ldm_last_error()[0] != '\0', "cuda:9999: %s",
+          brats_ldm_status_string(st));
+    o = small_options();
     o.max_memory = 1; /* one byte: no plan fits */
     EXPECT(brats_ldm_create_from_path(blob_path, &o, &g), BRATS_LDM_ERR_OUT_OF_MEMORY, "max_memory");
 
@@ -253,6 +270,24 @@ int main(int argc, char **argv) {
     EXPECT(brats_ldm_create_from_bytes(bytes, blob_len, NULL, &g), BRATS_LDM_ERR_INVALID_BLOB, "magic");
     bytes[0] ^= 0xff;
     CHECK(g == NULL, "*out must be NULL after a failed create");
+
+    /* another latent shape through the options: the output follows it (x4 per spatial axis) */
+    o = small_options();
+    o.latent_shape[0] = 8;
+    o.latent_shape[1] = 4;
+    o.latent_shape[2] = 8;
+    o.latent_shape[3] = 4;
+    EXPECT(brats_ldm_create_from_bytes(bytes, blob_len, &o, &g), BRATS_LDM_OK, NONE);
+    if (g != NULL) {
+        brats_ldm_output_info small;
+        EXPECT(brats_ldm_get_output_info(g, &small, sizeof small), BRATS_LDM_OK, NONE);
+        CHECK(small.latent_shape[1] == 4 && small.shape[1] == 16 && small.shape[2] == 32 &&
+                  small.num_floats == (uint64_t)small.shape[0] * small.shape[1] * small.shape[2] * small.shape[3],
+              "latent option: output [%u, %u, %u, %u]", small.shape[0], small.shape[1], small.shape[2],
+              small.shape[3]);
+        EXPECT(brats_ldm_destroy(g), BRATS_LDM_OK, NONE);
+        g = NULL;
+    }
 
     /* a working generator from bytes, then the bytes are freed (the library copied them) */
     o = small_options();

@@ -22,9 +22,9 @@
  *
  * Status codes: every function that can fail returns a brats_ldm_status (0 = success). On
  * failure, output parameters are left untouched unless stated otherwise (create functions set
- * *out to NULL) and brats_ldm_last_error() describes what was wrong. Four functions cannot fail
- * and return their value directly: brats_ldm_version_string, brats_ldm_status_string,
- * brats_ldm_last_error and (by convention, like free) brats_ldm_destroy(NULL) returns OK.
+ * *out to NULL) and brats_ldm_last_error() describes what was wrong. Three functions cannot fail
+ * and return their value directly: brats_ldm_version_string, brats_ldm_status_string and
+ * brats_ldm_last_error. Like free(), brats_ldm_destroy(NULL) is a no-op that returns OK.
  *
  * Last error: stored per THREAD. brats_ldm_last_error() returns the message of the most recent
  * fallible brats_ldm_* call made on the calling thread, or "" when that call succeeded. The
