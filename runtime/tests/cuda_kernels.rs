@@ -123,6 +123,7 @@ fn philox_noise_is_bit_identical_to_the_cpu() {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn groupnorm_reference(
     x: &[f32],
     c: usize,
@@ -310,11 +311,11 @@ fn attention_matches_naive_softmax_attention() {
     let (q, b0) = (s.ptr(0), s.ptr(1));
     let args = AttentionArgs {
         q,
-        k: q.add(4 * c * n),
-        v: q.add(8 * c * n),
+        k: q.offset_by(4 * c * n),
+        v: q.offset_by(8 * c * n),
         bias_q: b0,
-        bias_k: b0.add(4 * c),
-        bias_v: b0.add(8 * c),
+        bias_k: b0.offset_by(4 * c),
+        bias_v: b0.offset_by(8 * c),
         out: s.ptr(2),
         residual: s.ptr(2),
         batch,
