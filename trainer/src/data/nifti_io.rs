@@ -530,8 +530,9 @@ pub fn header_for(affine: &Affine, description: &str) -> NiftiHeader {
     h
 }
 
-/// Temporary sibling path for atomic writes; keeps the .nii/.nii.gz ending the writer needs.
-fn temp_sibling(path: &Path) -> Result<(PathBuf, bool)> {
+/// A private temporary folder beside `path` and the file inside it to write first. The nifti
+/// writer rewrites file extensions, so the temporary file gets a plain `volume.nii[.gz]` name.
+fn temp_target(path: &Path) -> Result<(PathBuf, PathBuf, bool)> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -543,13 +544,9 @@ fn temp_sibling(path: &Path) -> Result<(PathBuf, bool)> {
             path.display()
         )));
     }
-    let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
-    let tmp = format!(
-        ".{stem}.tmp{}.{}",
-        std::process::id(),
-        if gz { "nii.gz" } else { "nii" }
-    );
-    Ok((path.with_file_name(tmp), gz))
+    let dir = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let file = dir.join(if gz { "volume.nii.gz" } else { "volume.nii" });
+    Ok((dir, file, gz))
 }
 
 /// Write an n-D array (shape x, y, z[, c], C order) as NIfTI-1 with `affine`; gzip when the name
@@ -565,7 +562,8 @@ where
     A: nifti::DataElement + bytemuck::Pod,
     D: ndarray::Dimension + ndarray::RemoveAxis,
 {
-    let (tmp, gz) = temp_sibling(path)?;
+    let (dir, tmp, gz) = temp_target(path)?;
+    std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
     let header = header_for(affine, description);
     let result = nifti::writer::WriterOptions::new(&tmp)
         .reference_header(&header)
@@ -576,9 +574,8 @@ where
             other => bad(path, format!("cannot write: {other}")),
         })
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&dir);
     result
 }
 

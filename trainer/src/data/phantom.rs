@@ -183,8 +183,8 @@ pub fn make_phantom(seed: u64, opt: &PhantomOptions) -> Result<Phantom> {
             rng.uniform(-0.4, 0.4),
             rng.uniform(-0.25, 0.35),
         ];
-        let r = rng.uniform(0.06, 0.16);
-        Some((dir, r, rng.uniform(1.5, 2.2), SphereWaves::new(&mut rng, 4, 3.0, 0.15)))
+        let r = rng.uniform(0.08, 0.18);
+        Some((dir, r, rng.uniform(1.6, 2.4), SphereWaves::new(&mut rng, 4, 3.0, 0.15)))
     } else {
         None
     };
