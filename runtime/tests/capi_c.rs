@@ -69,10 +69,18 @@ fn c_abi_misuse_threads_and_cancellation_checks_pass() {
 fn c_example_reports_bad_input_without_crashing() {
     let exe = build_c_program("generate.c", Link::Static);
     let missing = scratch().join("does-not-exist.blob");
-    let out = Command::new(&exe).arg(&missing).arg(scratch().join("x.f32")).arg("1").output().unwrap();
+    let out = Command::new(&exe)
+        .arg(&missing)
+        .arg(scratch().join("x.f32"))
+        .arg("1")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("BRATS_LDM_ERR_IO") && stderr.contains("does-not-exist.blob"), "{stderr}");
+    assert!(
+        stderr.contains("BRATS_LDM_ERR_IO") && stderr.contains("does-not-exist.blob"),
+        "{stderr}"
+    );
 }
 
 /// A C11 file of static assertions generated from the Rust definitions: if the header drifts
@@ -110,17 +118,54 @@ fn layout_assertions() -> String {
             $( check(format!("offsetof({}, {}) == {}", $c, stringify!($f), offset_of!($t, $f))); )*
         };
     }
-    layout!("brats_ldm_options", BratsLdmOptions,
-        [struct_size, device, device_index, precision, sampler, eta, steps, threads, latent_shape, max_memory]);
-    layout!("brats_ldm_plan", BratsLdmPlan, [weight_bytes, arena_bytes, workspace_bytes, state_bytes, total_bytes]);
-    layout!("brats_ldm_output_info", BratsLdmOutputInfo,
-        [shape, latent_shape, num_floats, steps, spacing_mm, intensity_range, orientation]);
-    layout!("brats_ldm_progress", BratsLdmProgress, [stage, step, total_steps, timestep]);
+    layout!(
+        "brats_ldm_options",
+        BratsLdmOptions,
+        [
+            struct_size,
+            device,
+            device_index,
+            precision,
+            sampler,
+            eta,
+            steps,
+            threads,
+            latent_shape,
+            max_memory
+        ]
+    );
+    layout!(
+        "brats_ldm_plan",
+        BratsLdmPlan,
+        [weight_bytes, arena_bytes, workspace_bytes, state_bytes, total_bytes]
+    );
+    layout!(
+        "brats_ldm_output_info",
+        BratsLdmOutputInfo,
+        [
+            shape,
+            latent_shape,
+            num_floats,
+            steps,
+            spacing_mm,
+            intensity_range,
+            orientation
+        ]
+    );
+    layout!(
+        "brats_ldm_progress",
+        BratsLdmProgress,
+        [stage, step, total_steps, timestep]
+    );
     // Field widths: a same-offset field of another width would still break callers.
     for (field, width) in [
-        ("brats_ldm_options, eta", 4), ("brats_ldm_options, max_memory", 8), ("brats_ldm_options, latent_shape", 16),
-        ("brats_ldm_plan, total_bytes", 8), ("brats_ldm_output_info, num_floats", 8),
-        ("brats_ldm_output_info, orientation", 16), ("brats_ldm_output_info, spacing_mm", 12),
+        ("brats_ldm_options, eta", 4),
+        ("brats_ldm_options, max_memory", 8),
+        ("brats_ldm_options, latent_shape", 16),
+        ("brats_ldm_plan, total_bytes", 8),
+        ("brats_ldm_output_info, num_floats", 8),
+        ("brats_ldm_output_info, orientation", 16),
+        ("brats_ldm_output_info, spacing_mm", 12),
         ("brats_ldm_progress, timestep", 4),
     ] {
         let (ty, f) = field.split_once(", ").unwrap();
@@ -136,12 +181,24 @@ fn header_constants_and_layouts_match_rust() {
     std::fs::write(&c_file, layout_assertions()).unwrap();
     run(compiler(false)
         .to_command()
-        .args(["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", "-I"])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Wpedantic",
+            "-Werror",
+            "-fsyntax-only",
+            "-I",
+        ])
         .arg(include_dir())
         .arg(&c_file));
     // The header also compiles as C++ (extern "C" block), for C++ callers.
     let cpp_file = dir.join(format!("header-{}.cpp", std::process::id()));
-    std::fs::write(&cpp_file, "#include \"brats_ldm.h\"\nint main() { return brats_ldm_last_error() == nullptr; }\n").unwrap();
+    std::fs::write(
+        &cpp_file,
+        "#include \"brats_ldm.h\"\nint main() { return brats_ldm_last_error() == nullptr; }\n",
+    )
+    .unwrap();
     run(compiler(true)
         .to_command()
         .args(["-std=c++11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"])
@@ -152,9 +209,15 @@ fn header_constants_and_layouts_match_rust() {
 fn header_functions() -> BTreeSet<String> {
     let header = std::fs::read_to_string(include_dir().join("brats_ldm.h")).unwrap();
     let mut names = BTreeSet::new();
-    for line in header.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.starts_with('/')) {
+    for line in header
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.starts_with('/'))
+    {
         if let Some(open) = line.find('(') {
-            let name = line[..open].rsplit(|c: char| c == ' ' || c == '*').next().unwrap_or_default();
+            let name = line[..open]
+                .rsplit([' ', '*'])
+                .next()
+                .unwrap_or_default();
             if name.starts_with("brats_ldm_") && !line.starts_with("typedef") {
                 names.insert(name.to_string());
             }
@@ -196,10 +259,16 @@ fn header_declares_exactly_the_exported_functions() {
 fn valgrind(args: &[&std::ffi::OsStr]) -> String {
     let out = run(Command::new("valgrind")
         .args(["--tool=memcheck", "--error-exitcode=99", "--leak-check=full"])
-        .args(["--errors-for-leak-kinds=definite,indirect,possible", "--show-leak-kinds=definite,indirect,possible"])
+        .args([
+            "--errors-for-leak-kinds=definite,indirect,possible",
+            "--show-leak-kinds=definite,indirect,possible",
+        ])
         .args(args));
     let report = String::from_utf8_lossy(&out.stderr).to_string();
-    let summary: Vec<&str> = report.lines().filter(|l| l.contains("ERROR SUMMARY") || l.contains("lost:")).collect();
+    let summary: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("ERROR SUMMARY") || l.contains("lost:"))
+        .collect();
     eprintln!("{}", summary.join("\n"));
     assert!(report.contains("ERROR SUMMARY: 0 errors"), "{report}");
     report
@@ -225,7 +294,10 @@ fn c_programs_run_clean_under_valgrind() {
     // Valgrind's CPU hides AVX-512, so the runtime takes another GEMM path there (other
     // summation order): the volume matches the native one closely, not bit for bit.
     let bytes = std::fs::read(&out).unwrap();
-    let got: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let got: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     let want = rust_reference(3, 2, 2);
     assert_eq!(got.len(), want.len());
     let diff: f64 = got.iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();

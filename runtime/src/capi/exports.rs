@@ -42,7 +42,10 @@ fn internal_error(payload: &(dyn Any + Send)) -> CError {
     } else {
         "unknown panic payload".to_string()
     };
-    CError::new(ERR_INTERNAL, format!("internal error (a bug in brats-ldm, please report): {what}"))
+    CError::new(
+        ERR_INTERNAL,
+        format!("internal error (a bug in brats-ldm, please report): {what}"),
+    )
 }
 
 /// Run an infallible query without letting a panic escape.
@@ -215,10 +218,17 @@ pub unsafe extern "C" fn brats_ldm_create_from_bytes(
                 return Err(CError::null("data"));
             }
             if len == 0 {
-                return Err(CError::new(ERR_INVALID_BLOB, "cannot load blob: len is 0 (an empty buffer is not a blob)"));
+                return Err(CError::new(
+                    ERR_INVALID_BLOB,
+                    "cannot load blob: len is 0 (an empty buffer is not a blob)",
+                ));
             }
             let bytes = std::slice::from_raw_parts(data.cast::<u8>(), len);
-            create(|| Blob::from_bytes(bytes.to_vec()).map_err(|e| map_error::from_blob(&e)), options, out)
+            create(
+                || Blob::from_bytes(bytes.to_vec()).map_err(|e| map_error::from_blob(&e)),
+                options,
+                out,
+            )
         }
     })
 }
@@ -240,7 +250,10 @@ fn output_info(rt: &Runtime) -> Result<BratsLdmOutputInfo, CError> {
     if code.len() >= orientation.len() || code.contains(&0) {
         return Err(CError::new(
             ERR_INVALID_BLOB,
-            format!("blob orientation code {:?} does not fit brats_ldm_output_info.orientation", geometry.orientation),
+            format!(
+                "blob orientation code {:?} does not fit brats_ldm_output_info.orientation",
+                geometry.orientation
+            ),
         ));
     }
     for (dst, &src) in orientation.iter_mut().zip(code) {
@@ -279,7 +292,13 @@ fn plan_of(rt: &Runtime) -> BratsLdmPlan {
 ///
 /// # Safety
 /// `out` is non-null and valid for writes of `out_size` bytes.
-unsafe fn write_sized<T: Copy>(value: &T, out: *mut T, out_size: usize, min_size: usize, what: &str) -> Result<(), CError> {
+unsafe fn write_sized<T: Copy>(
+    value: &T,
+    out: *mut T,
+    out_size: usize,
+    min_size: usize,
+    what: &str,
+) -> Result<(), CError> {
     if out_size < min_size {
         return Err(CError::invalid(format!(
             "out_size is {out_size} but {what} needs at least {min_size} bytes: pass sizeof({what})"
@@ -341,7 +360,10 @@ pub unsafe extern "C" fn brats_ldm_get_output_info(
 /// # Safety
 /// `generator` any pointer; `num_floats` NULL or valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn brats_ldm_get_output_len(generator: *const BratsLdmGenerator, num_floats: *mut usize) -> Status {
+pub unsafe extern "C" fn brats_ldm_get_output_len(
+    generator: *const BratsLdmGenerator,
+    num_floats: *mut usize,
+) -> Status {
     entry(|| {
         // SAFETY: the caller's contract.
         unsafe {
@@ -394,7 +416,9 @@ pub unsafe extern "C" fn brats_ldm_generate(
             ));
         }
         if !out.is_aligned() {
-            return Err(CError::invalid(format!("out {out:p} is not aligned to 4 bytes (float)")));
+            return Err(CError::invalid(format!(
+                "out {out:p} is not aligned to 4 bytes (float)"
+            )));
         }
         // SAFETY: non-null, aligned, and valid for out_len >= needed floats by the caller's contract.
         let out = unsafe { std::slice::from_raw_parts_mut(out, needed) };
@@ -467,7 +491,10 @@ mod tests {
 
     fn last() -> String {
         // SAFETY: last_error::get always returns a valid NUL-terminated string.
-        unsafe { CStr::from_ptr(brats_ldm_last_error()) }.to_str().unwrap().to_string()
+        unsafe { CStr::from_ptr(brats_ldm_last_error()) }
+            .to_str()
+            .unwrap()
+            .to_string()
     }
 
     #[test]

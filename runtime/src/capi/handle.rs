@@ -107,7 +107,11 @@ pub unsafe fn acquire(ptr: *const BratsLdmGenerator) -> Result<Lease, CError> {
     }
     let registry = live();
     let generator = checked(&registry, ptr)?;
-    if generator.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    if generator
+        .busy
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         return Err(busy_error());
     }
     drop(registry);
@@ -151,7 +155,11 @@ fn checked<'a>(
 pub unsafe fn destroy(ptr: *mut BratsLdmGenerator) -> Result<(), CError> {
     let mut registry = live();
     let generator = checked(&registry, ptr)?;
-    if generator.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    if generator
+        .busy
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         return Err(busy_error());
     }
     registry.remove(&(ptr as usize));

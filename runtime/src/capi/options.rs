@@ -110,14 +110,20 @@ pub fn to_runtime(o: &BratsLdmOptions) -> Result<Options, CError> {
             )))
         }
         DEVICE_CUDA => Device::Cuda(o.device_index as usize),
-        other => return Err(CError::invalid(format!("options.device {other} is not a BRATS_LDM_DEVICE_* value"))),
+        other => {
+            return Err(CError::invalid(format!(
+                "options.device {other} is not a BRATS_LDM_DEVICE_* value"
+            )))
+        }
     };
     let precision = match o.precision {
         PRECISION_F32 => Precision::F32,
         PRECISION_F16 => Precision::F16,
         PRECISION_BF16 => Precision::Bf16,
         other => {
-            return Err(CError::invalid(format!("options.precision {other} is not a BRATS_LDM_PRECISION_* value")))
+            return Err(CError::invalid(format!(
+                "options.precision {other} is not a BRATS_LDM_PRECISION_* value"
+            )))
         }
     };
     let eta_must_be_zero = |name: &str| {
@@ -137,7 +143,10 @@ pub fn to_runtime(o: &BratsLdmOptions) -> Result<Options, CError> {
         }
         SAMPLER_DDIM => {
             if !(o.eta.is_finite() && o.eta >= 0.0) {
-                return Err(CError::invalid(format!("options.eta is {}; DDIM needs a finite eta >= 0", o.eta)));
+                return Err(CError::invalid(format!(
+                    "options.eta is {}; DDIM needs a finite eta >= 0",
+                    o.eta
+                )));
             }
             Some(Sampler::Ddim { eta: o.eta })
         }
@@ -145,7 +154,11 @@ pub fn to_runtime(o: &BratsLdmOptions) -> Result<Options, CError> {
             eta_must_be_zero("BRATS_LDM_SAMPLER_DDPM")?;
             Some(Sampler::Ddpm)
         }
-        other => return Err(CError::invalid(format!("options.sampler {other} is not a BRATS_LDM_SAMPLER_* value"))),
+        other => {
+            return Err(CError::invalid(format!(
+                "options.sampler {other} is not a BRATS_LDM_SAMPLER_* value"
+            )))
+        }
     };
     let latent_shape = match o.latent_shape {
         [0, 0, 0, 0] => None,
@@ -159,10 +172,14 @@ pub fn to_runtime(o: &BratsLdmOptions) -> Result<Options, CError> {
     let max_memory = match o.max_memory {
         0 => None,
         m => Some(usize::try_from(m).map_err(|_| {
-            CError::invalid(format!("options.max_memory {m} does not fit this platform's address space"))
+            CError::invalid(format!(
+                "options.max_memory {m} does not fit this platform's address space"
+            ))
         })?),
     };
-    Ok(Options {
+    // Fields the runtime may add later keep their defaults.
+    #[allow(clippy::needless_update)]
+    let options = Options {
         device,
         precision,
         batch: 1,
@@ -172,7 +189,8 @@ pub fn to_runtime(o: &BratsLdmOptions) -> Result<Options, CError> {
         threads: (o.threads != 0).then_some(o.threads as usize),
         max_memory,
         ..Options::default()
-    })
+    };
+    Ok(options)
 }
 
 #[cfg(test)]
@@ -233,14 +251,41 @@ mod tests {
 
         for bad in [
             BratsLdmOptions { eta: 0.5, ..defaults() },
-            BratsLdmOptions { sampler: SAMPLER_DDPM, eta: 1.0, ..defaults() },
-            BratsLdmOptions { sampler: SAMPLER_DDIM, eta: f32::NAN, ..defaults() },
-            BratsLdmOptions { sampler: SAMPLER_DDIM, eta: -1.0, ..defaults() },
-            BratsLdmOptions { sampler: 9, ..defaults() },
-            BratsLdmOptions { device: 5, ..defaults() },
-            BratsLdmOptions { device_index: 1, ..defaults() },
-            BratsLdmOptions { precision: -1, ..defaults() },
-            BratsLdmOptions { latent_shape: [8, 0, 8, 4], ..defaults() },
+            BratsLdmOptions {
+                sampler: SAMPLER_DDPM,
+                eta: 1.0,
+                ..defaults()
+            },
+            BratsLdmOptions {
+                sampler: SAMPLER_DDIM,
+                eta: f32::NAN,
+                ..defaults()
+            },
+            BratsLdmOptions {
+                sampler: SAMPLER_DDIM,
+                eta: -1.0,
+                ..defaults()
+            },
+            BratsLdmOptions {
+                sampler: 9,
+                ..defaults()
+            },
+            BratsLdmOptions {
+                device: 5,
+                ..defaults()
+            },
+            BratsLdmOptions {
+                device_index: 1,
+                ..defaults()
+            },
+            BratsLdmOptions {
+                precision: -1,
+                ..defaults()
+            },
+            BratsLdmOptions {
+                latent_shape: [8, 0, 8, 4],
+                ..defaults()
+            },
         ] {
             let err = to_runtime(&bad).unwrap_err();
             assert_eq!(err.code, super::super::status::ERR_INVALID_ARGUMENT, "{bad:?}");

@@ -76,7 +76,10 @@ pub struct CError {
 
 impl CError {
     pub fn new(code: Status, message: impl Into<String>) -> Self {
-        CError { code, message: message.into() }
+        CError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn null(what: &str) -> Self {

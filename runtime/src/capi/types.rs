@@ -71,8 +71,7 @@ pub struct BratsLdmProgress {
 }
 
 /// `brats_ldm_progress_fn`; `None` is C's NULL.
-pub type ProgressFn =
-    Option<unsafe extern "C" fn(progress: *const BratsLdmProgress, user_data: *mut c_void) -> i32>;
+pub type ProgressFn = Option<unsafe extern "C" fn(progress: *const BratsLdmProgress, user_data: *mut c_void) -> i32>;
 
 /// Opaque `brats_ldm_generator` as C sees it: only ever used behind a pointer.
 #[repr(C)]

@@ -24,7 +24,11 @@ fn case(dir: &str) -> Value {
 }
 
 fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// The tiny fixture model: decoder and UNet from the fixtures' case.json, latent [8, 8, 8, 4]
@@ -46,7 +50,12 @@ pub fn fixture_config() -> ModelConfig {
         in_channels: un["in_channels"].as_u64().unwrap() as u32,
         out_channels: un["out_channels"].as_u64().unwrap() as u32,
         num_channels: u32s(&un["num_channels"]),
-        attention_levels: un["attention_levels"].as_array().unwrap().iter().map(|b| b.as_bool().unwrap()).collect(),
+        attention_levels: un["attention_levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_bool().unwrap())
+            .collect(),
         num_head_channels: u32s(&un["num_head_channels"]),
         num_res_blocks: vec![un["num_res_blocks"].as_u64().unwrap() as u32; levels],
         norm_num_groups: un["norm_num_groups"].as_u64().unwrap() as u32,
@@ -96,8 +105,11 @@ fn fixture_tensors(config: &ModelConfig) -> Vec<TensorData> {
             };
             let view = file.tensor(key).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
             assert_eq!(view.shape(), spec.shape.as_slice(), "{}", spec.name);
-            let values: Vec<f32> =
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             TensorData::from_f32(spec.name, spec.shape, &values, DType::F32)
         })
         .collect()
@@ -125,7 +137,11 @@ pub fn fixture_blob() -> &'static Path {
 /// What the Rust API produces for `seed` with `steps` sampling steps and `threads` threads.
 pub fn rust_reference(seed: u64, steps: usize, threads: usize) -> Vec<f32> {
     let blob = Blob::open(fixture_blob()).unwrap();
-    let options = Options { steps: Some(steps), threads: Some(threads), ..Options::default() };
+    let options = Options {
+        steps: Some(steps),
+        threads: Some(threads),
+        ..Options::default()
+    };
     let mut rt = Runtime::new(&blob, options).unwrap();
     let n: usize = rt.output_shape().iter().product();
     let mut out = vec![0f32; n];
@@ -145,13 +161,21 @@ pub fn artifact_dir() -> PathBuf {
 
 pub fn staticlib() -> PathBuf {
     let p = artifact_dir().join("libldm_runtime.a");
-    assert!(p.is_file(), "{} missing: the runtime crate must build its staticlib", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: the runtime crate must build its staticlib",
+        p.display()
+    );
     p
 }
 
 pub fn cdylib() -> PathBuf {
     let p = artifact_dir().join("libldm_runtime.so");
-    assert!(p.is_file(), "{} missing: the runtime crate must build its cdylib", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: the runtime crate must build its cdylib",
+        p.display()
+    );
     p
 }
 
@@ -204,14 +228,26 @@ pub enum Link {
 
 /// Compile and link one C example into the scratch directory; returns the executable.
 pub fn build_c_program(source: &str, link: Link) -> PathBuf {
-    let exe = scratch().join(format!("{}-{:?}-{}", source.trim_end_matches(".c"), link, std::process::id()));
+    let exe = scratch().join(format!(
+        "{}-{:?}-{}",
+        source.trim_end_matches(".c"),
+        link,
+        std::process::id()
+    ));
     let mut cmd = compiler(false).to_command();
-    cmd.args(["-std=c99", "-D_POSIX_C_SOURCE=200809L", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
-        .arg("-I")
-        .arg(include_dir())
-        .arg(example(source))
-        .arg("-o")
-        .arg(&exe);
+    cmd.args([
+        "-std=c99",
+        "-D_POSIX_C_SOURCE=200809L",
+        "-Wall",
+        "-Wextra",
+        "-Wpedantic",
+        "-Werror",
+    ])
+    .arg("-I")
+    .arg(include_dir())
+    .arg(example(source))
+    .arg("-o")
+    .arg(&exe);
     match link {
         Link::Static => {
             cmd.arg(staticlib()).args(NATIVE_LIBS);
