@@ -18,6 +18,7 @@ pub mod gemm;
 pub mod geometry;
 pub mod graph;
 pub mod kernels;
+pub mod lower;
 pub mod sampler;
 
 pub use arena::{ArenaLayout, DevPtr, DeviceArena, Region, ARENA_ALIGN};
