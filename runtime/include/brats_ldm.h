@@ -33,9 +33,12 @@
  *
  * Panics: no Rust panic crosses this boundary. An internal error (a bug) is caught and returned
  * as BRATS_LDM_ERR_INTERNAL; a handle whose generate call hit one refuses further generation
- * (BRATS_LDM_ERR_INTERNAL) and should be destroyed. Memory exhaustion while CREATING a generator
- * aborts the process (Rust's allocation-failure behaviour); use brats_ldm_options.max_memory and
- * the plan to size things. generate itself allocates nothing.
+ * (BRATS_LDM_ERR_INTERNAL) and should be destroyed.
+ *
+ * Memory: create allocates everything. Its large buffers are reserved fallibly (failure:
+ * BRATS_LDM_ERR_OUT_OF_MEMORY), but an allocation failure elsewhere during create aborts the
+ * process (Rust's allocation-failure behaviour): size things with brats_ldm_options.max_memory
+ * and brats_ldm_get_plan. A successful brats_ldm_generate performs no heap allocation at all.
  *
  * Thread safety:
  *  - Separate generators may be used concurrently from separate threads.
