@@ -130,8 +130,11 @@ pub fn resample_to_spacing(v: &Volume, pixdim: [f64; 3]) -> Result<Volume, Strin
     let (shape, dst) = spacing_grid(v.dims, &v.affine, pixdim)?;
     let src_inv = affine::inverse(&v.affine).ok_or("source affine is singular")?;
     let xform = affine::matmul(&src_inv, &dst);
-    let same =
-        shape == v.dims && (0..4).all(|i| (0..4).all(|j| (xform[i][j] - if i == j { 1.0 } else { 0.0 }).abs() <= 1e-4));
+    // MONAI skips resampling when the grid is unchanged within AFFINE_TOL (1e-3, np.allclose)
+    let close = |a: &Affine, b: &Affine| {
+        (0..4).all(|i| (0..4).all(|j| (a[i][j] - b[i][j]).abs() <= 1e-3 + 1e-5 * b[i][j].abs()))
+    };
+    let same = shape == v.dims && (close(&v.affine, &dst) || close(&xform, &affine::identity()));
     if same {
         return Ok(Volume {
             dims: v.dims,
