@@ -267,7 +267,9 @@ fn a_killed_batch_resumes_to_the_same_files() {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture_blob(tmp.path());
     let out = tmp.path().join("out");
-    let count = "40";
+    // Small steps keep the whole test to a few seconds; 24 volumes leave time to kill mid-way.
+    const N: usize = 24;
+    let count = N.to_string();
     let args = |out: &Path| -> Vec<String> {
         [
             "generate",
@@ -276,10 +278,10 @@ fn a_killed_batch_resumes_to_the_same_files() {
             "--out",
             out.to_str().unwrap(),
             "--count",
-            count,
+            &count,
         ]
         .into_iter()
-        .chain(["--steps", "20", "--threads", THREADS])
+        .chain(["--steps", "4", "--threads", THREADS])
         .map(String::from)
         .collect()
     };
@@ -307,10 +309,7 @@ fn a_killed_batch_resumes_to_the_same_files() {
         .iter()
         .filter(|n| n.ends_with(".nii.gz") && !n.starts_with('.'))
         .count();
-    assert!(
-        finished < 40,
-        "the batch finished before it could be killed"
-    );
+    assert!(finished < N, "the batch finished before it could be killed");
     // Whatever carries a final name is complete.
     for n in after_kill
         .iter()
@@ -318,10 +317,12 @@ fn a_killed_batch_resumes_to_the_same_files() {
     {
         assert_eq!(gunzip(&out.join(n)).len(), 352 + 4 * 32 * 32 * 16, "{n}");
     }
+    // A kill during a write leaves a temporary file like this one; the rerun must remove it.
+    std::fs::write(out.join(".seed-000005.nii.gz.4242.tmp"), b"partial").unwrap();
 
     let o = bin().args(args(&out)).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let expected: BTreeSet<String> = (0..40)
+    let expected: BTreeSet<String> = (0..N)
         .map(|s| format!("seed-{s:06}.nii.gz"))
         .chain(std::iter::once("manifest.jsonl".to_string()))
         .collect();
@@ -335,13 +336,13 @@ fn a_killed_batch_resumes_to_the_same_files() {
         .iter()
         .map(|l| l["file"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(recorded.len(), 40);
-    assert_eq!(lines.len(), 40, "a file recorded twice");
+    assert_eq!(recorded.len(), N);
+    assert_eq!(lines.len(), N, "a file recorded twice");
 
     // The resumed batch equals an uninterrupted one.
     let clean = tmp.path().join("clean");
-    for s in ["0", "39"] {
-        generate(&model, &clean, &["--seed", s, "--steps", "20"]);
+    for s in ["0", "5", "23"] {
+        generate(&model, &clean, &["--seed", s, "--steps", "4"]);
         let name = format!("seed-{:06}.nii.gz", s.parse::<u64>().unwrap());
         assert_eq!(
             std::fs::read(clean.join(&name)).unwrap(),
@@ -364,7 +365,7 @@ fn a_killed_batch_resumes_to_the_same_files() {
             .unwrap(),
         before
     );
-    assert_eq!(manifest_lines(&out.join("manifest.jsonl")).len(), 40);
+    assert_eq!(manifest_lines(&out.join("manifest.jsonl")).len(), N);
 }
 
 #[test]
@@ -393,6 +394,27 @@ fn existing_outputs_are_checked_not_trusted() {
     ]);
     assert_one_line_error(&o, &["seed-000001.nii.gz", "other settings"]);
     assert_eq!(std::fs::read(&path).unwrap(), good);
+
+    // .npy has no description field: the manifest's record of the settings guards it instead
+    generate(
+        &model,
+        &out,
+        &["--seed", "2", "--steps", "2", "--format", "npy"],
+    );
+    let o = run(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "2",
+        "--steps",
+        "3",
+        "--format",
+        "npy",
+    ]);
+    assert_one_line_error(&o, &["seed-000002.npy", "records other settings"]);
 }
 
 #[test]

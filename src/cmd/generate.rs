@@ -401,7 +401,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let ext = format.extension();
-    let jobs: Vec<Job> = match &init {
+    // Jobs are produced lazily: a batch of any size costs no memory up front.
+    let total = match &init {
+        Some(_) => 1,
+        None => {
+            let r = shard.range(args.count);
+            r.end - r.start
+        }
+    };
+    let jobs: Box<dyn Iterator<Item = Job> + '_> = match &init {
         Some((path, (_, data))) => {
             let stem = path
                 .file_name()
@@ -418,33 +426,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     }
                 })
                 .collect();
-            vec![Job {
+            Box::new(std::iter::once(Job {
                 seed: None,
                 volume_name: format!("init-{stem}.{ext}"),
                 preview_name: args.preview.then(|| format!("init-{stem}.png")),
                 header: header_for(&format!("init={:016x}", fnv1a(data))),
-            }]
+            }))
         }
-        None => shard
-            .range(args.count)
-            .map(|k| {
-                let seed = args.seed + k;
-                Job {
-                    seed: Some(seed),
-                    volume_name: format!("seed-{seed:06}.{ext}"),
-                    preview_name: args.preview.then(|| format!("seed-{seed:06}.png")),
-                    header: header_for(&format!("seed={seed}")),
-                }
-            })
-            .collect(),
+        None => Box::new(shard.range(args.count).map(move |k| {
+            let seed = args.seed + k;
+            Job {
+                seed: Some(seed),
+                volume_name: format!("seed-{seed:06}.{ext}"),
+                preview_name: args.preview.then(|| format!("seed-{seed:06}.png")),
+                header: header_for(&format!("seed={seed}")),
+            }
+        })),
     };
 
     let manifest_path = args.out.join(manifest::file_name(&shard.file_tag()));
-    let recorded: std::collections::HashSet<String> = manifest::read(&manifest_path)
+    let recorded: std::collections::HashMap<String, ManifestEntry> = manifest::read(&manifest_path)
         .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?
         .into_iter()
-        .map(|e| e.file)
+        .map(|e| (e.file.clone(), e))
         .collect();
+    let mut stale = atomic::stale_temps(&args.out)
+        .with_context(|| format!("cannot list output directory {}", args.out.display()))?;
     let entry_for = |job: &Job, seconds: Option<f64>| ManifestEntry {
         file: job.volume_name.clone(),
         seed: job.seed,
@@ -460,14 +467,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seconds,
     };
 
-    let bars = Bars::new(jobs.len() as u64, steps as u64 + 1, args.quiet);
+    let bars = Bars::new(total, steps as u64 + 1, args.quiet);
     let mut volume = vec![0f32; out_shape.iter().product()];
     let (mut made, mut skipped) = (0usize, 0usize);
-    for job in &jobs {
+    for job in jobs {
+        let job = &job;
+        // Temporary files an interrupted run left for this job's files (never other shards').
         for name in std::iter::once(&job.volume_name).chain(job.preview_name.as_ref()) {
-            atomic::remove_stale_temps(&args.out, name).with_context(|| {
-                format!("cannot clean up temporary files in {}", args.out.display())
-            })?;
+            for tmp in stale.remove(name.as_str()).unwrap_or_default() {
+                std::fs::remove_file(&tmp)
+                    .or_else(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Ok(()),
+                        _ => Err(e),
+                    })
+                    .with_context(|| {
+                        format!("cannot remove stale temporary file {}", tmp.display())
+                    })?;
+            }
         }
         let volume_path = args.out.join(&job.volume_name);
         let preview_ok = job
@@ -476,8 +492,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map_or(true, |p| args.out.join(p).is_file());
         match volume::check_existing(&volume_path, format, &job.header) {
             Existing::Complete if preview_ok => {
-                if !recorded.contains(&job.volume_name) {
-                    manifest::append(&manifest_path, &entry_for(job, None))
+                let ours = entry_for(job, None);
+                if let Some(found) = recorded.get(&job.volume_name) {
+                    if !same_settings(found, &ours) {
+                        bail!(
+                            "{} exists but {} records other settings for it (model {}, {} {} steps); \
+                             remove it or choose another --out",
+                            volume_path.display(),
+                            manifest_path.display(),
+                            found.model_checksum,
+                            found.sampler,
+                            found.steps
+                        );
+                    }
+                } else {
+                    manifest::append(&manifest_path, &ours)
                         .with_context(|| format!("cannot append to {}", manifest_path.display()))?;
                 }
                 skipped += 1;
@@ -539,6 +568,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether a manifest entry describes the same volume as `ours` (timing aside).
+fn same_settings(found: &ManifestEntry, ours: &ManifestEntry) -> bool {
+    found.seed == ours.seed
+        && found.model_checksum == ours.model_checksum
+        && found.sampler == ours.sampler
+        && found.eta == ours.eta
+        && found.steps == ours.steps
 }
 
 /// Reads `--init-noise`: float32 `[C,D,H,W]` or `[1,C,D,H,W]`, all values finite.

@@ -1,8 +1,9 @@
 //! Crash-safe file creation: write to a hidden temporary file in the destination directory,
 //! flush it to disk, then rename it over the final name, so a file under its final name is
 //! always complete. A killed job leaves at most `.NAME.PID.tmp` files behind, which
-//! `remove_stale_temps` deletes on the next run.
+//! `stale_temps` finds so that the next run can delete them.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -38,24 +39,27 @@ where
     result
 }
 
-/// Removes temporary files that an interrupted run left for `name` (any process id).
-pub fn remove_stale_temps(dir: &Path, name: &str) -> std::io::Result<usize> {
-    let prefix = format!(".{name}.");
-    let mut removed = 0;
+/// Temporary files that interrupted runs left in `dir` (`.NAME.PID.tmp`), grouped by the final
+/// `NAME` they were meant to become. One directory scan, whatever the batch size.
+pub fn stale_temps(dir: &Path) -> std::io::Result<HashMap<String, Vec<PathBuf>>> {
+    let mut out: HashMap<String, Vec<PathBuf>> = HashMap::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();
         let Some(s) = file_name.to_str() else {
             continue;
         };
-        if let Some(rest) = s.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) {
-            if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
-                fs::remove_file(entry.path())?;
-                removed += 1;
-            }
+        let Some(inner) = s.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let Some((name, pid)) = inner.rsplit_once('.') else {
+            continue;
+        };
+        if !name.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+            out.entry(name.to_string()).or_default().push(entry.path());
         }
     }
-    Ok(removed)
+    Ok(out)
 }
 
 /// Checks early that files can be created in `dir` (creating the directory if needed), so that
@@ -93,24 +97,28 @@ mod tests {
     }
 
     #[test]
-    fn stale_temps_of_one_name_are_removed_and_nothing_else() {
+    fn stale_temps_are_found_by_final_name() {
         let dir = tempfile::tempdir().unwrap();
         for n in [
             ".x.nii.gz.123.tmp",
             ".x.nii.gz.9.tmp",
             ".x.nii.gz.tmp",
-            ".y.nii.gz.5.tmp",
+            ".y.png.5.tmp",
             "x.nii.gz",
+            ".z.1a.tmp",
         ] {
             fs::write(dir.path().join(n), b"").unwrap();
         }
-        assert_eq!(remove_stale_temps(dir.path(), "x.nii.gz").unwrap(), 2);
-        let mut names: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
+        let found = stale_temps(dir.path()).unwrap();
+        let mut x: Vec<String> = found["x.nii.gz"]
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
             .collect();
-        names.sort();
-        assert_eq!(names, vec![".x.nii.gz.tmp", ".y.nii.gz.5.tmp", "x.nii.gz"]);
+        x.sort();
+        assert_eq!(x, vec![".x.nii.gz.123.tmp", ".x.nii.gz.9.tmp"]);
+        assert_eq!(found["y.png"].len(), 1);
+        assert_eq!(found.len(), 2, "{found:?}");
+        // ".x.nii.gz.tmp" is read as name "x.nii" with pid "gz": not digits, ignored
     }
 
     #[test]
