@@ -116,3 +116,64 @@ fn every_mismatch_is_reported_by_name_at_once() {
     }
     assert!(!out.exists());
 }
+
+/// The fixture UNet renamed to monai >= 1.4 style *with* the output projection
+/// (`attn.to_q`, ..., `attn.out_proj`), as monai writes it when include_fc=True.
+fn monai_with_out_proj(dir: &std::path::Path) -> PathBuf {
+    let bytes = std::fs::read(root().join("tests/fixtures/monai/unet/unet.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let n = n
+                .replace(".to_q.", ".attn.to_q.")
+                .replace(".to_k.", ".attn.to_k.")
+                .replace(".to_v.", ".attn.to_v.")
+                .replace(".proj_attn.", ".attn.out_proj.");
+            (n, t.shape().to_vec(), t.data().to_vec())
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> =
+        owned.iter().map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap())).collect();
+    let src = dir.join("monai_fc.safetensors");
+    safetensors::serialize_to_file(views, None, &src).unwrap();
+    src
+}
+
+#[test]
+fn applied_monai_out_proj_needs_the_config_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = monai_with_out_proj(dir.path());
+    // Against the fixture config (projection not applied): refused, not silently dropped.
+    let o = convert_unet(&src, &dir.path().join("x.blob"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("out_proj    middle_block.attention.attn.out_proj.weight: monai >= 1.4 applies"), "{err}");
+    assert!(err.contains("\"attention_output_projection\": true"), "{err}");
+
+    // With include_fc: true the projection is stored under the generative name.
+    let cfg_text = std::fs::read_to_string(root().join("tests/fixtures/configs/fixture_networks.json")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&cfg_text).unwrap();
+    cfg["network_def"]["include_fc"] = serde_json::Value::Bool(true);
+    let cfg_path = dir.path().join("fc.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = dir.path().join("fc.blob");
+    let o = Command::new(env!("CARGO_BIN_EXE_brats-ldm"))
+        .args(["convert", "--unet"])
+        .arg(&src)
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let blob = ldm_weights::Blob::open(&out).unwrap();
+    assert!(blob.config().unet.as_ref().unwrap().attention_output_projection);
+    assert_eq!(blob.tensors().len(), 318);
+    let bytes = std::fs::read(root().join("tests/fixtures/monai/unet/unet.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let want = st.tensor("up_blocks.1.attentions.2.proj_attn.weight").unwrap();
+    assert!(blob.tensor("unet.up_blocks.1.attentions.2.proj_attn.weight").unwrap().bytes == want.data());
+}

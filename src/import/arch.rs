@@ -224,6 +224,10 @@ struct NetworkDef {
     norm_eps: Option<f32>,
     /// Not a MONAI argument: whether attention applies `proj_attn` (generative 0.2.3: never).
     attention_output_projection: Option<bool>,
+    /// monai >= 1.4's name for the same switch (its default there is true).
+    include_fc: Option<bool>,
+    /// monai >= 1.4: one fused q/k/v linear; not supported (checkpoints must hold to_q/to_k/to_v).
+    use_combined_linear: Option<bool>,
     resblock_updown: Option<bool>,
     with_conditioning: Option<bool>,
     transformer_num_layers: Option<u32>,
@@ -256,6 +260,15 @@ impl NetworkDef {
             return Err(invalid(NET, "transformer_num_layers only matters with conditioning, which is not supported"));
         }
         let _ = (self.upcast_attention, self.use_flash_attention, self.dropout_cattn);
+        if self.use_combined_linear == Some(true) {
+            return Err(invalid(NET, "use_combined_linear (fused qkv) is not supported"));
+        }
+        let projection = match (self.attention_output_projection, self.include_fc) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(invalid(NET, "attention_output_projection and include_fc disagree"));
+            }
+            (a, b) => a.or(b).unwrap_or(false),
+        };
         if self.in_channels == 0 || self.out_channels == 0 {
             return Err(invalid(NET, "in_channels and out_channels must be positive"));
         }
@@ -282,7 +295,7 @@ impl NetworkDef {
             num_res_blocks: res,
             norm_num_groups: groups,
             norm_eps: eps,
-            attention_output_projection: self.attention_output_projection.unwrap_or(false),
+            attention_output_projection: projection,
         })
     }
 }

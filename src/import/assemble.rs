@@ -62,6 +62,9 @@ pub struct Mismatch {
     pub misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
     pub duplicated: Vec<String>,
     pub non_finite: Vec<(String, usize)>,
+    /// monai >= 1.4 `attn.out_proj` tensors while the config says the projection is not applied
+    /// (monai applies it: such a checkpoint needs `attention_output_projection: true`).
+    pub applied_out_proj: Vec<String>,
 }
 
 impl Mismatch {
@@ -71,6 +74,7 @@ impl Mismatch {
             && self.misshaped.is_empty()
             && self.duplicated.is_empty()
             && self.non_finite.is_empty()
+            && self.applied_out_proj.is_empty()
     }
 }
 
@@ -91,6 +95,12 @@ impl fmt::Display for Mismatch {
         }
         for (n, k) in &self.non_finite {
             writeln!(f, "  non-finite  {n}: {k} NaN or infinite values")?;
+        }
+        for n in &self.applied_out_proj {
+            writeln!(f, "  out_proj    {n}: monai >= 1.4 applies this output projection, but the config says it is not applied")?;
+        }
+        if !self.applied_out_proj.is_empty() {
+            writeln!(f, "  (a checkpoint trained with monai >= 1.4 and include_fc=True needs `\"attention_output_projection\": true` in network_def)")?;
         }
         write!(
             f,
@@ -131,6 +141,7 @@ pub fn match_network(network: Network, source: Vec<SourceTensor>, cfg: &ModelCon
     let mut enc = Dropped { reason: "encoder tensors (the blob holds the decoder only)".into(), ..Dropped::default() };
     for mut t in source {
         let mapped = to_generative(&t.name);
+        let from_out_proj = t.name.split('.').any(|p| p == "out_proj");
         if mapped != t.name {
             renamed += 1;
         }
@@ -157,6 +168,7 @@ pub fn match_network(network: Network, source: Vec<SourceTensor>, cfg: &ModelCon
                     found.insert(full, t);
                 }
             }
+            None if drop_proj && is_proj_attn(&mapped) && from_out_proj => mm.applied_out_proj.push(t.name.clone()),
             None if drop_proj && is_proj_attn(&mapped) => {
                 proj.tensors += 1;
                 proj.parameters += numel;
