@@ -39,7 +39,8 @@ pub enum Op {
 }
 
 impl Op {
-    fn touches(&self) -> Vec<BufId> {
+    /// Every buffer the op reads or writes.
+    pub fn touches(&self) -> Vec<BufId> {
         match *self {
             Op::Conv { x, norm, out, init, .. } => {
                 let mut v = vec![x, out];

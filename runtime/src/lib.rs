@@ -21,6 +21,7 @@ pub mod philox;
 pub mod pool;
 pub mod runtime;
 pub mod schedule;
+pub mod slab;
 pub mod weights;
 
 pub use error::RuntimeError;

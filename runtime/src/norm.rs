@@ -48,19 +48,63 @@ pub fn gn_stats(pool: &Pool, x: &[f32], c: usize, p: usize, groups: usize, eps: 
     pool.for_each(groups, &|g, _| {
         let xs = &x[g * cg * p..(g + 1) * cg * p];
         let (s, ss) = moments(xs);
-        let n = (cg * p) as f64;
-        let mean = s / n;
-        let var = (ss / n - mean * mean).max(0.0);
-        let rstd = 1.0 / (var + eps as f64).sqrt();
+        // SAFETY: each group writes only its own channels.
+        unsafe { group_scale_shift(s, ss, (cg * p) as f64, g, cg, c, eps, gamma, beta, out) };
+    });
+}
+
+/// Writes the scale/shift of group `g` from its sums.
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_scale_shift(s: f64, ss: f64, n: f64, g: usize, cg: usize, c: usize, eps: f32, gamma: &[f32], beta: &[f32], out: Out) {
+    let mean = s / n;
+    let var = (ss / n - mean * mean).max(0.0);
+    let rstd = 1.0 / (var + eps as f64).sqrt();
+    for ch in g * cg..(g + 1) * cg {
+        let sc = gamma[ch] as f64 * rstd;
+        *out.at(ch) = sc as f32;
+        *out.at(c + ch) = (beta[ch] as f64 - mean * sc) as f32;
+    }
+}
+
+/// Adds the sums of planes `z0..z1` of a `[c, planes, plane]` window to `acc`
+/// (`acc[2g]` = sum, `acc[2g + 1]` = sum of squares of group `g`).
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_moments(pool: &Pool, data: &[f32], c: usize, groups: usize, planes: usize, plane: usize, z0: usize, z1: usize, acc: &mut [f64]) {
+    let cg = c / groups;
+    #[derive(Clone, Copy)]
+    struct Acc(*mut f64);
+    unsafe impl Send for Acc {}
+    unsafe impl Sync for Acc {}
+    impl Acc {
+        unsafe fn add(&self, i: usize, v: f64) {
+            *self.0.add(i) += v;
+        }
+    }
+    let a = Acc(acc.as_mut_ptr());
+    pool.for_each(groups, &|g, _| {
+        let (mut s, mut ss) = (0f64, 0f64);
         for ch in g * cg..(g + 1) * cg {
-            let sc = gamma[ch] as f64 * rstd;
-            // SAFETY: each group writes only its own channels.
-            unsafe {
-                *out.at(ch) = sc as f32;
-                *out.at(c + ch) = (beta[ch] as f64 - mean * sc) as f32;
-            }
+            let (x, y) = moments(&data[(ch * planes + z0) * plane..(ch * planes + z1) * plane]);
+            s += x;
+            ss += y;
+        }
+        // SAFETY: each group touches only its own two accumulators.
+        unsafe {
+            a.add(2 * g, s);
+            a.add(2 * g + 1, ss);
         }
     });
+}
+
+/// Scale/shift from accumulated group sums over `n` values per group.
+#[allow(clippy::too_many_arguments)]
+pub fn finalize(acc: &[f64], n: f64, c: usize, groups: usize, eps: f32, gamma: &[f32], beta: &[f32], scale_shift: &mut [f32]) {
+    let cg = c / groups;
+    let out = Out(scale_shift.as_mut_ptr());
+    for g in 0..groups {
+        // SAFETY: `scale_shift` holds 2c values.
+        unsafe { group_scale_shift(acc[2 * g], acc[2 * g + 1], n, g, cg, c, eps, gamma, beta, out) };
+    }
 }
 
 /// `dst = x * scale + shift` (then SiLU when `act`), for one channel's contiguous values.

@@ -15,6 +15,8 @@ struct JobPtr(*const Job);
 unsafe impl Send for JobPtr {}
 
 struct State {
+    /// Workers that have finished starting (thread start-up allocates inside std).
+    started: usize,
     job: Option<JobPtr>,
     generation: u64,
     busy: usize,
@@ -36,7 +38,7 @@ impl Pool {
     /// A pool of `threads` threads in total (the caller's thread counts as one).
     pub fn new(threads: usize) -> Result<Pool, RuntimeError> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { job: None, generation: 0, busy: 0, shutdown: false }),
+            state: Mutex::new(State { started: 0, job: None, generation: 0, busy: 0, shutdown: false }),
             work: Condvar::new(),
             done: Condvar::new(),
         });
@@ -48,6 +50,13 @@ impl Pool {
                 .spawn(move || worker(sh, tid))
                 .map_err(|e| RuntimeError::Thread(e.to_string()))?;
             workers.push(h);
+        }
+        // Wait until every worker runs, so that nothing is allocated by thread start-up later.
+        {
+            let mut st = lock(&shared.state);
+            while st.started < workers.len() {
+                st = shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
         }
         Ok(Pool { shared, workers })
     }
@@ -106,6 +115,12 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 fn worker(sh: Arc<Shared>, tid: usize) {
+    let _ = std::thread::current();
+    {
+        let mut st = lock(&sh.state);
+        st.started += 1;
+        sh.done.notify_all();
+    }
     let mut seen = 0u64;
     loop {
         let job = {

@@ -8,6 +8,7 @@ use crate::options::{Device, Options, Precision, Progress, Sampler};
 use crate::philox::philox_normal;
 use crate::pool::Pool;
 use crate::schedule::{ddim_step, ddim_timesteps, ddpm_step, Schedule};
+use crate::slab::SlabPlan;
 use crate::weights::WeightStore;
 use crate::{attention, conv, gemm};
 use ldm_weights::{Blob, ModelConfig, OutputGeometry, SamplerKind};
@@ -36,6 +37,10 @@ pub struct PlanReport {
     pub unet_ops: usize,
     pub decoder_ops: usize,
     pub threads: usize,
+    /// Slab decoding under `max_memory`: slabs, passes and slab depth (0 = whole volume).
+    pub decoder_slabs: usize,
+    pub decoder_passes: usize,
+    pub decoder_slab_planes: usize,
 }
 
 pub struct Runtime {
@@ -58,6 +63,9 @@ pub struct Runtime {
     eps: Vec<f32>,
     noise: Vec<f32>,
     report: PlanReport,
+    slab: Option<SlabPlan>,
+    slab_stats: Vec<f32>,
+    slab_moments: Vec<f64>,
 }
 
 fn numel(s: [usize; 4]) -> usize {
@@ -143,7 +151,7 @@ impl Runtime {
             None => [0; 4],
         };
         let graphs = unet.iter().map(|u| &u.graph).chain(decoder.iter().map(|d| &d.graph));
-        let arena_len = graphs.clone().map(|g| g.arena_len).max().unwrap_or(0);
+        let mut arena_len = graphs.clone().map(|g| g.arena_len).max().unwrap_or(0);
         let norm_len = graphs.clone().map(|g| g.norm_ws).max().unwrap_or(0);
         let max_dh = config
             .unet
@@ -156,24 +164,53 @@ impl Runtime {
         let temb = unet.as_ref().map_or(0, |u| 4 * u.c0);
         let dyn_len: usize = unet.as_ref().map_or(0, |u| u.slots.iter().map(|s| s.cout).sum());
         let state_floats = 3 * n + 3 * temb + dyn_len;
-        let report = PlanReport {
+        let ws_floats = pack_len + norm_len + attn_len;
+        let unet_arena = unet.as_ref().map_or(0, |u| u.graph.arena_len);
+        let mut report = PlanReport {
             weights_bytes: params.bytes(),
             arena_bytes: arena_len * 4,
-            workspace_bytes: (pack_len + norm_len + attn_len) * 4,
+            workspace_bytes: ws_floats * 4,
             state_bytes: state_floats * 4,
-            total_bytes: params.bytes() + (arena_len + pack_len + norm_len + attn_len + state_floats) * 4,
-            unet_arena_bytes: unet.as_ref().map_or(0, |u| u.graph.arena_len * 4),
+            total_bytes: params.bytes() + (arena_len + ws_floats + state_floats) * 4,
+            unet_arena_bytes: unet_arena * 4,
             decoder_arena_bytes: decoder.as_ref().map_or(0, |d| d.graph.arena_len * 4),
             unet_unshared_bytes: unet.as_ref().map_or(0, |u| u.graph.total_buffer_len() * 4),
             decoder_unshared_bytes: decoder.as_ref().map_or(0, |d| d.graph.total_buffer_len() * 4),
             unet_ops: unet.as_ref().map_or(0, |u| u.graph.ops.len()),
             decoder_ops: decoder.as_ref().map_or(0, |d| d.graph.ops.len()),
             threads,
+            decoder_slabs: 0,
+            decoder_passes: 0,
+            decoder_slab_planes: 0,
         };
+        let mut slab = None;
         if let Some(limit) = opts.max_memory {
             let needed = report.total_bytes - report.weights_bytes;
             if needed > limit {
-                return Err(RuntimeError::MemoryLimit { needed, limit });
+                // Decode in slabs: the largest decoder arena that still fits.
+                let Some(d) = &decoder else { return Err(RuntimeError::MemoryLimit { needed, limit }) };
+                let d_groups = config.decoder.as_ref().map_or(0, |c| c.norm_num_groups as usize);
+                let fixed = (ws_floats + state_floats) * 4;
+                let budget = limit.saturating_sub(fixed) / 4;
+                let plan = SlabPlan::choose(&d.graph, d.output.buf, budget)
+                    .map_err(|_| RuntimeError::MemoryLimit { needed, limit })?;
+                let dec_arena = plan.arena_len();
+                // statistics store (f32) + moment accumulators (2 f64 per group = 4 floats)
+                let extra = plan.stats_len() + 4 * d_groups;
+                let arena = unet_arena.max(dec_arena);
+                report.decoder_arena_bytes = dec_arena * 4;
+                report.arena_bytes = arena * 4;
+                report.state_bytes = (state_floats + extra) * 4;
+                report.total_bytes = params.bytes() + (arena + ws_floats + state_floats + extra) * 4;
+                report.decoder_slabs = plan.slabs;
+                report.decoder_passes = plan.passes_count;
+                report.decoder_slab_planes = plan.slab;
+                let needed = report.total_bytes - report.weights_bytes;
+                if needed > limit {
+                    return Err(RuntimeError::MemoryLimit { needed, limit });
+                }
+                arena_len = arena;
+                slab = Some(plan);
             }
         }
         // The plan is known; now allocate.
@@ -203,6 +240,9 @@ impl Runtime {
             eps: try_vec(n, "epsilon")?,
             noise: try_vec(n, "noise")?,
             report,
+            slab_stats: try_vec(slab.as_ref().map_or(0, |p| p.stats_len()), "slab statistics")?,
+            slab_moments: vec![0f64; if slab.is_some() { 2 * config.decoder.as_ref().map_or(0, |d| d.norm_num_groups as usize) } else { 0 }],
+            slab,
         })
     }
 
@@ -320,6 +360,13 @@ impl Runtime {
         let g = &d.graph;
         let s = self.config.scale_factor;
         let src = latent.unwrap_or(&self.x);
+        if let Some(p) = &self.slab {
+            for (y, &v) in p.prefix_buffer(&mut self.arena, d.input.buf).iter_mut().zip(src) {
+                *y = v / s;
+            }
+            p.run(&self.pool, &self.params, &mut self.arena, &mut self.slab_stats, &mut self.slab_moments, &mut self.ws, out);
+            return;
+        }
         for (y, &v) in exec::buffer(g, &mut self.arena, d.input.buf).iter_mut().zip(src) {
             *y = v / s;
         }

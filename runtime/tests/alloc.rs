@@ -53,6 +53,23 @@ fn generate_allocates_nothing_and_ignores_thread_count() {
         assert!(out.iter().all(|v| v.is_finite()));
         outs.push(out);
     }
+    // Slab decoding under a memory bound: also allocation-free, equal within 1e-6.
+    let opts = Options { threads: Some(2), steps: Some(4), sampler: Some(Sampler::Ddim { eta: 0.5 }), batch: 2, ..Options::default() };
+    let full = Runtime::from_store(&cfg, &store, opts.clone()).unwrap();
+    let needed = full.plan().total_bytes - full.plan().weights_bytes;
+    drop(full);
+    let mut rt = Runtime::from_store(&cfg, &store, Options { max_memory: Some(needed * 6 / 10), ..opts }).unwrap();
+    assert!(rt.plan().decoder_slabs > 1);
+    let mut out = vec![0f32; outs[0].len()];
+    ALLOCS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let r = rt.generate(7, &mut out, &mut |_| {});
+    COUNTING.store(false, Ordering::SeqCst);
+    r.unwrap();
+    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "slab generate allocated");
+    let num: f64 = out.iter().zip(&outs[0]).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let den: f64 = outs[0].iter().map(|b| (*b as f64).powi(2)).sum();
+    assert!((num / den).sqrt() < 1e-6, "slab vs full {}", (num / den).sqrt());
     assert_eq!(outs[0], outs[1], "2 threads vs 1 thread");
     assert_eq!(outs[0], outs[2], "2 threads vs 3 threads");
     let vol = outs[0].len() / 2;

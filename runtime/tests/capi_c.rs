@@ -83,6 +83,17 @@ fn c_example_reports_bad_input_without_crashing() {
     );
 }
 
+#[test]
+fn a_valid_blob_without_a_unet_is_refused_at_create() {
+    let path = std::ffi::CString::new(decoder_only_blob().to_str().unwrap()).unwrap();
+    let mut g = std::ptr::NonNull::<ldm_runtime::capi::BratsLdmGenerator>::dangling().as_ptr();
+    let status = unsafe { ldm_runtime::capi::brats_ldm_create_from_path(path.as_ptr(), std::ptr::null(), &mut g) };
+    assert_eq!(status, status::ERR_INVALID_BLOB);
+    assert!(g.is_null());
+    let message = unsafe { std::ffi::CStr::from_ptr(ldm_runtime::capi::brats_ldm_last_error()) };
+    assert!(message.to_str().unwrap().contains("no UNet"), "{message:?}");
+}
+
 /// A C11 file of static assertions generated from the Rust definitions: if the header drifts
 /// from the code (a constant, a field offset, a struct size, the version), it does not compile.
 fn layout_assertions() -> String {

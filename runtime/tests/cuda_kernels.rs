@@ -610,7 +610,7 @@ fn cublas_linear_and_cudnn_conv_match_references() {
     s.put(&dev, 0, &bytes(&xin));
     s.put(&dev, 1, &bytes(&wt));
     unsafe {
-        plan.forward(&dev.dnn, s.ptr(0), s.ptr(1), s.ptr(2), s.ptr(3))
+        plan.forward(&dev.dnn, s.ptr(0), s.ptr(1), s.ptr(2), s.ptr(3), false)
             .unwrap()
     };
     let got = floats(&s.get(&dev, 2));

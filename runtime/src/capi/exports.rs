@@ -136,6 +136,15 @@ unsafe fn create(
     let c_options = unsafe { options::read(options) }?;
     let rt_options = options::to_runtime(&c_options)?;
     let blob = blob()?;
+    let config = blob.config();
+    for (present, what) in [(config.unet.is_some(), "UNet"), (config.decoder.is_some(), "decoder")] {
+        if !present {
+            return Err(CError::new(
+                ERR_INVALID_BLOB,
+                format!("the blob has no {what}; generating volumes needs both the UNet and the decoder"),
+            ));
+        }
+    }
     let runtime = Runtime::new(&blob, rt_options).map_err(|e| map_error::from_runtime(&e))?;
     drop(blob);
     let info = output_info(&runtime)?;

@@ -333,7 +333,8 @@ impl ConvPlan {
         Ok(plan)
     }
 
-    /// y = conv(x, w) (beta 0: y is overwritten; bias is a separate broadcast add).
+    /// y = conv(x, w), or y += conv(x, w) when `accumulate` (cuDNN's beta 1); the bias is a
+    /// separate broadcast add.
     ///
     /// # Safety
     /// `x`, `w`, `y` and `workspace` must be device addresses of at least the sizes implied by
@@ -345,9 +346,10 @@ impl ConvPlan {
         w: DevPtr,
         y: DevPtr,
         workspace: DevPtr,
+        accumulate: bool,
     ) -> Result<(), CudaError> {
         let alpha = 1.0f32;
-        let beta = 0.0f32;
+        let beta = if accumulate { 1.0f32 } else { 0.0f32 };
         dnn::convolution_forward(
             dnn_handle.handle,
             (&alpha as *const f32).cast(),

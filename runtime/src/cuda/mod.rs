@@ -13,6 +13,7 @@ pub use error::CudaError;
 pub mod arena;
 pub mod conv;
 pub mod device;
+pub mod executor;
 pub mod fatbin;
 pub mod gemm;
 pub mod geometry;
@@ -23,6 +24,7 @@ pub mod sampler;
 
 pub use arena::{ArenaLayout, DevPtr, DeviceArena, Region, ARENA_ALIGN};
 pub use conv::{Conv3dSpec, ConvPlan};
+pub use executor::{CudaPlanReport, CudaRuntime};
 pub use device::{check_available, library_presence, CudaDevice, DeviceInfo, LibraryPresence};
 pub use gemm::GemmSpec;
 pub use graph::StepGraph;

@@ -134,6 +134,16 @@ pub fn fixture_blob() -> &'static Path {
     })
 }
 
+/// A valid blob of the fixture model without its UNet (decoder only), written once.
+pub fn decoder_only_blob() -> PathBuf {
+    let mut config = fixture_config();
+    config.unet = None;
+    let tensors = fixture_tensors(&config);
+    let path = scratch().join(format!("decoder-only-{}.blob", std::process::id()));
+    write_blob_file(&path, &config, &tensors).unwrap();
+    path
+}
+
 /// What the Rust API produces for `seed` with `steps` sampling steps and `threads` threads.
 pub fn rust_reference(seed: u64, steps: usize, threads: usize) -> Vec<f32> {
     let blob = Blob::open(fixture_blob()).unwrap();

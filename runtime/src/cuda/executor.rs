@@ -1,0 +1,525 @@
+//! The CUDA runtime: the CPU's plan (built by `model`, lowered by `lower`) executed on one GPU
+//! in fp32. Everything is allocated in `CudaRuntime::new`: one weights arena (conv weights
+//! unpacked to PyTorch layout, every parameter vector), one work arena (the plan's activations
+//! shared by the UNet and decoder phases, scratch, cuDNN and cuBLAS workspaces, sampler state and
+//! tables). A sampling step (time-embedding MLP, UNet, sampler update, step-counter advance) is
+//! captured once as a CUDA graph and replayed; per-step values are read on the device through
+//! the step counter. Noise and sampler arithmetic follow the CPU exactly (same Philox stream
+//! offsets: volume b from b * 2^40, initial noise [0, n), step s noise [(s + 1) n, (s + 2) n)).
+//!
+//! Precision: fp32 only so far (the CPU plan is fp32); the kernels are also instantiated for
+//! fp16/bf16, but lowering the plan to half-precision activations is not done.
+
+use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
+use crate::options::{Device, Options, Precision, Sampler};
+use crate::schedule::{ddim_timesteps, Schedule};
+use crate::weights::WeightStore;
+use ldm_weights::{DType, ModelConfig, SamplerKind};
+
+use super::arena::{ArenaLayout, DevPtr, DeviceArena, Region};
+use super::conv::ConvPlan;
+use super::device::CudaDevice;
+use super::error::CudaError;
+use super::gemm::{GemmSpec, CUBLAS_WORKSPACE_BYTES};
+use super::geometry;
+use super::graph::StepGraph;
+use super::kernels::{AttentionArgs, NoiseStream};
+use super::lower::{lower, unpack, BiasRef, Lowered, Step};
+use super::sampler::{ddim_table, ddpm_table, timestep_table};
+
+/// Most bytes one convolution's cuDNN workspace may take.
+pub const CONV_WORKSPACE_LIMIT: usize = 1 << 30;
+/// Bytes of a normalisation slab handed to the CPU plan builder (only shapes matter here).
+const PLAN_SLAB_BYTES: usize = 32 << 20;
+
+/// Device memory of the plan, known before the arenas are allocated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CudaPlanReport {
+    pub weights_bytes: usize,
+    /// Activations (the CPU plan's arena, shared by both phases) + scratch.
+    pub activation_bytes: usize,
+    pub conv_workspace_bytes: usize,
+    pub cublas_workspace_bytes: usize,
+    /// Latent state, tables, time embedding, per-block biases.
+    pub state_bytes: usize,
+    pub total_bytes: usize,
+}
+
+/// One network on the device: its lowered steps and a cuDNN plan per distinct conv shape.
+struct Net {
+    lowered: Lowered,
+    plans: Vec<ConvPlan>,
+    input: Region,
+    output: Region,
+}
+
+struct Regions {
+    x: Region,
+    step: Region,
+    timesteps: Region,
+    t_single: Region,
+    coefs: Region,
+    e0: Region,
+    e1: Region,
+    e2: Region,
+    dynamic: Vec<Region>,
+    conv_ws: Region,
+    cublas_ws: Region,
+}
+
+pub struct CudaRuntime {
+    graph: Option<StepGraph>,
+    unet: Option<(Net, UnetModel)>,
+    decoder: Option<(Net, DecoderModel)>,
+    regions: Regions,
+    conv_weights: Vec<Region>,
+    vectors: Vec<Region>,
+    weights: DeviceArena,
+    work: DeviceArena,
+    dev: CudaDevice,
+    config: ModelConfig,
+    sampler: Sampler,
+    timesteps: Vec<u32>,
+    latent: [usize; 4],
+    out_shape: [usize; 4],
+    batch: usize,
+    report: CudaPlanReport,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bad_option(msg: String) -> CudaError {
+    CudaError::Shape(msg)
+}
+
+impl CudaRuntime {
+    /// Builds the plan on the host, reports it, then opens the GPU and allocates everything.
+    pub fn new(config: &ModelConfig, store: &WeightStore, opts: &Options) -> Result<Self, CudaError> {
+        let ordinal = match opts.device {
+            Device::Cuda(i) => i,
+            Device::Cpu => return Err(bad_option("CudaRuntime needs Device::Cuda".into())),
+        };
+        if opts.precision != Precision::F32 {
+            return Err(bad_option(format!(
+                "precision {:?} is not supported by the CUDA executor yet (fp32 only)",
+                opts.precision
+            )));
+        }
+        if opts.batch == 0 || opts.batch > 1 << 20 {
+            return Err(bad_option(format!("batch {} must be in 1..=2^20", opts.batch)));
+        }
+        if !(config.scale_factor.is_finite() && config.scale_factor != 0.0) {
+            return Err(bad_option(format!("scale factor {} must be finite and non-zero", config.scale_factor)));
+        }
+        let latent = opts.latent_shape.unwrap_or(config.latent_shape.map(|v| v as usize));
+        let schedule = Schedule::new(&config.scheduler).map_err(|e| bad_option(e.to_string()))?;
+        let t_train = schedule.num_train_timesteps();
+        let sampler = opts.sampler.unwrap_or(match config.scheduler.default_sampler {
+            SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
+            SamplerKind::Ddpm => Sampler::Ddpm,
+        });
+        let (timesteps, coefs) = match sampler {
+            Sampler::Ddim { eta } => {
+                if !(eta.is_finite() && eta >= 0.0) {
+                    return Err(bad_option(format!("DDIM eta {eta} must be finite and >= 0")));
+                }
+                let steps = opts.steps.unwrap_or(config.scheduler.default_steps as usize);
+                let ts = ddim_timesteps(t_train, steps).map_err(|e| bad_option(e.to_string()))?;
+                let c = ddim_table(&schedule, &ts, t_train / ts.len(), eta)?;
+                (ts, c)
+            }
+            Sampler::Ddpm => {
+                if opts.steps.is_some_and(|n| n != t_train) {
+                    return Err(bad_option(format!("DDPM runs every training timestep: steps must be {t_train}")));
+                }
+                let ts: Vec<u32> = (0..t_train as u32).rev().collect();
+                let c = ddpm_table(&schedule, &ts)?;
+                (ts, c)
+            }
+        };
+
+        // Host plan: the CPU's graphs, lowered.
+        let mut params = Params::default();
+        let unet = match &config.unet {
+            Some(c) => Some(build_unet(c, store, latent, &mut params, PLAN_SLAB_BYTES).map_err(|e| bad_option(e.to_string()))?),
+            None => None,
+        };
+        let decoder = match &config.decoder {
+            Some(c) => {
+                Some(build_decoder(c, store, latent, &mut params, PLAN_SLAB_BYTES).map_err(|e| bad_option(e.to_string()))?)
+            }
+            None => None,
+        };
+        let unet_low = unet.as_ref().map(|u| lower(&u.graph)).transpose()?;
+        let dec_low = decoder.as_ref().map(|d| lower(&d.graph)).transpose()?;
+        let out_shape = decoder.as_ref().map_or([0; 4], |d| [d.output.c, d.output.d, d.output.h, d.output.w]);
+
+        // Weights layout: every conv weight unpacked, every vector.
+        let mut wl = ArenaLayout::new();
+        let conv_weights = params.convs.iter().map(|p| wl.push(4 * p.m * p.k)).collect::<Result<Vec<_>, _>>()?;
+        let vectors = params.vecs.iter().map(|v| wl.push(4 * v.len())).collect::<Result<Vec<_>, _>>()?;
+
+        // Open the device now (cuDNN algorithm choice needs it), before any large allocation.
+        let dev = CudaDevice::new(ordinal)?;
+        let make_plans = |l: &Lowered| -> Result<Vec<ConvPlan>, CudaError> {
+            l.specs.iter().map(|&s| ConvPlan::new(&dev.dnn, s, DType::F32, CONV_WORKSPACE_LIMIT)).collect()
+        };
+        let unet_plans = unet_low.as_ref().map(make_plans).transpose()?;
+        let dec_plans = dec_low.as_ref().map(make_plans).transpose()?;
+        let conv_ws_bytes = unet_plans
+            .iter()
+            .chain(dec_plans.iter())
+            .flat_map(|ps| ps.iter().map(|p| p.workspace_bytes))
+            .max()
+            .unwrap_or(0);
+
+        // Work arena: activations (max of the two phases), then workspaces and state.
+        let act = [unet_low.as_ref(), dec_low.as_ref()].iter().flatten().map(|l| l.total_bytes).max().unwrap_or(0);
+        let mut work = ArenaLayout::new();
+        let activations = work.push(act)?;
+        debug_assert_eq!(activations.offset, 0);
+        let n: usize = latent.iter().product();
+        let temb = unet.as_ref().map_or(0, |u| 4 * u.c0);
+        let conv_ws = work.push(conv_ws_bytes)?;
+        let cublas_ws = work.push(CUBLAS_WORKSPACE_BYTES)?;
+        let state_start = cublas_ws.end();
+        let regions = Regions {
+            x: work.push(4 * n)?,
+            step: work.push(4)?,
+            timesteps: work.push(4 * timesteps.len())?,
+            t_single: work.push(4)?,
+            coefs: work.push(4 * coefs.len())?,
+            e0: work.push(temb)?,
+            e1: work.push(4 * temb)?,
+            e2: work.push(4 * temb)?,
+            dynamic: unet
+                .as_ref()
+                .map_or(Ok(Vec::new()), |u| u.slots.iter().map(|s| work.push(4 * s.cout)).collect::<Result<Vec<_>, _>>())?,
+            conv_ws,
+            cublas_ws,
+        };
+        let work_total = work.total_bytes()?;
+        let weights_total = wl.total_bytes()?;
+        let report = CudaPlanReport {
+            weights_bytes: weights_total,
+            activation_bytes: act,
+            conv_workspace_bytes: conv_ws_bytes,
+            cublas_workspace_bytes: CUBLAS_WORKSPACE_BYTES,
+            state_bytes: work_total - state_start,
+            total_bytes: weights_total + work_total,
+        };
+        if let Some(limit) = opts.max_memory {
+            let needed = report.total_bytes - report.weights_bytes;
+            if needed > limit {
+                return Err(CudaError::Arena(format!("the plan needs {needed} device bytes but max_memory is {limit}")));
+            }
+        }
+
+        // Allocate and upload.
+        let mut weights = DeviceArena::new(dev.stream(), &wl)?;
+        for (p, r) in params.convs.iter().zip(&conv_weights) {
+            weights.upload(dev.stream(), *r, &f32_bytes(&unpack(p)?))?;
+        }
+        for (v, r) in params.vecs.iter().zip(&vectors) {
+            weights.upload(dev.stream(), *r, &f32_bytes(v))?;
+        }
+        let mut work_arena = DeviceArena::new(dev.stream(), &work)?;
+        work_arena.upload(dev.stream(), regions.timesteps, &f32_bytes(&timestep_table(&timesteps)))?;
+        work_arena.upload(dev.stream(), regions.coefs, &f32_bytes(&coefs))?;
+        // SAFETY: the cuBLAS workspace region lives as long as the work arena, which outlives
+        // every GEMM (field order drops the graph first).
+        unsafe { dev.blas.set_workspace(work_arena.ptr(regions.cublas_ws)?, CUBLAS_WORKSPACE_BYTES)? };
+
+        let net = |l: Lowered, plans: Vec<ConvPlan>, g: &crate::graph::Graph, i: usize, o: usize| -> Result<Net, CudaError> {
+            let region = |b: usize| -> Result<Region, CudaError> {
+                let info = g.bufs.get(b).ok_or_else(|| CudaError::Arena(format!("missing buffer {b}")))?;
+                Ok(Region { offset: 4 * info.offset, bytes: 4 * info.len })
+            };
+            Ok(Net { lowered: l, plans, input: region(i)?, output: region(o)? })
+        };
+        let unet = match (unet, unet_low, unet_plans) {
+            (Some(u), Some(l), Some(p)) => {
+                let nt = net(l, p, &u.graph, u.input.buf, u.output.buf)?;
+                Some((nt, u))
+            }
+            _ => None,
+        };
+        let decoder = match (decoder, dec_low, dec_plans) {
+            (Some(d), Some(l), Some(p)) => {
+                let nt = net(l, p, &d.graph, d.input.buf, d.output.buf)?;
+                Some((nt, d))
+            }
+            _ => None,
+        };
+        let mut rt = CudaRuntime {
+            graph: None,
+            unet,
+            decoder,
+            regions,
+            conv_weights,
+            vectors,
+            weights,
+            work: work_arena,
+            dev,
+            config: config.clone(),
+            sampler,
+            timesteps,
+            latent,
+            out_shape,
+            batch: opts.batch,
+            report,
+        };
+        // Deterministic samplers draw no noise: their step graph is captured once, here.
+        if matches!(rt.sampler, Sampler::Ddim { eta } if eta == 0.0) && rt.unet.is_some() {
+            rt.graph = Some(rt.capture_step(NoiseStream { seed: 0, offset: 0, stride: 0 })?);
+        }
+        Ok(rt)
+    }
+
+    pub fn report(&self) -> &CudaPlanReport {
+        &self.report
+    }
+
+    pub fn device(&self) -> &CudaDevice {
+        &self.dev
+    }
+
+    pub fn output_shape(&self) -> [usize; 4] {
+        self.out_shape
+    }
+
+    pub fn timesteps(&self) -> &[u32] {
+        &self.timesteps
+    }
+
+    fn ptr(&self, r: Region) -> Result<DevPtr, CudaError> {
+        self.work.ptr(r)
+    }
+
+    fn vec_ptr(&self, i: usize) -> Result<DevPtr, CudaError> {
+        let r = *self.vectors.get(i).ok_or_else(|| CudaError::Arena(format!("missing parameter vector {i}")))?;
+        self.weights.ptr(r)
+    }
+
+    /// Enqueues the steps of one lowered network.
+    fn enqueue_net(&self, net: &Net) -> Result<(), CudaError> {
+        let k = &self.dev.kernels;
+        let f32t = DType::F32;
+        for step in &net.lowered.steps {
+            match *step {
+                Step::GroupNormStats { x, channels, spatial, groups, eps, gamma, beta, out } => {
+                    let geom = geometry::groupnorm(1, channels, spatial, groups)?;
+                    let partial = self.ptr(net.lowered.gn_partial)?;
+                    k.groupnorm_stats(
+                        f32t,
+                        &geom,
+                        self.ptr(x)?,
+                        self.vec_ptr(gamma)?,
+                        self.vec_ptr(beta)?,
+                        partial,
+                        self.ptr(out)?,
+                        channels,
+                        groups,
+                        eps,
+                    )?;
+                }
+                Step::Normalize { x, scale_shift, channels, spatial, silu, out } => {
+                    let geom = geometry::groupnorm(1, channels, spatial, 1)?;
+                    k.groupnorm_apply(f32t, &geom, self.ptr(x)?, self.ptr(out)?, self.ptr(scale_shift)?, channels, spatial, silu)?;
+                }
+                Step::Upsample { x, rows, dims, out } => {
+                    k.upsample_nearest2x(f32t, self.ptr(x)?, self.ptr(out)?, rows, dims)?;
+                }
+                Step::Conv { spec, weight, x, out, accumulate } => {
+                    let plan = net.plans.get(spec).ok_or_else(|| CudaError::Shape(format!("missing conv plan {spec}")))?;
+                    let w = self.weights.ptr(
+                        *self.conv_weights.get(weight).ok_or_else(|| CudaError::Arena(format!("missing conv weight {weight}")))?,
+                    )?;
+                    let ws = self.ptr(self.regions.conv_ws)?;
+                    // SAFETY: regions come from the validated plan and the arenas outlive the launch.
+                    unsafe { plan.forward(&self.dev.dnn, self.ptr(x)?, w, self.ptr(out)?, ws, accumulate)? };
+                }
+                Step::AddBias { x, bias, channels, spatial } => {
+                    let b = match bias {
+                        BiasRef::Param(i) => self.vec_ptr(i)?,
+                        BiasRef::Dynamic(i) => self.ptr(
+                            *self.regions.dynamic.get(i).ok_or_else(|| CudaError::Arena(format!("missing dynamic bias {i}")))?,
+                        )?,
+                    };
+                    k.add_channel_bias(f32t, self.ptr(x)?, b, 1, channels, spatial, 0)?;
+                }
+                Step::Add { out, a, b } => {
+                    k.add(f32t, self.ptr(out)?, self.ptr(a)?, self.ptr(b)?, out.bytes / 4)?;
+                }
+                Step::Copy { from, to } => {
+                    let (src, dst) = (self.ptr(from)?, self.ptr(to)?);
+                    // SAFETY: both regions lie inside the work arena (checked by `ptr`).
+                    unsafe {
+                        cudarc::driver::result::memcpy_dtod_async(dst.0, src.0, from.bytes, self.dev.stream().cu_stream())
+                    }
+                    .map_err(CudaError::driver("cuMemcpyDtoDAsync"))?;
+                }
+                Step::Attention { qkv, residual, channels, tokens, head_dim, out } => {
+                    let q = self.ptr(qkv)?;
+                    let third = 4 * channels * tokens;
+                    let args = AttentionArgs {
+                        q,
+                        k: q.offset_by(third),
+                        v: q.offset_by(2 * third),
+                        bias_q: DevPtr::NULL,
+                        bias_k: DevPtr::NULL,
+                        bias_v: DevPtr::NULL,
+                        out: self.ptr(out)?,
+                        residual: residual.map_or(Ok(DevPtr::NULL), |r| self.ptr(r))?,
+                        batch: 1,
+                        channels,
+                        tokens,
+                        head_dim,
+                        qkv_batch_stride: 3 * channels * tokens,
+                        out_batch_stride: channels * tokens,
+                    };
+                    k.attention(f32t, &args)?;
+                }
+                Step::Concat { a, b, out } => {
+                    k.concat_channels(f32t, self.ptr(out)?, self.ptr(a)?, self.ptr(b)?, a.bytes / 4, b.bytes / 4, 1, 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Time embedding of timesteps[*step] (step NULL: index 0), its MLP and every ResnetBlock's
+    /// projection + conv1 bias into the dynamic bias slots, then the UNet.
+    fn enqueue_unet(&self, timesteps: DevPtr, step: DevPtr) -> Result<(), CudaError> {
+        let (net, u) = self.unet.as_ref().ok_or_else(|| bad_option("the blob has no UNet".into()))?;
+        let k = &self.dev.kernels;
+        let f32t = DType::F32;
+        let (c0, temb) = (u.c0, 4 * u.c0);
+        let (e0, e1, e2) = (self.ptr(self.regions.e0)?, self.ptr(self.regions.e1)?, self.ptr(self.regions.e2)?);
+        k.timestep_embedding(f32t, e0, timesteps, step, 1, c0)?;
+        let l1 = GemmSpec::linear(1, c0, temb)?;
+        let l2 = GemmSpec::linear(1, temb, temb)?;
+        // SAFETY: all pointers are arena regions sized by the plan for these shapes.
+        unsafe { self.dev.blas.gemm(&l1, f32t, self.vec_ptr(u.time_w1)?, e0, e1, 0.0)? };
+        k.add_channel_bias(f32t, e1, self.vec_ptr(u.time_b1)?, 1, temb, 1, 0)?;
+        k.silu(f32t, e1, e1, temb)?;
+        unsafe { self.dev.blas.gemm(&l2, f32t, self.vec_ptr(u.time_w2)?, e1, e2, 0.0)? };
+        k.add_channel_bias(f32t, e2, self.vec_ptr(u.time_b2)?, 1, temb, 1, 0)?;
+        k.silu(f32t, e2, e2, temb)?;
+        for (slot, r) in u.slots.iter().zip(&self.regions.dynamic) {
+            let d = self.ptr(*r)?;
+            let spec = GemmSpec::linear(1, temb, slot.cout)?;
+            unsafe { self.dev.blas.gemm(&spec, f32t, self.vec_ptr(slot.proj_w)?, e2, d, 0.0)? };
+            k.add_channel_bias(f32t, d, self.vec_ptr(slot.proj_b)?, 1, slot.cout, 1, 0)?;
+            k.add_channel_bias(f32t, d, self.vec_ptr(slot.conv_bias)?, 1, slot.cout, 1, 0)?;
+        }
+        self.enqueue_net(net)
+    }
+
+    /// One sampling step at the device step counter: UNet, sampler update (state x and the next
+    /// UNet input), counter advance.
+    fn enqueue_step(&self, noise: NoiseStream) -> Result<(), CudaError> {
+        let (net, _) = self.unet.as_ref().ok_or_else(|| bad_option("the blob has no UNet".into()))?;
+        let (ts, step) = (self.ptr(self.regions.timesteps)?, self.ptr(self.regions.step)?);
+        self.enqueue_unet(ts, step)?;
+        let n: usize = self.latent.iter().product();
+        let (x, eps, x_t, coefs) =
+            (self.ptr(self.regions.x)?, self.ptr(net.output)?, self.ptr(net.input)?, self.ptr(self.regions.coefs)?);
+        let k = &self.dev.kernels;
+        match self.sampler {
+            Sampler::Ddim { .. } => k.ddim_step(DType::F32, x, eps, x_t, coefs, step, noise, n)?,
+            Sampler::Ddpm => {
+                k.ddpm_step(DType::F32, x, eps, x_t, coefs, step, self.config.scheduler.clip_sample, noise, n)?
+            }
+        }
+        k.step_advance(step)
+    }
+
+    fn capture_step(&self, noise: NoiseStream) -> Result<StepGraph, CudaError> {
+        StepGraph::capture(self.dev.stream(), || self.enqueue_step(noise))
+    }
+
+    /// Generates `batch` volumes from `seed` into `out` (fp32, [batch, C, D, H, W]), with the
+    /// CPU runtime's noise streams.
+    pub fn generate(&mut self, seed: u64, out: &mut [f32]) -> Result<(), CudaError> {
+        let (unet_net, _) = self.unet.as_ref().ok_or_else(|| bad_option("the blob has no UNet".into()))?;
+        let unet_input = unet_net.input;
+        if self.decoder.is_none() {
+            return Err(bad_option("the blob has no decoder".into()));
+        }
+        let vol: usize = self.out_shape.iter().product();
+        if out.len() != self.batch * vol {
+            return Err(bad_option(format!("output holds {} floats, expected {}", out.len(), self.batch * vol)));
+        }
+        let n: usize = self.latent.iter().product();
+        let stochastic = !matches!(self.sampler, Sampler::Ddim { eta } if eta == 0.0);
+        for b in 0..self.batch {
+            let base = (b as u64) << 40;
+            let k = &self.dev.kernels;
+            k.philox_normal(DType::F32, self.ptr(self.regions.x)?, self.ptr(unet_input)?, seed, base, n)?;
+            k.step_set(self.ptr(self.regions.step)?, 0)?;
+            if stochastic {
+                // The noise stream is a launch argument: capture this volume's step graph.
+                let noise = NoiseStream { seed, offset: base + n as u64, stride: n as u64 };
+                self.graph = Some(self.capture_step(noise)?);
+            }
+            let graph = self.graph.as_ref().ok_or_else(|| CudaError::Capture("no step graph".into()))?;
+            for _ in 0..self.timesteps.len() {
+                graph.replay()?;
+            }
+            self.decode_state(&mut out[b * vol..(b + 1) * vol])?;
+        }
+        Ok(())
+    }
+
+    /// Decodes the latent state x (divided by the scale factor) into `out`.
+    fn decode_state(&mut self, out: &mut [f32]) -> Result<(), CudaError> {
+        let (net, _) = self.decoder.as_ref().ok_or_else(|| bad_option("the blob has no decoder".into()))?;
+        let n: usize = self.latent.iter().product();
+        let k = &self.dev.kernels;
+        k.cast_from_f32(DType::F32, self.ptr(net.input)?, self.ptr(self.regions.x)?, 1.0 / self.config.scale_factor, n)?;
+        self.enqueue_net(net)?;
+        self.dev.synchronize()?;
+        let region = Region { offset: net.output.offset, bytes: 4 * out.len() };
+        let mut bytes = vec![0u8; region.bytes];
+        self.work.download(self.dev.stream(), region, &mut bytes)?;
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        Ok(())
+    }
+
+    /// One UNet evaluation eps = unet(x, t), for parity checks against the CPU.
+    pub fn unet_forward(&mut self, x: &[f32], t: u32, eps: &mut [f32]) -> Result<(), CudaError> {
+        let n: usize = self.latent.iter().product();
+        if x.len() != n || eps.len() != n {
+            return Err(bad_option(format!("UNet input/output must hold {n} floats")));
+        }
+        let (net, _) = self.unet.as_ref().ok_or_else(|| bad_option("the blob has no UNet".into()))?;
+        let (input, output) = (net.input, net.output);
+        let input = Region { offset: input.offset, bytes: 4 * n };
+        self.work.upload(self.dev.stream(), input, &f32_bytes(x))?;
+        self.work.upload(self.dev.stream(), self.regions.t_single, &(t as f32).to_le_bytes())?;
+        self.enqueue_unet(self.ptr(self.regions.t_single)?, DevPtr::NULL)?;
+        self.dev.synchronize()?;
+        let mut bytes = vec![0u8; 4 * n];
+        self.work.download(self.dev.stream(), Region { offset: output.offset, bytes: 4 * n }, &mut bytes)?;
+        for (o, c) in eps.iter_mut().zip(bytes.chunks_exact(4)) {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        Ok(())
+    }
+
+    /// Decodes one latent (divided by the scale factor) into `out`, for parity checks.
+    pub fn decode(&mut self, latent: &[f32], out: &mut [f32]) -> Result<(), CudaError> {
+        let n: usize = self.latent.iter().product();
+        let vol: usize = self.out_shape.iter().product();
+        if latent.len() != n || out.len() != vol {
+            return Err(bad_option(format!("decode needs {n} latent floats and {vol} output floats")));
+        }
+        self.work.upload(self.dev.stream(), self.regions.x, &f32_bytes(latent))?;
+        self.decode_state(out)
+    }
+}
