@@ -1,6 +1,6 @@
 //! Times one UNet step and one decode of the bundle configuration with random weights, and
 //! prints the plan and peak RSS. Usage:
-//! `cargo run --release -p ldm-runtime --example bundle -- [D H W] [--plan-only] [--threads N] [--reps N]`
+//! `cargo run --release -p ldm-runtime --example bundle -- [D H W] [--plan-only] [--unet-only] [--threads N] [--reps N] [--max-memory-mib M]`
 //! (latent spatial size, default 12 12 8; the bundle's own is 36 44 28).
 
 use ldm_runtime::{Options, Runtime, WeightStore};
@@ -37,7 +37,8 @@ fn main() {
         provenance: Provenance::default(),
     };
     let store = WeightStore::random(&cfg, 1).expect("random weights");
-    let opts = Options { latent_shape: Some(latent), threads: value("--threads"), ..Options::default() };
+    let max_memory = value("--max-memory-mib").map(|m| m << 20);
+    let opts = Options { latent_shape: Some(latent), threads: value("--threads"), max_memory, ..Options::default() };
     let mut rt = Runtime::from_store(&cfg, &store, opts).expect("runtime");
     drop(store);
     let p = rt.plan().clone();
@@ -55,6 +56,9 @@ fn main() {
         gib(p.state_bytes),
         gib(p.total_bytes)
     );
+    if p.decoder_slabs > 0 {
+        println!("slab decode: {} slabs of {} output planes, {} passes", p.decoder_slabs, p.decoder_slab_planes, p.decoder_passes);
+    }
     println!("flops: unet step {:.1} GFLOP, decode {:.1} GFLOP", rt.flops_per_unet_step() / 1e9, rt.flops_per_decode() / 1e9);
     if plan_only {
         println!("peak RSS {:.0} MiB", peak_rss_mib());
