@@ -125,7 +125,8 @@ typedef struct brats_ldm_generator brats_ldm_generator;
  * before setting fields: it fills the defaults and struct_size. Forward compatibility: a library
  * newer than this header reads only the first struct_size bytes and uses defaults for the rest;
  * a library older than this header accepts a larger struct only when the bytes it does not know
- * are all zero (otherwise BRATS_LDM_ERR_INVALID_ARGUMENT). Zero means "default" for every field.
+ * are all zero (otherwise BRATS_LDM_ERR_INVALID_ARGUMENT). In every other field, zero means the
+ * default.
  */
 typedef struct brats_ldm_options {
     uint32_t struct_size;     /* sizeof(brats_ldm_options), set by the init function */
@@ -194,7 +195,8 @@ const char *brats_ldm_last_error(void);
 
 /*
  * Fill *options with defaults. struct_size must be sizeof(brats_ldm_options) as the caller sees
- * it (use BRATS_LDM_OPTIONS_INIT); the library writes at most that many bytes.
+ * it (use BRATS_LDM_OPTIONS_INIT); the library writes exactly that many bytes (fields it does
+ * not know are zeroed).
  */
 brats_ldm_status brats_ldm_options_init(brats_ldm_options *options, size_t struct_size);
 #define BRATS_LDM_OPTIONS_INIT(options_ptr) \
@@ -218,7 +220,7 @@ brats_ldm_status brats_ldm_create_from_bytes(const void *data, size_t len,
  * min(out_size, its own size) bytes and refuses sizes smaller than this header's struct.
  */
 brats_ldm_status brats_ldm_get_plan(const brats_ldm_generator *generator, brats_ldm_plan *out,
-                                     size_t out_size);
+                                    size_t out_size);
 
 /* Output description; out_size as for brats_ldm_get_plan. */
 brats_ldm_status brats_ldm_get_output_info(const brats_ldm_generator *generator,
@@ -230,8 +232,10 @@ brats_ldm_status brats_ldm_get_output_len(const brats_ldm_generator *generator, 
 /*
  * Generate one volume for seed into out (C-order [C, D, H, W], float32). out_len is the buffer's
  * length in floats: at least brats_ldm_get_output_len; only that many are written. out must be
- * float-aligned. Same seed + same blob + same options + same backend give the same bytes.
- * progress may be NULL; user_data is passed to it unchanged. Allocates nothing.
+ * float-aligned. Same seed + same blob + same options + same backend give the same bytes (the
+ * Rust API's Runtime::generate with the same seed gives the same bytes too). progress may be
+ * NULL; user_data is passed to it unchanged. Allocates nothing. After BRATS_LDM_ERR_CANCELLED
+ * the buffer's contents are unspecified; other errors are reported before anything is written.
  */
 brats_ldm_status brats_ldm_generate(brats_ldm_generator *generator, uint64_t seed, float *out,
                                     size_t out_len, brats_ldm_progress_fn progress,

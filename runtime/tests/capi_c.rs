@@ -225,10 +225,7 @@ fn header_functions() -> BTreeSet<String> {
         .filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.starts_with('/'))
     {
         if let Some(open) = line.find('(') {
-            let name = line[..open]
-                .rsplit([' ', '*'])
-                .next()
-                .unwrap_or_default();
+            let name = line[..open].rsplit([' ', '*']).next().unwrap_or_default();
             if name.starts_with("brats_ldm_") && !line.starts_with("typedef") {
                 names.insert(name.to_string());
             }
