@@ -187,6 +187,65 @@ pub fn conv(
     });
 }
 
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// AVX-512 packing of one run: masked loads give the zero borders for free.
+#[cfg(target_arch = "x86_64")]
+mod simd_pack {
+    use std::arch::x86_64::*;
+
+    fn bits(lo: usize, hi: usize) -> u32 {
+        if hi <= lo {
+            0
+        } else {
+            (((1u64 << hi) - 1) as u32) & !(((1u64 << lo) - 1) as u32)
+        }
+    }
+
+    /// `d[i] = row[zw0 + i]` for `i` in `lo..hi`, 0 for other `i < len` (`len <= 32`).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn run_copy(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize) {
+        let v = bits(lo, hi);
+        let src = row.wrapping_offset(zw0);
+        let a = _mm512_maskz_loadu_ps(v as u16, src);
+        let b = _mm512_maskz_loadu_ps((v >> 16) as u16, src.wrapping_add(16));
+        let l = bits(0, len);
+        _mm512_mask_storeu_ps(d, l as u16, a);
+        _mm512_mask_storeu_ps(d.add(16), (l >> 16) as u16, b);
+    }
+
+    /// Nearest x2 upsampling: `d[i] = row[(zw0 + i) >> 1]` for `i` in `lo..hi`, 0 elsewhere.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn run_up2(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize, win: usize) {
+        let base = zw0 >> 1;
+        let par = (zw0 & 1) as i32;
+        let j_lo = (-base).clamp(0, 32) as usize;
+        let j_hi = (win as isize - base).clamp(0, 32) as usize;
+        let sv = bits(j_lo, j_hi);
+        let src = row.wrapping_offset(base);
+        let s0 = _mm512_maskz_loadu_ps(sv as u16, src);
+        let s1 = _mm512_maskz_loadu_ps((sv >> 16) as u16, src.wrapping_add(16));
+        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let i0 = _mm512_srli_epi32::<1>(_mm512_add_epi32(iota, _mm512_set1_epi32(par)));
+        let i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(8));
+        let v = bits(lo, hi);
+        let a = _mm512_maskz_mov_ps(v as u16, _mm512_permutex2var_ps(s0, i0, s1));
+        let b = _mm512_maskz_mov_ps((v >> 16) as u16, _mm512_permutex2var_ps(s0, i1, s1));
+        let l = bits(0, len);
+        _mm512_mask_storeu_ps(d, l as u16, a);
+        _mm512_mask_storeu_ps(d.add(16), (l >> 16) as u16, b);
+    }
+}
+
 /// One run of output columns inside a single output row and a single NR panel.
 #[derive(Clone, Copy, Default)]
 struct Seg {
@@ -242,6 +301,7 @@ fn pack_b(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: 
     }
     let segs = &segs[..nseg];
     let fast = s == 1 && up == 0;
+    let simd = s == 1 && up <= 1 && has_avx512();
     let (mut ci, mut kd, mut kh, mut kw) = {
         let kk3 = g.k * g.k * g.k;
         let t = k0 % kk3;
@@ -263,7 +323,19 @@ fn pack_b(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: 
             let sh = (zh >> up) as usize;
             let row = &chan[sd * in_plane + sh * g.win..sd * in_plane + (sh + 1) * g.win];
             let zw0 = sg.ow as isize * s + kw as isize - pad;
-            if fast {
+            if simd {
+                let lo = (-zw0).clamp(0, len as isize) as usize;
+                let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
+                // SAFETY: lanes outside [lo, hi) are masked (never read); d has `len` lanes.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    if up == 0 {
+                        simd_pack::run_copy(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi);
+                    } else {
+                        simd_pack::run_up2(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi, g.win);
+                    }
+                }
+            } else if fast {
                 let lo = (-zw0).clamp(0, len as isize) as usize;
                 let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
                 d[..lo].fill(0.0);
@@ -349,6 +421,7 @@ mod tests {
         let cases = [
             ConvGeom { cin: 5, din: 4, hin: 6, win: 37, up: 0, k: 3, stride: 1, pad: 1, cout: 14 },
             ConvGeom { cin: 3, din: 3, hin: 5, win: 4, up: 1, k: 3, stride: 1, pad: 1, cout: 13 },
+            ConvGeom { cin: 2, din: 2, hin: 3, win: 21, up: 1, k: 3, stride: 1, pad: 1, cout: 3 },
             ConvGeom { cin: 4, din: 6, hin: 5, win: 7, up: 0, k: 3, stride: 2, pad: 1, cout: 5 },
             ConvGeom { cin: 40, din: 2, hin: 3, win: 5, up: 0, k: 1, stride: 1, pad: 0, cout: 1 },
         ];

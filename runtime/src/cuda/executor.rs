@@ -90,6 +90,17 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// Copies an fp32 region straight into `out` (no staging buffer, so decoding allocates nothing).
+fn download_f32(arena: &DeviceArena, dev: &CudaDevice, region: Region, out: &mut [f32]) -> Result<(), CudaError> {
+    // SAFETY: any byte pattern is a valid f32, and the byte view covers exactly `out`.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(out)) };
+    arena.download(dev.stream(), region, bytes)?;
+    for v in out.iter_mut() {
+        *v = f32::from_bits(u32::from_le(v.to_bits()));
+    }
+    Ok(())
+}
+
 fn bad_option(msg: String) -> CudaError {
     CudaError::Shape(msg)
 }
@@ -418,20 +429,22 @@ impl CudaRuntime {
         self.enqueue_net(net)
     }
 
-    /// One sampling step at the device step counter: UNet, sampler update (state x and the next
-    /// UNet input), counter advance.
+    /// One sampling step at the device step counter: x -> UNet input, UNet, sampler update of
+    /// the state x, counter advance. (The UNet's input and output buffers may share arena bytes
+    /// in the liveness plan, so the update never writes the input buffer while reading eps.)
     fn enqueue_step(&self, noise: NoiseStream) -> Result<(), CudaError> {
         let (net, _) = self.unet.as_ref().ok_or_else(|| bad_option("the blob has no UNet".into()))?;
-        let (ts, step) = (self.ptr(self.regions.timesteps)?, self.ptr(self.regions.step)?);
-        self.enqueue_unet(ts, step)?;
         let n: usize = self.latent.iter().product();
-        let (x, eps, x_t, coefs) =
-            (self.ptr(self.regions.x)?, self.ptr(net.output)?, self.ptr(net.input)?, self.ptr(self.regions.coefs)?);
+        let (ts, step) = (self.ptr(self.regions.timesteps)?, self.ptr(self.regions.step)?);
+        let (x, eps, coefs) = (self.ptr(self.regions.x)?, self.ptr(net.output)?, self.ptr(self.regions.coefs)?);
         let k = &self.dev.kernels;
+        k.cast_from_f32(DType::F32, self.ptr(net.input)?, x, 1.0, n)?;
+        self.enqueue_unet(ts, step)?;
+        let none = DevPtr::NULL;
         match self.sampler {
-            Sampler::Ddim { .. } => k.ddim_step(DType::F32, x, eps, x_t, coefs, step, noise, n)?,
+            Sampler::Ddim { .. } => k.ddim_step(DType::F32, x, eps, none, coefs, step, noise, n)?,
             Sampler::Ddpm => {
-                k.ddpm_step(DType::F32, x, eps, x_t, coefs, step, self.config.scheduler.clip_sample, noise, n)?
+                k.ddpm_step(DType::F32, x, eps, none, coefs, step, self.config.scheduler.clip_sample, noise, n)?
             }
         }
         k.step_advance(step)
@@ -444,8 +457,9 @@ impl CudaRuntime {
     /// Generates `batch` volumes from `seed` into `out` (fp32, [batch, C, D, H, W]), with the
     /// CPU runtime's noise streams.
     pub fn generate(&mut self, seed: u64, out: &mut [f32]) -> Result<(), CudaError> {
-        let (unet_net, _) = self.unet.as_ref().ok_or_else(|| bad_option("the blob has no UNet".into()))?;
-        let unet_input = unet_net.input;
+        if self.unet.is_none() {
+            return Err(bad_option("the blob has no UNet".into()));
+        }
         if self.decoder.is_none() {
             return Err(bad_option("the blob has no decoder".into()));
         }
@@ -458,7 +472,7 @@ impl CudaRuntime {
         for b in 0..self.batch {
             let base = (b as u64) << 40;
             let k = &self.dev.kernels;
-            k.philox_normal(DType::F32, self.ptr(self.regions.x)?, self.ptr(unet_input)?, seed, base, n)?;
+            k.philox_normal(DType::F32, self.ptr(self.regions.x)?, DevPtr::NULL, seed, base, n)?;
             k.step_set(self.ptr(self.regions.step)?, 0)?;
             if stochastic {
                 // The noise stream is a launch argument: capture this volume's step graph.
@@ -483,12 +497,7 @@ impl CudaRuntime {
         self.enqueue_net(net)?;
         self.dev.synchronize()?;
         let region = Region { offset: net.output.offset, bytes: 4 * out.len() };
-        let mut bytes = vec![0u8; region.bytes];
-        self.work.download(self.dev.stream(), region, &mut bytes)?;
-        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        Ok(())
+        download_f32(&self.work, &self.dev, region, out)
     }
 
     /// One UNet evaluation eps = unet(x, t), for parity checks against the CPU.
@@ -504,12 +513,7 @@ impl CudaRuntime {
         self.work.upload(self.dev.stream(), self.regions.t_single, &(t as f32).to_le_bytes())?;
         self.enqueue_unet(self.ptr(self.regions.t_single)?, DevPtr::NULL)?;
         self.dev.synchronize()?;
-        let mut bytes = vec![0u8; 4 * n];
-        self.work.download(self.dev.stream(), Region { offset: output.offset, bytes: 4 * n }, &mut bytes)?;
-        for (o, c) in eps.iter_mut().zip(bytes.chunks_exact(4)) {
-            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        Ok(())
+        download_f32(&self.work, &self.dev, Region { offset: output.offset, bytes: 4 * n }, eps)
     }
 
     /// Decodes one latent (divided by the scale factor) into `out`, for parity checks.
@@ -521,5 +525,65 @@ impl CudaRuntime {
         }
         self.work.upload(self.dev.stream(), self.regions.x, &f32_bytes(latent))?;
         self.decode_state(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ldm_weights::{DecoderConfig, UnetConfig};
+
+    fn tiny() -> (ModelConfig, WeightStore) {
+        let mut cfg = ModelConfig::bundle();
+        cfg.encoder = None;
+        cfg.decoder = Some(DecoderConfig {
+            latent_channels: 4,
+            num_channels: vec![8, 16],
+            num_res_blocks: vec![1, 1],
+            out_channels: 1,
+            norm_num_groups: 4,
+            norm_eps: 1e-6,
+        });
+        cfg.unet = Some(UnetConfig {
+            in_channels: 4,
+            out_channels: 4,
+            num_channels: vec![16, 32],
+            attention_levels: vec![false, true],
+            num_head_channels: vec![0, 16],
+            num_res_blocks: vec![1, 1],
+            norm_num_groups: 8,
+            norm_eps: 1e-6,
+            attention_output_projection: false,
+        });
+        cfg.latent_shape = [4, 4, 4, 4];
+        let store = WeightStore::random(&cfg, 1).unwrap();
+        (cfg, store)
+    }
+
+    #[test]
+    fn options_the_executor_cannot_honour_are_errors() {
+        let (cfg, store) = tiny();
+        let cpu = Options::default();
+        assert!(matches!(CudaRuntime::new(&cfg, &store, &cpu), Err(CudaError::Shape(_))));
+        let half = Options { device: Device::Cuda(0), precision: Precision::Bf16, ..Options::default() };
+        let e = CudaRuntime::new(&cfg, &store, &half).err().expect("bf16 is not executed yet");
+        assert!(e.to_string().contains("fp32 only"), "{e}");
+        let zero = Options { device: Device::Cuda(0), batch: 0, ..Options::default() };
+        assert!(CudaRuntime::new(&cfg, &store, &zero).is_err());
+    }
+
+    #[test]
+    fn without_a_gpu_the_runtime_is_unavailable_not_a_panic() {
+        let (cfg, store) = tiny();
+        let opts = Options { device: Device::Cuda(0), ..Options::default() };
+        match CudaRuntime::new(&cfg, &store, &opts) {
+            Ok(rt) => println!("GPU present: {:?}, plan {:?}", rt.device().info(), rt.report()),
+            Err(e) => {
+                println!("CUDA runtime unavailable here: {e}");
+                if !super::super::device::library_presence().driver {
+                    assert!(matches!(e, CudaError::DeviceUnavailable { .. }), "{e:?}");
+                }
+            }
+        }
     }
 }
