@@ -63,7 +63,7 @@ static brats_ldm_options small_options(void) {
     brats_ldm_options o;
     BRATS_LDM_OPTIONS_INIT(&o);
     o.steps = g_steps;
-    o.threads = 1;
+    o.threads = 2; /* a worker thread besides the caller: cancellation must not strand it */
     return o;
 }
 
