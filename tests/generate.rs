@@ -260,6 +260,33 @@ fn init_noise_reproduces_the_monai_bundle_sampler() {
         .as_str()
         .unwrap()
         .ends_with("noise.npy"));
+
+    // The same through `brats-ldm convert` with the fixtures' architecture file.
+    let converted = tmp.path().join("converted.blob");
+    let f = fixtures();
+    let o = run(&[
+        "convert",
+        "--autoencoder",
+        f.join("autoencoder/autoencoder.safetensors")
+            .to_str()
+            .unwrap(),
+        "--unet",
+        f.join("unet/unet.safetensors").to_str().unwrap(),
+        "--config",
+        f.join("../configs/fixture_networks.json").to_str().unwrap(),
+        "--out",
+        converted.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "convert failed: {}", stderr(&o));
+    let out2 = tmp.path().join("out2");
+    generate(
+        &converted,
+        &out2,
+        &["--init-noise", noise.to_str().unwrap(), "--format", "npy"],
+    );
+    let err2 = rel_l2(&read_npy(&out2.join("init-noise.npy")).1, &reference);
+    eprintln!("--init-noise with a converted blob: relative L2 {err2:.3e}");
+    assert!(err2 < 1e-4, "relative L2 {err2}");
 }
 
 #[test]
