@@ -122,3 +122,16 @@ fn written_dataset_is_task01_shaped() {
     let s = p.volume.stats();
     assert!(s.min >= 0.0 && s.max > 1.0 && s.mean > 0.02, "{s:?}");
 }
+
+/// Timing at the BraTS size: `cargo test -p brats-ldm --test data_phantoms -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn full_size_phantom_timing() {
+    let t = std::time::Instant::now();
+    let p = make_phantom(1, &PhantomOptions::default()).unwrap();
+    println!(
+        "240x240x155 phantom (4 contrasts + labels): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(p.modalities[0].dims, [240, 240, 155]);
+}

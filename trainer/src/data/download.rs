@@ -153,7 +153,7 @@ fn one_attempt(
         416 if have > 0 => {
             // nothing left to send: the partial file is already whole (the md5 decides)
             let total = header("content-range").and_then(|v| v.rsplit('/').next().and_then(|t| t.parse::<u64>().ok()));
-            if total.is_none_or_eq(have) {
+            if total.map_or(true, |t| t == have) {
                 return Ok(Attempt::Complete);
             }
             std::fs::remove_file(part).map_err(|e| DataError::io(part, e))?;
@@ -208,16 +208,6 @@ fn one_attempt(
             )))
         }
         _ => Ok(Attempt::Complete),
-    }
-}
-
-trait NoneOrEq {
-    fn is_none_or_eq(&self, v: u64) -> bool;
-}
-
-impl NoneOrEq for Option<u64> {
-    fn is_none_or_eq(&self, v: u64) -> bool {
-        self.map_or(true, |t| t == v)
     }
 }
 

@@ -195,116 +195,142 @@ pub fn make_phantom(seed: u64, opt: &PhantomOptions) -> Result<Phantom> {
     ];
     let noise_seed = rng.next_u64();
     let n = nx * ny * nz;
-    let mut tissue = vec![Tissue::Background; n];
-    let mut labels = vec![0u8; n];
-    let mut mods: Vec<Vec<f32>> = (0..4).map(|_| vec![0f32; n]).collect();
     let half = [
         (nx as f64 - 1.0) / 2.0,
         (ny as f64 - 1.0) / 2.0,
         (nz as f64 - 1.0) / 2.0,
     ];
-    for x in 0..nx {
-        for y in 0..ny {
-            for z in 0..nz {
-                let i = (x * ny + y) * nz + z;
-                // mm position relative to the head centre; head-normalised coordinates q
-                let p = [
-                    (x as f64 - half[0]) * s - centre[0],
-                    (y as f64 - half[1]) * s - centre[1],
-                    (z as f64 - half[2]) * s - centre[2],
-                ];
-                let q = [p[0] / head[0], p[1] / head[1], p[2] / head[2]];
-                let rq = (q[0] * q[0] + q[1] * q[1] + q[2] * q[2]).sqrt();
-                let u = if rq > 1e-9 {
-                    [q[0] / rq, q[1] / rq, q[2] / rq]
+    // one voxel: its tissue and the four contrasts before blur and noise
+    let voxel = |x: usize, y: usize, z: usize| -> (Tissue, [f32; 4]) {
+        let i = (x * ny + y) * nz + z;
+        // mm position relative to the head centre; head-normalised coordinates q
+        let p = [
+            (x as f64 - half[0]) * s - centre[0],
+            (y as f64 - half[1]) * s - centre[1],
+            (z as f64 - half[2]) * s - centre[2],
+        ];
+        let q = [p[0] / head[0], p[1] / head[1], p[2] / head[2]];
+        let rq = (q[0] * q[0] + q[1] * q[1] + q[2] * q[2]).sqrt();
+        let u = if rq > 1e-9 {
+            [q[0] / rq, q[1] / rq, q[2] / rq]
+        } else {
+            [0.0, 0.0, 1.0]
+        };
+        let r = rq / (1.0 + shape.at(u));
+        let t = if r > 1.0 {
+            Tissue::Background
+        } else if r > 1.0 - scalp_mm {
+            Tissue::Scalp
+        } else if r > 1.0 - scalp_mm - skull_mm {
+            Tissue::Skull
+        } else if r > brain_r * (1.0 + cortex.at(u) * 0.3) {
+            Tissue::Csf
+        } else {
+            let folds = fold.at(p) / 3.5; // ~[-1, 1]
+            let wm_edge = brain_r - cortex_mm * (1.0 + 0.6 * folds);
+            let vq = [
+                (q[0].abs() - v_off[0]) / v_half[0],
+                (q[1] - v_off[1]) / v_half[1],
+                (q[2] - v_off[2]) / v_half[2],
+            ];
+            let in_vent = vq[0] * vq[0] + vq[1] * vq[1] + vq[2] * vq[2] < 1.0;
+            // sulci: CSF fills the deepest folds near the surface
+            if r > brain_r - cortex_mm * (0.3 + 0.7 * folds) && folds > 0.45 {
+                Tissue::Csf
+            } else if in_vent {
+                Tissue::Ventricle
+            } else if r > wm_edge {
+                Tissue::Grey
+            } else {
+                Tissue::White
+            }
+        };
+        let mut t = t;
+        if let Some((c, lr, oedema, ref wobble)) = lesion {
+            if matches!(t, Tissue::White | Tissue::Grey | Tissue::Ventricle | Tissue::Csf) && r <= brain_r {
+                let d = [q[0] - c[0], q[1] - c[1], q[2] - c[2]];
+                let dr = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+                let du = if dr > 1e-9 {
+                    [d[0] / dr, d[1] / dr, d[2] / dr]
                 } else {
                     [0.0, 0.0, 1.0]
                 };
-                let r = rq / (1.0 + shape.at(u));
-                let t = if r > 1.0 {
-                    Tissue::Background
-                } else if r > 1.0 - scalp_mm {
-                    Tissue::Scalp
-                } else if r > 1.0 - scalp_mm - skull_mm {
-                    Tissue::Skull
-                } else if r > brain_r * (1.0 + cortex.at(u) * 0.3) {
-                    Tissue::Csf
-                } else {
-                    let folds = fold.at(p) / 3.5; // ~[-1, 1]
-                    let wm_edge = brain_r - cortex_mm * (1.0 + 0.6 * folds);
-                    let vq = [
-                        (q[0].abs() - v_off[0]) / v_half[0],
-                        (q[1] - v_off[1]) / v_half[1],
-                        (q[2] - v_off[2]) / v_half[2],
-                    ];
-                    let in_vent = vq[0] * vq[0] + vq[1] * vq[1] + vq[2] * vq[2] < 1.0;
-                    // sulci: CSF fills the deepest folds near the surface
-                    if r > brain_r - cortex_mm * (0.3 + 0.7 * folds) && folds > 0.45 {
-                        Tissue::Csf
-                    } else if in_vent {
-                        Tissue::Ventricle
-                    } else if r > wm_edge {
-                        Tissue::Grey
-                    } else {
-                        Tissue::White
-                    }
-                };
-                let mut t = t;
-                if let Some((c, lr, oedema, ref wobble)) = lesion {
-                    if matches!(t, Tissue::White | Tissue::Grey | Tissue::Ventricle | Tissue::Csf) && r <= brain_r {
-                        let d = [q[0] - c[0], q[1] - c[1], q[2] - c[2]];
-                        let dr = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-                        let du = if dr > 1e-9 {
-                            [d[0] / dr, d[1] / dr, d[2] / dr]
-                        } else {
-                            [0.0, 0.0, 1.0]
-                        };
-                        let rel = dr / (lr * (1.0 + wobble.at(du)));
-                        if rel < 0.7 {
-                            t = Tissue::Core;
-                        } else if rel < 1.0 {
-                            t = Tissue::Rim;
-                        } else if rel < oedema && t != Tissue::Csf {
-                            t = Tissue::Oedema;
-                        }
-                    }
-                }
-                tissue[i] = t;
-                labels[i] = match t {
-                    Tissue::Oedema => 1,
-                    Tissue::Core => 2,
-                    Tissue::Rim => 3,
-                    _ => 0,
-                };
-                if t == Tissue::Background {
-                    continue;
-                }
-                let gain = 1.0 + bias[0] * q[0] + bias[1] * q[1] + bias[2] * q[2];
-                let texture = 1.0 + 0.03 * gauss(noise_seed, i as u64);
-                for (m, out) in mods.iter_mut().enumerate() {
-                    out[i] = (CONTRAST[t as usize][m] as f64 * gain * texture) as f32;
+                let rel = dr / (lr * (1.0 + wobble.at(du)));
+                if rel < 0.7 {
+                    t = Tissue::Core;
+                } else if rel < 1.0 {
+                    t = Tissue::Rim;
+                } else if rel < oedema && t != Tissue::Csf {
+                    t = Tissue::Oedema;
                 }
             }
         }
-    }
-    // partial-volume blur (one 3-tap pass per axis), then scanner noise and scaling to ~0..1000
-    let affine = phantom_affine(opt);
-    let modalities = mods
-        .into_iter()
-        .enumerate()
-        .map(|(m, mut d)| {
-            blur3(&mut d, opt.dims);
-            for (i, v) in d.iter_mut().enumerate() {
-                let noisy = *v as f64 + 0.012 * gauss(noise_seed.wrapping_add(1 + m as u64), i as u64);
-                *v = (noisy.abs() * 1000.0) as f32;
+        if t == Tissue::Background {
+            return (t, [0.0; 4]);
+        }
+        let gain = 1.0 + bias[0] * q[0] + bias[1] * q[1] + bias[2] * q[2];
+        let texture = 1.0 + 0.03 * gauss(noise_seed, i as u64);
+        let c = CONTRAST[t as usize];
+        (t, [0, 1, 2, 3].map(|m| (c[m] as f64 * gain * texture) as f32))
+    };
+    let mut tissue = vec![Tissue::Background; n];
+    let mut mods: Vec<Vec<f32>> = (0..4).map(|_| vec![0f32; n]).collect();
+    // slabs of x across the cores; every voxel is a pure function of (seed, position)
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, nx);
+    let rows = nx.div_ceil(threads);
+    std::thread::scope(|sc| {
+        let mut t_rest: &mut [Tissue] = &mut tissue;
+        let mut m_rest: Vec<&mut [f32]> = mods.iter_mut().map(|m| m.as_mut_slice()).collect();
+        let mut x0 = 0;
+        while x0 < nx {
+            let take = rows.min(nx - x0) * ny * nz;
+            let (t_chunk, t_tail) = std::mem::take(&mut t_rest).split_at_mut(take);
+            t_rest = t_tail;
+            let mut m_chunks = Vec::with_capacity(4);
+            for r in m_rest.iter_mut() {
+                let (c, tail) = std::mem::take(r).split_at_mut(take);
+                *r = tail;
+                m_chunks.push(c);
             }
-            Volume {
-                dims: opt.dims,
-                data: d,
-                affine,
-            }
+            let voxel = &voxel;
+            let first = x0 * ny * nz;
+            sc.spawn(move || {
+                for (k, t) in t_chunk.iter_mut().enumerate() {
+                    let i = first + k;
+                    let (tt, vals) = voxel(i / (ny * nz), (i / nz) % ny, i % nz);
+                    *t = tt;
+                    for (c, v) in m_chunks.iter_mut().zip(vals) {
+                        c[k] = v;
+                    }
+                }
+            });
+            x0 += rows;
+        }
+    });
+    let labels: Vec<u8> = tissue
+        .iter()
+        .map(|t| match t {
+            Tissue::Oedema => 1,
+            Tissue::Core => 2,
+            Tissue::Rim => 3,
+            _ => 0,
         })
         .collect();
+    // partial-volume blur (one 3-tap pass per axis), then scanner noise and scaling to ~0..1000
+    let affine = phantom_affine(opt);
+    let dims = opt.dims;
+    std::thread::scope(|sc| {
+        for (m, d) in mods.iter_mut().enumerate() {
+            sc.spawn(move || {
+                blur3(d, dims);
+                for (i, v) in d.iter_mut().enumerate() {
+                    let noisy = *v as f64 + 0.012 * gauss(noise_seed.wrapping_add(1 + m as u64), i as u64);
+                    *v = (noisy.abs() * 1000.0) as f32;
+                }
+            });
+        }
+    });
+    let modalities = mods.into_iter().map(|data| Volume { dims, data, affine }).collect();
     Ok(Phantom {
         modalities,
         labels,

@@ -294,13 +294,11 @@ pub fn scale_percentiles(v: &mut Volume, s: &PercentileScaling) -> Result<(f64, 
             *x = (*x as f64 - a_min + s.b_min) as f32;
         }
     } else {
-        let scale = (s.b_max - s.b_min) / (a_max - a_min);
+        let (lo, hi) = (s.b_min.min(s.b_max), s.b_max.max(s.b_min));
         for x in v.data.iter_mut() {
-            let mut y = (*x as f64 - a_min) / (a_max - a_min);
-            y = y * (s.b_max - s.b_min) + s.b_min;
-            let _ = scale;
+            let mut y = (*x as f64 - a_min) / (a_max - a_min) * (s.b_max - s.b_min) + s.b_min;
             if s.clip {
-                y = y.clamp(s.b_min.min(s.b_max), s.b_max.max(s.b_min));
+                y = y.clamp(lo, hi);
             }
             *x = y as f32;
         }
