@@ -22,7 +22,10 @@ fn config() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brats-ldm")).args(args).output().expect("run brats-ldm")
+    Command::new(env!("CARGO_BIN_EXE_brats-ldm"))
+        .args(args)
+        .output()
+        .expect("run brats-ldm")
 }
 
 fn convert(flag: &str, src: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -42,7 +45,11 @@ fn convert(flag: &str, src: &Path, out: &Path, extra: &[&str]) -> Output {
 
 fn ok(o: &Output) -> String {
     let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "failed:\nstdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     stdout
 }
 
@@ -63,24 +70,42 @@ fn reference(net: &str) -> Vec<(String, Vec<usize>, Vec<u8>)> {
 fn check_network(net: &str, flag: &str, expect_stored: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut blobs = Vec::new();
-    for src in [format!("{net}.pt"), format!("{net}.safetensors"), format!("{net}_monai.pt")] {
+    for src in [
+        format!("{net}.pt"),
+        format!("{net}.safetensors"),
+        format!("{net}_monai.pt"),
+    ] {
         let out = dir.path().join(format!("{src}.blob"));
         let stdout = ok(&convert(flag, &fixture(net, &src), &out, &[]));
-        assert!(stdout.contains(&format!("{expect_stored} stored")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{expect_stored} stored")),
+            "{stdout}"
+        );
         blobs.push(std::fs::read(&out).unwrap());
     }
-    assert!(blobs[0] == blobs[1], "{net}: .pt and .safetensors blobs differ");
-    assert!(blobs[0] == blobs[2], "{net}: .pt and _monai.pt blobs differ");
+    assert!(
+        blobs[0] == blobs[1],
+        "{net}: .pt and .safetensors blobs differ"
+    );
+    assert!(
+        blobs[0] == blobs[2],
+        "{net}: .pt and _monai.pt blobs differ"
+    );
 
     let blob = Blob::from_bytes(blobs.swap_remove(0)).unwrap();
     let reference = reference(net);
     assert_eq!(blob.tensors().len(), reference.len());
     assert_eq!(reference.len(), expect_stored);
     for (name, shape, bytes) in &reference {
-        let view = blob.tensor(name).unwrap_or_else(|| panic!("{name} missing from the blob"));
+        let view = blob
+            .tensor(name)
+            .unwrap_or_else(|| panic!("{name} missing from the blob"));
         assert_eq!(view.dtype, DType::F32);
         assert_eq!(view.shape, &shape[..], "{name}");
-        assert!(view.bytes == &bytes[..], "{name}: bytes differ from the fixture");
+        assert!(
+            view.bytes == &bytes[..],
+            "{name}: bytes differ from the fixture"
+        );
     }
 }
 
@@ -94,22 +119,43 @@ fn unet_three_sources_identical_and_exact() {
     // 318 tensors in the generative checkpoint, 22 of them unused proj_attn.
     check_network("unet", "--unet", 296);
     let dir = tempfile::tempdir().unwrap();
-    let stdout = ok(&convert("--unet", &fixture("unet", "unet.pt"), &dir.path().join("u.blob"), &[]));
-    assert!(stdout.contains("dropped 22 tensors (11616 parameters)"), "{stdout}");
-    let stdout = ok(&convert("--unet", &fixture("unet", "unet_monai.pt"), &dir.path().join("m.blob"), &[]));
-    assert!(stdout.contains("70 renamed from monai >= 1.4 names"), "{stdout}");
+    let stdout = ok(&convert(
+        "--unet",
+        &fixture("unet", "unet.pt"),
+        &dir.path().join("u.blob"),
+        &[],
+    ));
+    assert!(
+        stdout.contains("dropped 22 tensors (11616 parameters)"),
+        "{stdout}"
+    );
+    let stdout = ok(&convert(
+        "--unet",
+        &fixture("unet", "unet_monai.pt"),
+        &dir.path().join("m.blob"),
+        &[],
+    ));
+    assert!(
+        stdout.contains("70 renamed from monai >= 1.4 names"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn both_networks_in_one_blob_with_half_dtypes() {
     let dir = tempfile::tempdir().unwrap();
-    let reference: Vec<_> = reference("autoencoder").into_iter().chain(reference("unet")).collect();
+    let reference: Vec<_> = reference("autoencoder")
+        .into_iter()
+        .chain(reference("unet"))
+        .collect();
     for (flag, dtype) in [("f16", DType::F16), ("bf16", DType::BF16)] {
         let out = dir.path().join(format!("both_{flag}.blob"));
         let o = run(&[
             "convert",
             "--autoencoder",
-            fixture("autoencoder", "autoencoder_monai.pt").to_str().unwrap(),
+            fixture("autoencoder", "autoencoder_monai.pt")
+                .to_str()
+                .unwrap(),
             "--unet",
             fixture("unet", "unet.safetensors").to_str().unwrap(),
             "--config",
@@ -127,7 +173,11 @@ fn both_networks_in_one_blob_with_half_dtypes() {
         let blob = Blob::open(&out).unwrap();
         assert_eq!(blob.config().scale_factor, 0.8);
         assert_eq!(blob.config().latent_shape, [8, 16, 16, 8]);
-        assert!(blob.config().decoder.is_some() && blob.config().encoder.is_some() && blob.config().unet.is_some());
+        assert!(
+            blob.config().decoder.is_some()
+                && blob.config().encoder.is_some()
+                && blob.config().unet.is_some()
+        );
         assert_eq!(blob.tensors().len(), reference.len());
         for (name, _, bytes) in &reference {
             let view = blob.tensor(name).unwrap();
@@ -149,12 +199,22 @@ fn both_networks_in_one_blob_with_half_dtypes() {
 fn decoder_only_drops_encoder_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("dec.blob");
-    let stdout = ok(&convert("--autoencoder", &fixture("autoencoder", "autoencoder.pt"), &out, &["--decoder-only"]));
-    assert!(stdout.contains("dropped 64 tensors (174776 parameters): encoder tensors"), "{stdout}");
+    let stdout = ok(&convert(
+        "--autoencoder",
+        &fixture("autoencoder", "autoencoder.pt"),
+        &out,
+        &["--decoder-only"],
+    ));
+    assert!(
+        stdout.contains("dropped 64 tensors (174776 parameters): encoder tensors"),
+        "{stdout}"
+    );
     let blob = Blob::open(&out).unwrap();
     assert!(blob.config().encoder.is_none());
     assert_eq!(blob.tensors().len(), 62);
-    assert!(blob.tensors().all(|t| !t.name.starts_with("autoencoder.encoder.")));
+    assert!(blob
+        .tensors()
+        .all(|t| !t.name.starts_with("autoencoder.encoder.")));
 }
 
 #[test]
@@ -179,7 +239,12 @@ fn bundle_preset_and_config_arguments_are_checked() {
     let o = run(&["convert", "--unet", "u.pt", "--out", "x.blob"]);
     assert!(!o.status.success());
     // A latent shape the UNet cannot halve twice.
-    let o = convert("--unet", &fixture("unet", "unet.pt"), &dir.path().join("y.blob"), &["--latent-shape", "8,6,8,4"]);
+    let o = convert(
+        "--unet",
+        &fixture("unet", "unet.pt"),
+        &dir.path().join("y.blob"),
+        &["--latent-shape", "8,6,8,4"],
+    );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("inconsistent"), "{err}");

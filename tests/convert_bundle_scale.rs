@@ -66,7 +66,8 @@ fn state_dict_pickle(specs: &[TensorSpec]) -> Vec<u8> {
 
 /// Deterministic values: a hash of (tensor index, element index) scaled into [-0.5, 0.5).
 fn value(t: usize, i: usize) -> f32 {
-    let mut x = (t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut x = (t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (i as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 31;
     (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
 }
@@ -83,7 +84,9 @@ fn write_pt(path: &Path, archive: &str, specs: &[TensorSpec]) {
     z.write_all(b"little").unwrap();
     for (ti, t) in specs.iter().enumerate() {
         z.start_file(format!("{archive}/data/{ti}"), opts).unwrap();
-        let bytes: Vec<u8> = (0..t.numel()).flat_map(|i| value(ti, i).to_le_bytes()).collect();
+        let bytes: Vec<u8> = (0..t.numel())
+            .flat_map(|i| value(ti, i).to_le_bytes())
+            .collect();
         z.write_all(&bytes).unwrap();
     }
     z.finish().unwrap();
@@ -108,7 +111,10 @@ fn checkpoint_specs(prefix: &str) -> Vec<TensorSpec> {
         .into_iter()
         .filter_map(|t| {
             let name = t.name.strip_prefix(prefix)?.strip_prefix('.')?.to_string();
-            Some(TensorSpec { name, shape: t.shape })
+            Some(TensorSpec {
+                name,
+                shape: t.shape,
+            })
         })
         .collect()
 }
@@ -124,7 +130,10 @@ fn bundle_scale_pt_conversion() {
     let t = Instant::now();
     write_pt(&ae, "model_autoencoder", &ae_specs);
     write_pt(&unet, "model", &unet_specs);
-    println!("wrote bundle-size checkpoints in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "wrote bundle-size checkpoints in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let out = dir.path().join("bundle.blob");
     let t = Instant::now();
@@ -139,25 +148,43 @@ fn bundle_scale_pt_conversion() {
         .unwrap();
     let secs = t.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     println!("{stdout}convert (read 2 checkpoints, write, re-verify): {secs:.1} s");
 
     let blob = Blob::open(&out).unwrap();
     let pc = ldm_weights::parameter_counts(blob.config());
-    println!("parameters: decoder {} encoder {} unet {}", pc.decoder, pc.encoder, pc.unet);
+    println!(
+        "parameters: decoder {} encoder {} unet {}",
+        pc.decoder, pc.encoder, pc.unet
+    );
     assert!(stdout.contains("dropped 22 tensors"), "{stdout}");
     assert_eq!(blob.tensors().len(), ae_specs.len() + unet_specs.len() - 22);
     // DESIGN.md: 21.0 M VAE parameters, 189.3 M UNet parameters used.
-    assert_eq!(((pc.decoder + pc.encoder) as f64 / 1e5).round() / 10.0, 21.0);
+    assert_eq!(
+        ((pc.decoder + pc.encoder) as f64 / 1e5).round() / 10.0,
+        21.0
+    );
     assert_eq!((pc.unet as f64 / 1e5).round() / 10.0, 189.3);
     for (prefix, specs) in [("autoencoder", &ae_specs), ("unet", &unet_specs)] {
         for (ti, spec) in specs.iter().enumerate().step_by(17) {
             if spec.name.contains("proj_attn") {
                 continue;
             }
-            let v = blob.tensor(&format!("{prefix}.{}", spec.name)).unwrap().to_f32_vec();
+            let v = blob
+                .tensor(&format!("{prefix}.{}", spec.name))
+                .unwrap()
+                .to_f32_vec();
             for i in [0, v.len() / 2, v.len() - 1] {
-                assert_eq!(v[i].to_bits(), value(ti, i).to_bits(), "{prefix}.{}[{i}]", spec.name);
+                assert_eq!(
+                    v[i].to_bits(),
+                    value(ti, i).to_bits(),
+                    "{prefix}.{}[{i}]",
+                    spec.name
+                );
             }
         }
     }

@@ -32,30 +32,69 @@ fn refused(file: &str, expect: &[&str]) {
     let o = convert_unet(&root().join("tests/fixtures/crafted").join(file), &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{file} was accepted");
-    assert_eq!(o.status.code(), Some(1), "{file}: not a clean error exit: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{file}: not a clean error exit: {err}"
+    );
     assert!(!err.contains("panicked"), "{file}: {err}");
     for e in expect {
-        assert!(err.contains(e), "{file}: error does not mention `{e}`:\n{err}");
+        assert!(
+            err.contains(e),
+            "{file}: error does not mention `{e}`:\n{err}"
+        );
     }
     assert!(!out.exists(), "{file}: a blob was written");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{file}: temporary files left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "{file}: temporary files left behind"
+    );
 }
 
 #[test]
 fn code_execution_globals_are_refused_by_name() {
-    refused("os_system.pt", &["global `os.system` is not allowed", "nothing was executed"]);
-    refused("builtins_eval.pt", &["global `builtins.eval` is not allowed"]);
-    refused("stack_global_posix.pt", &["global `posix.system` is not allowed"]);
-    refused("subprocess_popen.pt", &["global `subprocess.Popen` is not allowed"]);
+    refused(
+        "os_system.pt",
+        &["global `os.system` is not allowed", "nothing was executed"],
+    );
+    refused(
+        "builtins_eval.pt",
+        &["global `builtins.eval` is not allowed"],
+    );
+    refused(
+        "stack_global_posix.pt",
+        &["global `posix.system` is not allowed"],
+    );
+    refused(
+        "subprocess_popen.pt",
+        &["global `subprocess.Popen` is not allowed"],
+    );
 }
 
 #[test]
 fn broken_archives_are_refused_clearly() {
-    refused("huge_numel.pt", &["tensor `w`", "claims 1099511627776 float32 elements", "holds 16 bytes"]);
-    refused("view_out_of_bounds.pt", &["tensor `w`", "reaches element 5", "has 4 elements"]);
-    refused("missing_storage.pt", &["storage `7` is missing", "archive/data/7"]);
+    refused(
+        "huge_numel.pt",
+        &[
+            "tensor `w`",
+            "claims 1099511627776 float32 elements",
+            "holds 16 bytes",
+        ],
+    );
+    refused(
+        "view_out_of_bounds.pt",
+        &["tensor `w`", "reaches element 5", "has 4 elements"],
+    );
+    refused(
+        "missing_storage.pt",
+        &["storage `7` is missing", "archive/data/7"],
+    );
     refused("truncated_pickle.pt", &["pickle truncated"]);
-    refused("nested.pt", &["not a state dict", "'state_dict' (dict)", "--key"]);
+    refused(
+        "nested.pt",
+        &["not a state dict", "'state_dict' (dict)", "--key"],
+    );
 }
 
 #[test]
@@ -65,7 +104,10 @@ fn non_checkpoints_are_refused() {
     std::fs::write(&junk, b"this is not a checkpoint").unwrap();
     let o = convert_unet(&junk, &dir.path().join("x.blob"));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("neither a torch.save zip archive nor a safetensors file"), "{err}");
+    assert!(
+        err.contains("neither a torch.save zip archive nor a safetensors file"),
+        "{err}"
+    );
     // A safetensors header that points past the end of the file.
     let bad = dir.path().join("bad.safetensors");
     let header = br#"{"w":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#;
@@ -85,8 +127,11 @@ fn non_checkpoints_are_refused() {
 fn every_mismatch_is_reported_by_name_at_once() {
     let bytes = std::fs::read(root().join("tests/fixtures/monai/unet/unet.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut owned: HashMap<String, (Vec<usize>, Vec<u8>)> =
-        st.tensors().into_iter().map(|(n, t)| (n, (t.shape().to_vec(), t.data().to_vec()))).collect();
+    let mut owned: HashMap<String, (Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, (t.shape().to_vec(), t.data().to_vec())))
+        .collect();
     // Missing: two tensors. Extra: one. Mis-shaped: one (same element count, other shape).
     owned.remove("time_embed.0.weight").unwrap();
     owned.remove("middle_block.attention.to_k.bias").unwrap();
@@ -95,7 +140,12 @@ fn every_mismatch_is_reported_by_name_at_once() {
     owned.insert("out.2.conv.bias".into(), (vec![2, 4], data));
     let views: Vec<(String, TensorView)> = owned
         .iter()
-        .map(|(n, (s, d))| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
+        .map(|(n, (s, d))| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("broken.safetensors");
@@ -134,8 +184,15 @@ fn monai_with_out_proj(dir: &std::path::Path) -> PathBuf {
             (n, t.shape().to_vec(), t.data().to_vec())
         })
         .collect();
-    let views: Vec<(String, TensorView)> =
-        owned.iter().map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap())).collect();
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
     let src = dir.join("monai_fc.safetensors");
     safetensors::serialize_to_file(views, None, &src).unwrap();
     src
@@ -149,11 +206,21 @@ fn applied_monai_out_proj_needs_the_config_switch() {
     let o = convert_unet(&src, &dir.path().join("x.blob"));
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("out_proj    middle_block.attention.attn.out_proj.weight: monai >= 1.4 applies"), "{err}");
-    assert!(err.contains("\"attention_output_projection\": true"), "{err}");
+    assert!(
+        err.contains(
+            "out_proj    middle_block.attention.attn.out_proj.weight: monai >= 1.4 applies"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("\"attention_output_projection\": true"),
+        "{err}"
+    );
 
     // With include_fc: true the projection is stored under the generative name.
-    let cfg_text = std::fs::read_to_string(root().join("tests/fixtures/configs/fixture_networks.json")).unwrap();
+    let cfg_text =
+        std::fs::read_to_string(root().join("tests/fixtures/configs/fixture_networks.json"))
+            .unwrap();
     let mut cfg: serde_json::Value = serde_json::from_str(&cfg_text).unwrap();
     cfg["network_def"]["include_fc"] = serde_json::Value::Bool(true);
     let cfg_path = dir.path().join("fc.json");
@@ -170,10 +237,23 @@ fn applied_monai_out_proj_needs_the_config_switch() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let blob = ldm_weights::Blob::open(&out).unwrap();
-    assert!(blob.config().unet.as_ref().unwrap().attention_output_projection);
+    assert!(
+        blob.config()
+            .unet
+            .as_ref()
+            .unwrap()
+            .attention_output_projection
+    );
     assert_eq!(blob.tensors().len(), 318);
     let bytes = std::fs::read(root().join("tests/fixtures/monai/unet/unet.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let want = st.tensor("up_blocks.1.attentions.2.proj_attn.weight").unwrap();
-    assert!(blob.tensor("unet.up_blocks.1.attentions.2.proj_attn.weight").unwrap().bytes == want.data());
+    let want = st
+        .tensor("up_blocks.1.attentions.2.proj_attn.weight")
+        .unwrap();
+    assert!(
+        blob.tensor("unet.up_blocks.1.attentions.2.proj_attn.weight")
+            .unwrap()
+            .bytes
+            == want.data()
+    );
 }

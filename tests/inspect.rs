@@ -9,11 +9,18 @@ fn root() -> PathBuf {
 }
 
 fn bin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brats-ldm")).args(args).output().expect("run brats-ldm")
+    Command::new(env!("CARGO_BIN_EXE_brats-ldm"))
+        .args(args)
+        .output()
+        .expect("run brats-ldm")
 }
 
 fn stdout_ok(o: &Output) -> String {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
@@ -28,7 +35,10 @@ fn make_blob(dir: &Path) -> PathBuf {
         "--unet",
         fx.join("unet/unet.pt").to_str().unwrap(),
         "--config",
-        root().join("tests/fixtures/configs/fixture_networks.json").to_str().unwrap(),
+        root()
+            .join("tests/fixtures/configs/fixture_networks.json")
+            .to_str()
+            .unwrap(),
         "--dtype",
         "f16",
         "--out",
@@ -59,7 +69,10 @@ fn human_report() {
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }
-    assert!(!text.contains("unet.conv_in"), "tensor list printed without --tensors");
+    assert!(
+        !text.contains("unet.conv_in"),
+        "tensor list printed without --tensors"
+    );
     let listed = stdout_ok(&bin(&["inspect", blob.to_str().unwrap(), "--tensors"]));
     assert!(listed.contains("unet.conv_in.conv.weight"));
     assert!(listed.contains("f16  [16, 8, 3, 3, 3]"), "{listed}");
@@ -69,11 +82,19 @@ fn human_report() {
 fn json_report() {
     let dir = tempfile::tempdir().unwrap();
     let blob = make_blob(dir.path());
-    let text = stdout_ok(&bin(&["inspect", blob.to_str().unwrap(), "--json", "--tensors"]));
+    let text = stdout_ok(&bin(&[
+        "inspect",
+        blob.to_str().unwrap(),
+        "--json",
+        "--tensors",
+    ]));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["checksum"]["status"], "verified");
     assert_eq!(v["checksum"]["algorithm"], "xxh3-64");
-    assert_eq!(v["file_bytes"].as_u64().unwrap(), std::fs::metadata(&blob).unwrap().len());
+    assert_eq!(
+        v["file_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&blob).unwrap().len()
+    );
     assert_eq!(v["tensor_count"], 422);
     assert_eq!(v["dtypes"]["f16"], 422);
     assert_eq!(v["networks"]["decoder"]["parameters"], 216217);
@@ -82,9 +103,15 @@ fn json_report() {
     assert_eq!(v["networks"]["unet"]["bytes"], 1084040 * 2);
     assert_eq!(v["parameters_total"], 1475033);
     assert_eq!(v["unused_proj_attn_parameters"], 11616);
-    assert_eq!(v["config"]["unet"]["num_head_channels"], serde_json::json!([0, 16, 16]));
+    assert_eq!(
+        v["config"]["unet"]["num_head_channels"],
+        serde_json::json!([0, 16, 16])
+    );
     assert_eq!(v["config"]["unet"]["attention_output_projection"], false);
-    assert_eq!(v["config"]["decoder"]["norm_eps"].as_f64().unwrap() as f32, 1e-6);
+    assert_eq!(
+        v["config"]["decoder"]["norm_eps"].as_f64().unwrap() as f32,
+        1e-6
+    );
     assert_eq!(v["config"]["provenance"]["date"], "");
     assert_eq!(v["tensors"].as_array().unwrap().len(), 422);
     assert_eq!(v["tensors"][0]["offset"].as_u64().unwrap() % 256, 0);

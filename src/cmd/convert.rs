@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use ldm_weights::{write_blob_file, Blob, DType, ModelConfig, OutputGeometry, Provenance, TensorData};
+use ldm_weights::{
+    write_blob_file, Blob, DType, ModelConfig, OutputGeometry, Provenance, TensorData,
+};
 
 use crate::import::arch::Architecture;
 use crate::import::assemble::{match_network, Matched, Network};
@@ -32,7 +34,12 @@ pub struct ConvertArgs {
     pub unet: Option<PathBuf>,
     /// Architecture from a JSON file mirroring the bundle's config (`autoencoder_def`,
     /// `network_def`, optional `noise_scheduler`, `latent_shape`, `scale_factor`).
-    #[arg(long, value_name = "FILE", conflicts_with = "preset", required_unless_present = "preset")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "preset",
+        required_unless_present = "preset"
+    )]
     pub config: Option<PathBuf>,
     /// A built-in architecture.
     #[arg(long, value_enum)]
@@ -94,11 +101,16 @@ pub fn dtype_name(d: DType) -> &'static str {
 fn parse_latent_shape(s: &str) -> Result<[u32; 4], String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     if parts.len() != 4 {
-        return Err(format!("expected 4 comma-separated sizes C,D,H,W, got {}", parts.len()));
+        return Err(format!(
+            "expected 4 comma-separated sizes C,D,H,W, got {}",
+            parts.len()
+        ));
     }
     let mut out = [0u32; 4];
     for (o, p) in out.iter_mut().zip(&parts) {
-        *o = p.parse().map_err(|_| format!("`{p}` is not a positive integer"))?;
+        *o = p
+            .parse()
+            .map_err(|_| format!("`{p}` is not a positive integer"))?;
         if *o == 0 {
             return Err("sizes must be positive".into());
         }
@@ -132,11 +144,18 @@ fn model_config(args: &ConvertArgs, arch: &Architecture) -> anyhow::Result<Model
         .map(|d| d.latent_channels)
         .or(unet.as_ref().map(|u| u.in_channels))
         .unwrap_or(8);
-    let latent_shape = args.latent_shape.or(arch.latent_shape).unwrap_or([latent_c, 36, 44, 28]);
+    let latent_shape = args
+        .latent_shape
+        .or(arch.latent_shape)
+        .unwrap_or([latent_c, 36, 44, 28]);
     let scale_factor = args.scale_factor.or(arch.scale_factor).unwrap_or(1.0);
     let mut networks = Vec::new();
     if decoder.is_some() {
-        networks.push(if encoder.is_some() { "autoencoder" } else { "autoencoder decoder" });
+        networks.push(if encoder.is_some() {
+            "autoencoder"
+        } else {
+            "autoencoder decoder"
+        });
     }
     if unet.is_some() {
         networks.push("diffusion unet");
@@ -160,13 +179,19 @@ fn model_config(args: &ConvertArgs, arch: &Architecture) -> anyhow::Result<Model
     Ok(cfg)
 }
 
-fn convert_one(network: Network, path: &Path, key: Option<&str>, cfg: &ModelConfig) -> anyhow::Result<Matched> {
+fn convert_one(
+    network: Network,
+    path: &Path,
+    key: Option<&str>,
+    cfg: &ModelConfig,
+) -> anyhow::Result<Matched> {
     let source = read_checkpoint(path, key)?;
     let n = source.len();
     let mut dtypes: Vec<&str> = source.iter().map(|t| t.source_dtype.name()).collect();
     dtypes.sort_unstable();
     dtypes.dedup();
-    let matched = match_network(network, source, cfg).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let matched = match_network(network, source, cfg)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     say!(
         "{}: {} tensors read from {} ({}), {} renamed from monai >= 1.4 names, {} stored",
         network.prefix(),
@@ -177,7 +202,12 @@ fn convert_one(network: Network, path: &Path, key: Option<&str>, cfg: &ModelConf
         matched.tensors.len()
     );
     for d in &matched.dropped {
-        say!("  dropped {} tensors ({} parameters): {}", d.tensors, d.parameters, d.reason);
+        say!(
+            "  dropped {} tensors ({} parameters): {}",
+            d.tensors,
+            d.parameters,
+            d.reason
+        );
     }
     Ok(matched)
 }
@@ -191,17 +221,25 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let cfg = model_config(&args, &arch)?;
     let dtype = DType::from(args.dtype);
     let mut tensors: Vec<TensorData> = Vec::new();
-    for (network, path) in [(Network::Autoencoder, &args.autoencoder), (Network::Unet, &args.unet)] {
+    for (network, path) in [
+        (Network::Autoencoder, &args.autoencoder),
+        (Network::Unet, &args.unet),
+    ] {
         if let Some(path) = path {
             let matched = convert_one(network, path, args.key.as_deref(), &cfg)?;
             tensors.extend(
-                matched.tensors.into_iter().map(|t| TensorData::from_f32(t.name, t.shape, &t.data, dtype)),
+                matched
+                    .tensors
+                    .into_iter()
+                    .map(|t| TensorData::from_f32(t.name, t.shape, &t.data, dtype)),
             );
         }
     }
-    write_blob_file(&args.out, &cfg, &tensors).with_context(|| format!("writing {}", args.out.display()))?;
+    write_blob_file(&args.out, &cfg, &tensors)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     drop(tensors);
-    let blob = Blob::open(&args.out).with_context(|| format!("re-reading {}", args.out.display()))?;
+    let blob =
+        Blob::open(&args.out).with_context(|| format!("re-reading {}", args.out.display()))?;
     say!(
         "wrote {}: {} tensors ({}), {} bytes, checksum xxh3-64 {:016x} (verified)",
         args.out.display(),

@@ -29,7 +29,7 @@ pub struct InspectArgs {
 }
 
 /// Append one formatted line to a String.
-macro_rules! line {
+macro_rules! push_line {
     ($out:expr, $($arg:tt)*) => {{
         $out.push_str(&format!($($arg)*));
         $out.push('\n');
@@ -44,7 +44,9 @@ fn unused_proj_attn_parameters(cfg: &ModelConfig) -> u64 {
             if let Some(w) = with.unet.as_mut() {
                 w.attention_output_projection = true;
             }
-            parameter_counts(&with).unet.saturating_sub(parameter_counts(cfg).unet)
+            parameter_counts(&with)
+                .unet
+                .saturating_sub(parameter_counts(cfg).unet)
         }
         _ => 0,
     }
@@ -60,14 +62,20 @@ struct NetworkSummary {
 fn summarize(blob: &Blob) -> BTreeMap<&'static str, NetworkSummary> {
     let mut out: BTreeMap<&'static str, NetworkSummary> = BTreeMap::new();
     for t in blob.tensors() {
-        let net = if t.name.starts_with("autoencoder.encoder.") || t.name.starts_with("autoencoder.quant_conv_") {
+        let net = if t.name.starts_with("autoencoder.encoder.")
+            || t.name.starts_with("autoencoder.quant_conv_")
+        {
             "encoder"
         } else if t.name.starts_with("autoencoder.") {
             "decoder"
         } else {
             "unet"
         };
-        let e = out.entry(net).or_insert(NetworkSummary { tensors: 0, parameters: 0, bytes: 0 });
+        let e = out.entry(net).or_insert(NetworkSummary {
+            tensors: 0,
+            parameters: 0,
+            bytes: 0,
+        });
         e.tensors += 1;
         e.parameters += t.shape.iter().product::<usize>() as u64;
         e.bytes += t.len;
@@ -84,7 +92,10 @@ fn dtype_counts(blob: &Blob) -> BTreeMap<&'static str, usize> {
 }
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn render_text(args: &InspectArgs, blob: &Blob) -> String {
@@ -92,57 +103,119 @@ fn render_text(args: &InspectArgs, blob: &Blob) -> String {
     let cfg = blob.config();
     let (major, minor) = blob.format_version();
     let nets = summarize(blob);
-    line!(out, "blob:        {}", args.model.display());
-    line!(out, "format:      version {major}.{minor}, {} bytes (header {} bytes, tensor data {} bytes)", blob.file_len(), blob.header_len(), blob.tensor_bytes());
-    line!(out, "checksum:    verified (xxh3-64 {:016x})", blob.checksum());
-    let dts: Vec<String> = dtype_counts(blob).into_iter().map(|(d, n)| format!("{d} x{n}")).collect();
-    line!(out, "tensors:     {} ({})", blob.tensors().len(), dts.join(", "));
+    push_line!(out, "blob:        {}", args.model.display());
+    push_line!(
+        out,
+        "format:      version {major}.{minor}, {} bytes (header {} bytes, tensor data {} bytes)",
+        blob.file_len(),
+        blob.header_len(),
+        blob.tensor_bytes()
+    );
+    push_line!(
+        out,
+        "checksum:    verified (xxh3-64 {:016x})",
+        blob.checksum()
+    );
+    let dts: Vec<String> = dtype_counts(blob)
+        .into_iter()
+        .map(|(d, n)| format!("{d} x{n}"))
+        .collect();
+    push_line!(
+        out,
+        "tensors:     {} ({})",
+        blob.tensors().len(),
+        dts.join(", ")
+    );
     let p = &cfg.provenance;
-    line!(out, "provenance:  producer \"{}\"; data \"{}\"; steps {}; date {}", p.producer, p.data, p.steps, if p.date.is_empty() { "(not recorded)" } else { &p.date });
-    line!(out, "latent:      shape [{}], scale factor {}", list(&cfg.latent_shape), cfg.scale_factor);
+    push_line!(
+        out,
+        "provenance:  producer \"{}\"; data \"{}\"; steps {}; date {}",
+        p.producer,
+        p.data,
+        p.steps,
+        if p.date.is_empty() {
+            "(not recorded)"
+        } else {
+            &p.date
+        }
+    );
+    push_line!(
+        out,
+        "latent:      shape [{}], scale factor {}",
+        list(&cfg.latent_shape),
+        cfg.scale_factor
+    );
     let s = &cfg.scheduler;
-    line!(out, 
+    push_line!(
+        out,
         "scheduler:   {:?} betas {}..{} over {} steps, clip_sample {}; default {:?} with {} steps",
-        s.beta_schedule, s.beta_start, s.beta_end, s.num_train_timesteps, s.clip_sample, s.default_sampler, s.default_steps
+        s.beta_schedule,
+        s.beta_start,
+        s.beta_end,
+        s.num_train_timesteps,
+        s.clip_sample,
+        s.default_sampler,
+        s.default_steps
     );
     let g = &cfg.geometry;
-    line!(out, "geometry:    spacing [{}] mm, orientation {}, intensity range [{}]", list(&g.spacing_mm), g.orientation, list(&g.intensity_range));
-    let count = |k: &str| nets.get(k).map(|n| (n.tensors, n.parameters, n.bytes)).unwrap_or((0, 0, 0));
+    push_line!(
+        out,
+        "geometry:    spacing [{}] mm, orientation {}, intensity range [{}]",
+        list(&g.spacing_mm),
+        g.orientation,
+        list(&g.intensity_range)
+    );
+    let count = |k: &str| {
+        nets.get(k)
+            .map(|n| (n.tensors, n.parameters, n.bytes))
+            .unwrap_or((0, 0, 0))
+    };
     if let Some(d) = &cfg.decoder {
         let (t, n, b) = count("decoder");
-        line!(out, 
+        push_line!(out,
             "decoder:     channels [{}], res blocks [{}], latent {}, out {}, groups {}, eps {:e}; {t} tensors, {n} parameters, {b} bytes",
             list(&d.num_channels), list(&d.num_res_blocks), d.latent_channels, d.out_channels, d.norm_num_groups, d.norm_eps
         );
     }
     if let Some(e) = &cfg.encoder {
         let (t, n, b) = count("encoder");
-        line!(out, 
+        push_line!(out,
             "encoder:     channels [{}], res blocks [{}], in {}, latent {}, groups {}, eps {:e}; {t} tensors, {n} parameters, {b} bytes",
             list(&e.num_channels), list(&e.num_res_blocks), e.in_channels, e.latent_channels, e.norm_num_groups, e.norm_eps
         );
     }
     if let Some(u) = &cfg.unet {
         let (t, n, b) = count("unet");
-        line!(out, 
+        push_line!(out,
             "unet:        channels [{}], attention [{}], head channels [{}], res blocks [{}], in {}, out {}, groups {}, eps {:e}; {t} tensors, {n} parameters, {b} bytes",
             list(&u.num_channels), list(&u.attention_levels), list(&u.num_head_channels), list(&u.num_res_blocks),
             u.in_channels, u.out_channels, u.norm_num_groups, u.norm_eps
         );
         if u.attention_output_projection {
-            line!(out, "             attention output projection (proj_attn): applied and stored");
+            push_line!(
+                out,
+                "             attention output projection (proj_attn): applied and stored"
+            );
         } else {
-            line!(out, 
+            push_line!(out,
                 "             attention output projection (proj_attn): not applied (generative 0.2.3 semantics); {} unused parameters not stored",
                 unused_proj_attn_parameters(cfg)
             );
         }
     }
     let total: u64 = nets.values().map(|n| n.parameters).sum();
-    line!(out, "parameters:  {total} in total");
+    push_line!(out, "parameters:  {total} in total");
     if args.tensors {
         for t in blob.tensors() {
-            line!(out, "  {:<64} {:<4} [{}] @{} {} bytes", t.name, dtype_name(t.dtype), list(&t.shape), t.offset, t.len);
+            push_line!(
+                out,
+                "  {:<64} {:<4} [{}] @{} {} bytes",
+                t.name,
+                dtype_name(t.dtype),
+                list(&t.shape),
+                t.offset,
+                t.len
+            );
         }
     }
     out
@@ -194,7 +267,11 @@ fn render_json(args: &InspectArgs, blob: &Blob) -> serde_json::Result<String> {
         file_bytes: blob.file_len(),
         header_bytes: blob.header_len(),
         tensor_bytes: blob.tensor_bytes(),
-        checksum: Checksum { algorithm: "xxh3-64", value: format!("{:016x}", blob.checksum()), status: "verified" },
+        checksum: Checksum {
+            algorithm: "xxh3-64",
+            value: format!("{:016x}", blob.checksum()),
+            status: "verified",
+        },
         tensor_count: blob.tensors().len(),
         dtypes: dtype_counts(blob),
         parameters_total: networks.values().map(|n| n.parameters).sum(),
@@ -203,7 +280,13 @@ fn render_json(args: &InspectArgs, blob: &Blob) -> serde_json::Result<String> {
         config: cfg,
         tensors: args.tensors.then(|| {
             blob.tensors()
-                .map(|t| TensorRow { name: &t.name, dtype: dtype_name(t.dtype), shape: &t.shape, offset: t.offset, bytes: t.len })
+                .map(|t| TensorRow {
+                    name: &t.name,
+                    dtype: dtype_name(t.dtype),
+                    shape: &t.shape,
+                    offset: t.offset,
+                    bytes: t.len,
+                })
                 .collect()
         }),
     };
@@ -215,14 +298,22 @@ fn render_json(args: &InspectArgs, blob: &Blob) -> serde_json::Result<String> {
 /// Write the report; a closed pipe (`| head`) is not an error.
 fn emit(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
         _ => Ok(()),
     }
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let blob = Blob::open(&args.model).with_context(|| format!("{} is not a valid blob", args.model.display()))?;
-    let text = if args.json { render_json(&args, &blob).context("serialising the report")? } else { render_text(&args, &blob) };
+    let blob = Blob::open(&args.model)
+        .with_context(|| format!("{} is not a valid blob", args.model.display()))?;
+    let text = if args.json {
+        render_json(&args, &blob).context("serialising the report")?
+    } else {
+        render_text(&args, &blob)
+    };
     emit(&text)
 }

@@ -2,18 +2,29 @@
 //! mirroring the bundle's own config (`autoencoder_def` / `network_def` sections with MONAI's
 //! constructor argument names), validated into the blob's `ModelConfig` pieces.
 
+// `%` rather than `is_multiple_of`: the workspace's rust-version is 1.80.
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::path::Path;
 
-use ldm_weights::{BetaSchedule, DecoderConfig, EncoderConfig, SamplerKind, SchedulerConfig, UnetConfig};
+use ldm_weights::{
+    BetaSchedule, DecoderConfig, EncoderConfig, SamplerKind, SchedulerConfig, UnetConfig,
+};
 use serde::Deserialize;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ArchError {
     #[error("cannot read config {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config {path} is not valid: {source}")]
-    Json { path: String, source: serde_json::Error },
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("config {section}: {msg}")]
     Invalid { section: &'static str, msg: String },
 }
@@ -45,17 +56,25 @@ impl Architecture {
     /// Parse and validate a JSON config file.
     pub fn from_file(path: &Path) -> Result<Self, ArchError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ArchError::Io { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ArchError::Io {
+            path: shown.clone(),
+            source,
+        })?;
         Self::from_json(&text).map_err(|e| match e {
-            ArchError::Json { source, .. } => ArchError::Json { path: shown, source },
+            ArchError::Json { source, .. } => ArchError::Json {
+                path: shown,
+                source,
+            },
             other => other,
         })
     }
 
     /// Parse and validate JSON text (see `from_file`).
     pub fn from_json(text: &str) -> Result<Self, ArchError> {
-        let file: ConfigFile =
-            serde_json::from_str(text).map_err(|source| ArchError::Json { path: "<text>".into(), source })?;
+        let file: ConfigFile = serde_json::from_str(text).map_err(|source| ArchError::Json {
+            path: "<text>".into(),
+            source,
+        })?;
         let (decoder, encoder) = match file.autoencoder_def {
             Some(a) => {
                 let (d, e) = a.validate()?;
@@ -70,15 +89,28 @@ impl Architecture {
         };
         if let Some(s) = file.scale_factor {
             if !(s.is_finite() && s > 0.0) {
-                return Err(invalid("scale_factor", format!("must be a positive finite number, got {s}")));
+                return Err(invalid(
+                    "scale_factor",
+                    format!("must be a positive finite number, got {s}"),
+                ));
             }
         }
-        Ok(Architecture { decoder, encoder, unet, scheduler, latent_shape: file.latent_shape, scale_factor: file.scale_factor })
+        Ok(Architecture {
+            decoder,
+            encoder,
+            unet,
+            scheduler,
+            latent_shape: file.latent_shape,
+            scale_factor: file.scale_factor,
+        })
     }
 }
 
 fn invalid(section: &'static str, msg: impl Into<String>) -> ArchError {
-    ArchError::Invalid { section, msg: msg.into() }
+    ArchError::Invalid {
+        section,
+        msg: msg.into(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -103,11 +135,22 @@ enum PerLevel<T> {
 }
 
 impl<T: Clone> PerLevel<T> {
-    fn expand(self, levels: usize, section: &'static str, field: &str) -> Result<Vec<T>, ArchError> {
+    fn expand(
+        self,
+        levels: usize,
+        section: &'static str,
+        field: &str,
+    ) -> Result<Vec<T>, ArchError> {
         match self {
             PerLevel::One(v) => Ok(vec![v; levels]),
             PerLevel::Each(v) if v.len() == levels => Ok(v),
-            PerLevel::Each(v) => Err(invalid(section, format!("{field} has {} entries but num_channels has {levels}", v.len()))),
+            PerLevel::Each(v) => Err(invalid(
+                section,
+                format!(
+                    "{field} has {} entries but num_channels has {levels}",
+                    v.len()
+                ),
+            )),
         }
     }
 }
@@ -136,10 +179,19 @@ struct AutoencoderDef {
 const AE: &str = "autoencoder_def";
 const NET: &str = "network_def";
 
-fn check_common(section: &'static str, spatial_dims: Option<u32>, channels: &[u32], groups: u32, eps: f32) -> Result<(), ArchError> {
+fn check_common(
+    section: &'static str,
+    spatial_dims: Option<u32>,
+    channels: &[u32],
+    groups: u32,
+    eps: f32,
+) -> Result<(), ArchError> {
     if let Some(d) = spatial_dims {
         if d != 3 {
-            return Err(invalid(section, format!("spatial_dims {d}: only 3-D networks are supported")));
+            return Err(invalid(
+                section,
+                format!("spatial_dims {d}: only 3-D networks are supported"),
+            ));
         }
     }
     if channels.is_empty() {
@@ -149,10 +201,16 @@ fn check_common(section: &'static str, spatial_dims: Option<u32>, channels: &[u3
         return Err(invalid(section, "norm_num_groups is 0"));
     }
     if let Some(c) = channels.iter().find(|&&c| c == 0 || c % groups != 0) {
-        return Err(invalid(section, format!("channel count {c} is not a positive multiple of norm_num_groups {groups}")));
+        return Err(invalid(
+            section,
+            format!("channel count {c} is not a positive multiple of norm_num_groups {groups}"),
+        ));
     }
     if !(eps.is_finite() && eps > 0.0) {
-        return Err(invalid(section, format!("norm_eps must be positive, got {eps}")));
+        return Err(invalid(
+            section,
+            format!("norm_eps must be positive, got {eps}"),
+        ));
     }
     Ok(())
 }
@@ -163,25 +221,46 @@ impl AutoencoderDef {
         let groups = self.norm_num_groups.unwrap_or(32);
         let eps = self.norm_eps.unwrap_or(1e-6);
         check_common(AE, self.spatial_dims, &self.num_channels, groups, eps)?;
-        if self.attention_levels.as_deref().is_some_and(|a| a.iter().any(|&x| x)) {
+        if self
+            .attention_levels
+            .as_deref()
+            .is_some_and(|a| a.iter().any(|&x| x))
+        {
             return Err(invalid(AE, "attention inside the autoencoder is not supported (attention_levels must be all false)"));
         }
-        if self.with_encoder_nonlocal_attn == Some(true) || self.with_decoder_nonlocal_attn == Some(true) {
-            return Err(invalid(AE, "non-local attention inside the autoencoder is not supported"));
+        if self.with_encoder_nonlocal_attn == Some(true)
+            || self.with_decoder_nonlocal_attn == Some(true)
+        {
+            return Err(invalid(
+                AE,
+                "non-local attention inside the autoencoder is not supported",
+            ));
         }
         if self.use_convtranspose == Some(true) {
-            return Err(invalid(AE, "use_convtranspose is not supported (the bundle upsamples by nearest + conv)"));
+            return Err(invalid(
+                AE,
+                "use_convtranspose is not supported (the bundle upsamples by nearest + conv)",
+            ));
         }
         let _ = (self.use_flash_attention, self.use_checkpointing);
         if let Some(a) = &self.attention_levels {
             if a.len() != levels {
-                return Err(invalid(AE, format!("attention_levels has {} entries but num_channels has {levels}", a.len())));
+                return Err(invalid(
+                    AE,
+                    format!(
+                        "attention_levels has {} entries but num_channels has {levels}",
+                        a.len()
+                    ),
+                ));
             }
         }
         if self.latent_channels == 0 {
             return Err(invalid(AE, "latent_channels is 0"));
         }
-        let res = self.num_res_blocks.unwrap_or(PerLevel::One(2)).expand(levels, AE, "num_res_blocks")?;
+        let res =
+            self.num_res_blocks
+                .unwrap_or(PerLevel::One(2))
+                .expand(levels, AE, "num_res_blocks")?;
         let in_channels = self.in_channels.unwrap_or(1);
         let out_channels = self.out_channels.unwrap_or(1);
         if in_channels == 0 || out_channels == 0 {
@@ -245,34 +324,61 @@ impl NetworkDef {
         let eps = self.norm_eps.unwrap_or(1e-6);
         check_common(NET, self.spatial_dims, &self.num_channels, groups, eps)?;
         if self.attention_levels.len() != levels {
-            return Err(invalid(NET, format!("attention_levels has {} entries but num_channels has {levels}", self.attention_levels.len())));
+            return Err(invalid(
+                NET,
+                format!(
+                    "attention_levels has {} entries but num_channels has {levels}",
+                    self.attention_levels.len()
+                ),
+            ));
         }
         if self.resblock_updown == Some(true) {
             return Err(invalid(NET, "resblock_updown is not supported"));
         }
         if self.with_conditioning == Some(true)
-            || self.cross_attention_dim.as_ref().is_some_and(|v| !v.is_null())
+            || self
+                .cross_attention_dim
+                .as_ref()
+                .is_some_and(|v| !v.is_null())
             || self.num_class_embeds.as_ref().is_some_and(|v| !v.is_null())
         {
             return Err(invalid(NET, "conditioning (with_conditioning, cross_attention_dim, num_class_embeds) is not supported"));
         }
         if self.transformer_num_layers.is_some_and(|n| n != 1) {
-            return Err(invalid(NET, "transformer_num_layers only matters with conditioning, which is not supported"));
+            return Err(invalid(
+                NET,
+                "transformer_num_layers only matters with conditioning, which is not supported",
+            ));
         }
-        let _ = (self.upcast_attention, self.use_flash_attention, self.dropout_cattn);
+        let _ = (
+            self.upcast_attention,
+            self.use_flash_attention,
+            self.dropout_cattn,
+        );
         if self.use_combined_linear == Some(true) {
-            return Err(invalid(NET, "use_combined_linear (fused qkv) is not supported"));
+            return Err(invalid(
+                NET,
+                "use_combined_linear (fused qkv) is not supported",
+            ));
         }
         let projection = match (self.attention_output_projection, self.include_fc) {
             (Some(a), Some(b)) if a != b => {
-                return Err(invalid(NET, "attention_output_projection and include_fc disagree"));
+                return Err(invalid(
+                    NET,
+                    "attention_output_projection and include_fc disagree",
+                ));
             }
             (a, b) => a.or(b).unwrap_or(false),
         };
         if self.in_channels == 0 || self.out_channels == 0 {
-            return Err(invalid(NET, "in_channels and out_channels must be positive"));
+            return Err(invalid(
+                NET,
+                "in_channels and out_channels must be positive",
+            ));
         }
-        let mut heads = self.num_head_channels.expand(levels, NET, "num_head_channels")?;
+        let mut heads = self
+            .num_head_channels
+            .expand(levels, NET, "num_head_channels")?;
         // The middle block always has attention at the deepest level's channels.
         for (i, h) in heads.iter_mut().enumerate() {
             let needs = self.attention_levels[i] || i + 1 == levels;
@@ -282,10 +388,17 @@ impl NetworkDef {
             }
             let c = self.num_channels[i];
             if *h == 0 || c % *h != 0 {
-                return Err(invalid(NET, format!("num_head_channels {h} at level {i} does not divide its {c} channels")));
+                return Err(invalid(
+                    NET,
+                    format!("num_head_channels {h} at level {i} does not divide its {c} channels"),
+                ));
             }
         }
-        let res = self.num_res_blocks.unwrap_or(PerLevel::One(2)).expand(levels, NET, "num_res_blocks")?;
+        let res = self.num_res_blocks.unwrap_or(PerLevel::One(2)).expand(
+            levels,
+            NET,
+            "num_res_blocks",
+        )?;
         Ok(UnetConfig {
             in_channels: self.in_channels,
             out_channels: self.out_channels,
@@ -323,12 +436,21 @@ impl SchedulerDef {
         let beta_schedule = match self.schedule.as_deref() {
             None | Some("scaled_linear_beta") | Some("scaled_linear") => BetaSchedule::ScaledLinear,
             Some("linear_beta") | Some("linear") => BetaSchedule::Linear,
-            Some(other) => return Err(invalid(S, format!("schedule `{other}` is not supported (scaled_linear_beta, linear_beta)"))),
+            Some(other) => {
+                return Err(invalid(
+                    S,
+                    format!(
+                        "schedule `{other}` is not supported (scaled_linear_beta, linear_beta)"
+                    ),
+                ))
+            }
         };
         let default_sampler = match self.sampler.as_deref() {
             None | Some("ddim") => SamplerKind::Ddim,
             Some("ddpm") => SamplerKind::Ddpm,
-            Some(other) => return Err(invalid(S, format!("sampler `{other}` is not ddim or ddpm"))),
+            Some(other) => {
+                return Err(invalid(S, format!("sampler `{other}` is not ddim or ddpm")))
+            }
         };
         let cfg = SchedulerConfig {
             num_train_timesteps: self.num_train_timesteps.unwrap_or(b.num_train_timesteps),
@@ -339,11 +461,23 @@ impl SchedulerDef {
             default_sampler,
             default_steps: self.num_inference_steps.unwrap_or(b.default_steps),
         };
-        if cfg.num_train_timesteps == 0 || cfg.default_steps == 0 || cfg.default_steps > cfg.num_train_timesteps {
-            return Err(invalid(S, "need 0 < num_inference_steps <= num_train_timesteps"));
+        if cfg.num_train_timesteps == 0
+            || cfg.default_steps == 0
+            || cfg.default_steps > cfg.num_train_timesteps
+        {
+            return Err(invalid(
+                S,
+                "need 0 < num_inference_steps <= num_train_timesteps",
+            ));
         }
         if !(cfg.beta_start > 0.0 && cfg.beta_start < cfg.beta_end && cfg.beta_end < 1.0) {
-            return Err(invalid(S, format!("need 0 < beta_start < beta_end < 1, got {} and {}", cfg.beta_start, cfg.beta_end)));
+            return Err(invalid(
+                S,
+                format!(
+                    "need 0 < beta_start < beta_end < 1, got {} and {}",
+                    cfg.beta_start, cfg.beta_end
+                ),
+            ));
         }
         Ok(cfg)
     }
@@ -366,19 +500,27 @@ mod tests {
             "attention_levels": [false, true, true], "num_head_channels": [0, 64, 64], "num_res_blocks": 2},
           "latent_shape": [8, 36, 44, 28], "scale_factor": 1.0
         }"#;
-        assert_eq!(Architecture::from_json(json).unwrap(), Architecture::bundle());
+        assert_eq!(
+            Architecture::from_json(json).unwrap(),
+            Architecture::bundle()
+        );
     }
 
     #[test]
     fn rejects_bad_configs_with_reasons() {
-        let e = Architecture::from_json(r#"{"network_def": {"in_channels": 8, "out_channels": 8, "num_channels": [16, 32],
-            "attention_levels": [false, true], "num_head_channels": 5, "norm_num_groups": 8}}"#)
+        let e = Architecture::from_json(
+            r#"{"network_def": {"in_channels": 8, "out_channels": 8, "num_channels": [16, 32],
+            "attention_levels": [false, true], "num_head_channels": 5, "norm_num_groups": 8}}"#,
+        )
         .unwrap_err();
         assert!(e.to_string().contains("num_head_channels 5"), "{e}");
         let e = Architecture::from_json(r#"{"autoencoder_def": {"latent_channels": 8, "num_channels": [16, 20], "norm_num_groups": 8}}"#)
             .unwrap_err();
         assert!(e.to_string().contains("channel count 20"), "{e}");
-        let e = Architecture::from_json(r#"{"autoencoder_def": {"latent_channels": 8, "num_channels": [16], "typo": 1}}"#).unwrap_err();
+        let e = Architecture::from_json(
+            r#"{"autoencoder_def": {"latent_channels": 8, "num_channels": [16], "typo": 1}}"#,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("typo"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //! generative 0.2.3), prefix by network, drop what the config says is unused, and report every
 //! missing, extra or mis-shaped tensor by name, all at once.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -80,7 +81,11 @@ impl Mismatch {
 
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "the {} checkpoint does not match the architecture:", self.network)?;
+        writeln!(
+            f,
+            "the {} checkpoint does not match the architecture:",
+            self.network
+        )?;
         for t in &self.missing {
             writeln!(f, "  missing     {} {:?}", t.name, t.shape)?;
         }
@@ -117,28 +122,48 @@ impl std::error::Error for Mismatch {}
 
 /// Autoencoder keys that belong to the encoder side.
 fn is_encoder_key(key: &str) -> bool {
-    key.starts_with("encoder.") || key.starts_with("quant_conv_mu.") || key.starts_with("quant_conv_log_sigma.")
+    key.starts_with("encoder.")
+        || key.starts_with("quant_conv_mu.")
+        || key.starts_with("quant_conv_log_sigma.")
 }
 
 /// Match one network's source tensors against what `cfg` requires of it.
 ///
 /// `cfg` must already hold the network's config. Encoder tensors are dropped (and reported)
 /// when `cfg.encoder` is `None`; `proj_attn` tensors when the UNet does not apply them.
-pub fn match_network(network: Network, source: Vec<SourceTensor>, cfg: &ModelConfig) -> Result<Matched, Mismatch> {
+pub fn match_network(
+    network: Network,
+    source: Vec<SourceTensor>,
+    cfg: &ModelConfig,
+) -> Result<Matched, Box<Mismatch>> {
     let prefix = network.prefix();
     let expected: Vec<TensorSpec> = expected_tensors(cfg)
         .into_iter()
-        .filter(|t| t.name.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+        .filter(|t| {
+            t.name
+                .strip_prefix(prefix)
+                .is_some_and(|r| r.starts_with('.'))
+        })
         .collect();
     let want: HashMap<&str, &TensorSpec> = expected.iter().map(|t| (t.name.as_str(), t)).collect();
-    let drop_proj = network == Network::Unet && cfg.unet.as_ref().is_some_and(|u| !u.attention_output_projection);
+    let drop_proj = network == Network::Unet
+        && cfg
+            .unet
+            .as_ref()
+            .is_some_and(|u| !u.attention_output_projection);
     let drop_encoder = network == Network::Autoencoder && cfg.encoder.is_none();
 
-    let mut mm = Mismatch { network: prefix, ..Mismatch::default() };
+    let mut mm = Mismatch {
+        network: prefix,
+        ..Mismatch::default()
+    };
     let mut found: HashMap<String, SourceTensor> = HashMap::new();
     let mut renamed = 0;
     let mut proj = Dropped { reason: "attention output projection (proj_attn) is not applied by generative 0.2.3 (MONAI issue 7991)".into(), ..Dropped::default() };
-    let mut enc = Dropped { reason: "encoder tensors (the blob holds the decoder only)".into(), ..Dropped::default() };
+    let mut enc = Dropped {
+        reason: "encoder tensors (the blob holds the decoder only)".into(),
+        ..Dropped::default()
+    };
     for mut t in source {
         let mapped = to_generative(&t.name);
         let from_out_proj = t.name.split('.').any(|p| p == "out_proj");
@@ -155,20 +180,24 @@ pub fn match_network(network: Network, source: Vec<SourceTensor>, cfg: &ModelCon
         match want.get(full.as_str()) {
             Some(spec) => {
                 if spec.shape != t.shape {
-                    mm.misshaped.push((full.clone(), spec.shape.clone(), t.shape.clone()));
+                    mm.misshaped
+                        .push((full.clone(), spec.shape.clone(), t.shape.clone()));
                 }
                 let bad = t.data.iter().filter(|v| !v.is_finite()).count();
                 if bad > 0 {
                     mm.non_finite.push((full.clone(), bad));
                 }
-                if found.contains_key(&full) {
-                    mm.duplicated.push(full);
-                } else {
-                    t.name = full.clone();
-                    found.insert(full, t);
+                match found.entry(full) {
+                    Entry::Occupied(e) => mm.duplicated.push(e.key().clone()),
+                    Entry::Vacant(e) => {
+                        t.name = e.key().clone();
+                        e.insert(t);
+                    }
                 }
             }
-            None if drop_proj && is_proj_attn(&mapped) && from_out_proj => mm.applied_out_proj.push(t.name.clone()),
+            None if drop_proj && is_proj_attn(&mapped) && from_out_proj => {
+                mm.applied_out_proj.push(t.name.clone())
+            }
             None if drop_proj && is_proj_attn(&mapped) => {
                 proj.tensors += 1;
                 proj.parameters += numel;
@@ -182,13 +211,21 @@ pub fn match_network(network: Network, source: Vec<SourceTensor>, cfg: &ModelCon
         }
     }
     if !mm.is_empty() {
-        return Err(mm);
+        return Err(Box::new(mm));
     }
     let tensors = expected
         .iter()
         .filter_map(|spec| found.remove(&spec.name))
-        .map(|t| BlobTensor { name: t.name, shape: t.shape, data: t.data })
+        .map(|t| BlobTensor {
+            name: t.name,
+            shape: t.shape,
+            data: t.data,
+        })
         .collect();
     let dropped = [proj, enc].into_iter().filter(|d| d.tensors > 0).collect();
-    Ok(Matched { tensors, renamed, dropped })
+    Ok(Matched {
+        tensors,
+        renamed,
+        dropped,
+    })
 }

@@ -41,11 +41,26 @@ mod tests {
 
     #[test]
     fn maps_monai_names() {
-        assert_eq!(to_generative("decoder.blocks.3.postconv.conv.weight"), "decoder.blocks.3.conv.conv.weight");
-        assert_eq!(to_generative("up_blocks.0.upsampler.postconv.conv.bias"), "up_blocks.0.upsampler.conv.conv.bias");
-        assert_eq!(to_generative("down_blocks.1.attentions.0.attn.to_q.weight"), "down_blocks.1.attentions.0.to_q.weight");
-        assert_eq!(to_generative("middle_block.attention.attn.to_v.bias"), "middle_block.attention.to_v.bias");
-        assert_eq!(to_generative("middle_block.attention.attn.out_proj.weight"), "middle_block.attention.proj_attn.weight");
+        assert_eq!(
+            to_generative("decoder.blocks.3.postconv.conv.weight"),
+            "decoder.blocks.3.conv.conv.weight"
+        );
+        assert_eq!(
+            to_generative("up_blocks.0.upsampler.postconv.conv.bias"),
+            "up_blocks.0.upsampler.conv.conv.bias"
+        );
+        assert_eq!(
+            to_generative("down_blocks.1.attentions.0.attn.to_q.weight"),
+            "down_blocks.1.attentions.0.to_q.weight"
+        );
+        assert_eq!(
+            to_generative("middle_block.attention.attn.to_v.bias"),
+            "middle_block.attention.to_v.bias"
+        );
+        assert_eq!(
+            to_generative("middle_block.attention.attn.out_proj.weight"),
+            "middle_block.attention.proj_attn.weight"
+        );
     }
 
     #[test]

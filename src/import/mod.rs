@@ -20,19 +20,32 @@ pub use elements::SourceTensor;
 #[derive(Debug, Error)]
 pub enum ImportError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is neither a torch.save zip archive nor a safetensors file: {reason}")]
     UnknownFormat { path: String, reason: String },
     #[error("{path}: invalid zip archive: {source}")]
-    Zip { path: String, source: zip::result::ZipError },
+    Zip {
+        path: String,
+        source: zip::result::ZipError,
+    },
     #[error("{path}: {source}")]
-    Pickle { path: String, source: pickle::PickleError },
+    Pickle {
+        path: String,
+        source: pickle::PickleError,
+    },
     #[error("{path}: invalid safetensors file: {msg}")]
     Safetensors { path: String, msg: String },
     #[error("{path}: {msg}")]
     Layout { path: String, msg: String },
     #[error("{path}: tensor `{tensor}`: {msg}")]
-    Tensor { path: String, tensor: String, msg: String },
+    Tensor {
+        path: String,
+        tensor: String,
+        msg: String,
+    },
 }
 
 /// Read every tensor of a checkpoint, converted to f32, in the file's own order.
@@ -41,7 +54,10 @@ pub enum ImportError {
 /// `key` selects one nested dictionary (e.g. `state_dict`) for checkpoints that wrap theirs.
 pub fn read_checkpoint(path: &Path, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportError> {
     let shown = path.display().to_string();
-    let io = |source| ImportError::Io { path: shown.clone(), source };
+    let io = |source| ImportError::Io {
+        path: shown.clone(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut magic = [0u8; 9];
     let n = read_up_to(&mut file, &mut magic).map_err(io)?;
@@ -58,7 +74,10 @@ pub fn read_checkpoint(path: &Path, key: Option<&str>) -> Result<Vec<SourceTenso
     } else {
         "unrecognised content (expected a zip archive from torch.save, or a safetensors header)"
     };
-    Err(ImportError::UnknownFormat { path: shown, reason: reason.into() })
+    Err(ImportError::UnknownFormat {
+        path: shown,
+        reason: reason.into(),
+    })
 }
 
 fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {

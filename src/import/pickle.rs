@@ -7,6 +7,9 @@
 //! executed. Objects live in an arena and the memo stores arena indices, so memo hits share the
 //! object (as in Python) and no opcode can copy an unbounded amount of data.
 
+// `%` rather than `is_multiple_of`: the workspace's rust-version is 1.80.
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::collections::HashMap;
 use std::fmt;
 
@@ -139,9 +142,19 @@ pub enum PickleError {
     #[error("pickle refused: global `{module}.{name}` is not allowed (a state dict needs only {ALLOWED_GLOBALS}); nothing was executed")]
     ForbiddenGlobal { module: String, name: String },
     #[error("pickle refused: opcode 0x{opcode:02x} ({desc}) at byte {pos} is not supported by the restricted unpickler")]
-    UnsupportedOpcode { opcode: u8, desc: &'static str, pos: usize },
-    #[error("pickle truncated: {what} at byte {pos} needs more bytes than the {len}-byte pickle has")]
-    Truncated { what: &'static str, pos: usize, len: usize },
+    UnsupportedOpcode {
+        opcode: u8,
+        desc: &'static str,
+        pos: usize,
+    },
+    #[error(
+        "pickle truncated: {what} at byte {pos} needs more bytes than the {len}-byte pickle has"
+    )]
+    Truncated {
+        what: &'static str,
+        pos: usize,
+        len: usize,
+    },
     #[error("pickle truncated: it ended without a STOP opcode")]
     NoStop,
     #[error("malformed pickle at byte {pos}: {msg}")]
@@ -200,7 +213,14 @@ struct Machine<'a> {
 
 /// Unpickle `data` under the restrictions described in the module documentation.
 pub fn unpickle(data: &[u8]) -> Result<Pickle, PickleError> {
-    let m = Machine { data, pos: 0, objs: Vec::new(), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    let m = Machine {
+        data,
+        pos: 0,
+        objs: Vec::new(),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    };
     m.run()
 }
 
@@ -218,22 +238,29 @@ fn opcode_desc(op: u8) -> &'static str {
         b'L' => "LONG",
         b'S' | b'T' | b'U' | b'V' => "text string",
         b'B' | b'C' | 0x8e => "BINBYTES",
-        0x96 | 0x97 | 0x98 => "bytearray/buffer",
+        0x96..=0x98 => "bytearray/buffer",
         _ => "unknown",
     }
 }
 
 impl<'a> Machine<'a> {
     fn malformed(&self, msg: impl Into<String>) -> PickleError {
-        PickleError::Malformed { pos: self.pos, msg: msg.into() }
+        PickleError::Malformed {
+            pos: self.pos,
+            msg: msg.into(),
+        }
     }
 
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], PickleError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or(PickleError::Truncated {
-            what,
-            pos: self.pos,
-            len: self.data.len(),
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or(PickleError::Truncated {
+                what,
+                pos: self.pos,
+                len: self.data.len(),
+            })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -262,19 +289,25 @@ impl<'a> Machine<'a> {
 
     fn line(&mut self, what: &'static str) -> Result<&'a str, PickleError> {
         let rest = &self.data[self.pos..];
-        let nl = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::Truncated {
-            what,
-            pos: self.pos,
-            len: self.data.len(),
-        })?;
-        let s = std::str::from_utf8(&rest[..nl]).map_err(|_| self.malformed(format!("{what} is not UTF-8")))?;
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(PickleError::Truncated {
+                what,
+                pos: self.pos,
+                len: self.data.len(),
+            })?;
+        let s = std::str::from_utf8(&rest[..nl])
+            .map_err(|_| self.malformed(format!("{what} is not UTF-8")))?;
         self.pos += nl + 1;
         Ok(s)
     }
 
     fn push(&mut self, o: Obj) -> Result<(), PickleError> {
         if self.objs.len() >= MAX_OBJECTS {
-            return Err(self.malformed(format!("more than {MAX_OBJECTS} objects: not a state dict")));
+            return Err(
+                self.malformed(format!("more than {MAX_OBJECTS} objects: not a state dict"))
+            );
         }
         self.objs.push(o);
         self.stack.push(self.objs.len() - 1);
@@ -282,15 +315,23 @@ impl<'a> Machine<'a> {
     }
 
     fn pop(&mut self) -> Result<Id, PickleError> {
-        self.stack.pop().ok_or_else(|| self.malformed("stack underflow"))
+        self.stack
+            .pop()
+            .ok_or_else(|| self.malformed("stack underflow"))
     }
 
     fn top(&self) -> Result<Id, PickleError> {
-        self.stack.last().copied().ok_or_else(|| self.malformed("stack underflow"))
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| self.malformed("stack underflow"))
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Id>, PickleError> {
-        let prev = self.marks.pop().ok_or_else(|| self.malformed("MARK expected on the stack"))?;
+        let prev = self
+            .marks
+            .pop()
+            .ok_or_else(|| self.malformed("MARK expected on the stack"))?;
         Ok(std::mem::replace(&mut self.stack, prev))
     }
 
@@ -307,7 +348,10 @@ impl<'a> Machine<'a> {
                 self.push(Obj::Global(a))?;
                 Ok(())
             }
-            None => Err(PickleError::ForbiddenGlobal { module: module.to_string(), name: name.to_string() }),
+            None => Err(PickleError::ForbiddenGlobal {
+                module: module.to_string(),
+                name: name.to_string(),
+            }),
         }
     }
 
@@ -318,7 +362,10 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_get(&mut self, key: u32) -> Result<(), PickleError> {
-        let id = *self.memo.get(&key).ok_or_else(|| self.malformed(format!("memo key {key} was never stored")))?;
+        let id = *self
+            .memo
+            .get(&key)
+            .ok_or_else(|| self.malformed(format!("memo key {key} was never stored")))?;
         self.stack.push(id);
         Ok(())
     }
@@ -368,13 +415,17 @@ impl<'a> Machine<'a> {
             o => return Err(self.malformed(format!("{what} must be a tuple, found {}", o.kind()))),
         };
         if items.len() > MAX_DIMS {
-            return Err(self.malformed(format!("{what} has {} dimensions (at most {MAX_DIMS} supported)", items.len())));
+            return Err(self.malformed(format!(
+                "{what} has {} dimensions (at most {MAX_DIMS} supported)",
+                items.len()
+            )));
         }
         items
             .iter()
             .map(|&i| {
                 let v = self.int_of(i, what)?;
-                u64::try_from(v).map_err(|_| self.malformed(format!("{what} has a negative entry {v}")))
+                u64::try_from(v)
+                    .map_err(|_| self.malformed(format!("{what} has a negative entry {v}")))
             })
             .collect()
     }
@@ -384,7 +435,10 @@ impl<'a> Machine<'a> {
     fn tuple_items(&self, id: Id, what: &str, max: usize) -> Result<Vec<Id>, PickleError> {
         match &self.objs[id] {
             Obj::Tuple(v) if v.len() <= max => Ok(v.clone()),
-            Obj::Tuple(v) => Err(self.malformed(format!("{what} has {} entries, at most {max} expected", v.len()))),
+            Obj::Tuple(v) => Err(self.malformed(format!(
+                "{what} has {} entries, at most {max} expected",
+                v.len()
+            ))),
             o => Err(self.malformed(format!("{what} must be a tuple, found {}", o.kind()))),
         }
     }
@@ -395,20 +449,37 @@ impl<'a> Machine<'a> {
             _ => (4, 4),
         };
         if args.len() < min || args.len() > max {
-            return Err(self.malformed(format!("{callable} takes {min}..={max} arguments, got {}", args.len())));
+            return Err(self.malformed(format!(
+                "{callable} takes {min}..={max} arguments, got {}",
+                args.len()
+            )));
         }
         let storage = match &self.objs[args[0]] {
             Obj::Storage(s) => s.clone(),
-            o => return Err(self.malformed(format!("{callable}: first argument must be a storage, found {}", o.kind()))),
+            o => {
+                return Err(self.malformed(format!(
+                    "{callable}: first argument must be a storage, found {}",
+                    o.kind()
+                )))
+            }
         };
         let offset = u64::try_from(self.int_of(args[1], "storage offset")?)
             .map_err(|_| self.malformed("negative storage offset"))?;
         let shape = self.uint_tuple(args[2], "tensor size")?;
         let stride = self.uint_tuple(args[3], "tensor stride")?;
         if shape.len() != stride.len() {
-            return Err(self.malformed(format!("tensor size has {} dims but stride has {}", shape.len(), stride.len())));
+            return Err(self.malformed(format!(
+                "tensor size has {} dims but stride has {}",
+                shape.len(),
+                stride.len()
+            )));
         }
-        Ok(Obj::Tensor(TensorRef { storage, offset, shape, stride }))
+        Ok(Obj::Tensor(TensorRef {
+            storage,
+            offset,
+            shape,
+            stride,
+        }))
     }
 
     fn reduce(&mut self) -> Result<(), PickleError> {
@@ -416,7 +487,11 @@ impl<'a> Machine<'a> {
         let callable_id = self.pop()?;
         let callable = match &self.objs[callable_id] {
             Obj::Global(a) => *a,
-            o => return Err(self.malformed(format!("REDUCE on a {}, not an allowed global", o.kind()))),
+            o => {
+                return Err(
+                    self.malformed(format!("REDUCE on a {}, not an allowed global", o.kind()))
+                )
+            }
         };
         let args = self.tuple_items(args_id, "REDUCE arguments", 7)?;
         let obj = match callable {
@@ -426,18 +501,27 @@ impl<'a> Machine<'a> {
                 }
                 Obj::Dict(Vec::new())
             }
-            Allowed::RebuildTensorV2 | Allowed::RebuildTensor => self.rebuild_tensor(&args, callable)?,
+            Allowed::RebuildTensorV2 | Allowed::RebuildTensor => {
+                self.rebuild_tensor(&args, callable)?
+            }
             Allowed::RebuildParameter => {
                 if args.len() != 3 {
                     return Err(self.malformed("torch._utils._rebuild_parameter takes 3 arguments"));
                 }
                 match &self.objs[args[0]] {
                     Obj::Tensor(t) => Obj::Tensor(t.clone()),
-                    o => return Err(self.malformed(format!("_rebuild_parameter of a {}, not a tensor", o.kind()))),
+                    o => {
+                        return Err(self.malformed(format!(
+                            "_rebuild_parameter of a {}, not a tensor",
+                            o.kind()
+                        )))
+                    }
                 }
             }
             Allowed::Storage(_) => {
-                return Err(self.malformed(format!("{callable} may only appear in a persistent id, not be called")))
+                return Err(self.malformed(format!(
+                    "{callable} may only appear in a persistent id, not be called"
+                )))
             }
         };
         self.push(obj)?;
@@ -450,7 +534,11 @@ impl<'a> Machine<'a> {
         match (&self.objs[target], &self.objs[state]) {
             // OrderedDict attributes such as `_metadata` (monai >= 1.4 checkpoints): ignored.
             (Obj::Dict(_), Obj::Dict(_)) => Ok(()),
-            (t, s) => Err(self.malformed(format!("BUILD of a {} with a {} state is not allowed", t.kind(), s.kind()))),
+            (t, s) => Err(self.malformed(format!(
+                "BUILD of a {} with a {} state is not allowed",
+                t.kind(),
+                s.kind()
+            ))),
         }
     }
 
@@ -458,7 +546,10 @@ impl<'a> Machine<'a> {
         let pid = self.pop()?;
         let items = self.tuple_items(pid, "persistent id", 5)?;
         if items.len() != 5 {
-            return Err(self.malformed(format!("persistent id must have 5 entries, has {}", items.len())));
+            return Err(self.malformed(format!(
+                "persistent id must have 5 entries, has {}",
+                items.len()
+            )));
         }
         let tag = self.str_of(items[0], "persistent id tag")?;
         if tag != "storage" {
@@ -466,7 +557,12 @@ impl<'a> Machine<'a> {
         }
         let dtype = match &self.objs[items[1]] {
             Obj::Global(Allowed::Storage(d)) => *d,
-            o => return Err(self.malformed(format!("persistent id storage type must be a torch storage class, found {}", o.kind()))),
+            o => {
+                return Err(self.malformed(format!(
+                    "persistent id storage type must be a torch storage class, found {}",
+                    o.kind()
+                )))
+            }
         };
         let key = self.str_of(items[2], "storage key")?;
         let _location = self.str_of(items[3], "storage location")?;
@@ -478,7 +574,8 @@ impl<'a> Machine<'a> {
 
     fn string(&mut self, len: usize, what: &'static str) -> Result<(), PickleError> {
         let b = self.take(len, what)?;
-        let s = std::str::from_utf8(b).map_err(|_| self.malformed(format!("{what} is not valid UTF-8")))?;
+        let s = std::str::from_utf8(b)
+            .map_err(|_| self.malformed(format!("{what} is not valid UTF-8")))?;
         self.push(Obj::Str(s.to_string()))?;
         Ok(())
     }
@@ -503,11 +600,16 @@ impl<'a> Machine<'a> {
                 }
                 b'.' => {
                     let root = self.pop()?;
-                    return Ok(Pickle { objs: self.objs, root });
+                    return Ok(Pickle {
+                        objs: self.objs,
+                        root,
+                    });
                 }
                 b'(' => {
                     if self.marks.len() >= MAX_MARK_DEPTH {
-                        return Err(self.malformed(format!("MARKs nested more than {MAX_MARK_DEPTH} deep")));
+                        return Err(
+                            self.malformed(format!("MARKs nested more than {MAX_MARK_DEPTH} deep"))
+                        );
                     }
                     let prev = std::mem::take(&mut self.stack);
                     self.marks.push(prev);
@@ -573,7 +675,8 @@ impl<'a> Machine<'a> {
                     self.memo_put(k)?;
                 }
                 0x94 => {
-                    let k = u32::try_from(self.memo.len()).map_err(|_| self.malformed("memo overflow"))?;
+                    let k = u32::try_from(self.memo.len())
+                        .map_err(|_| self.malformed("memo overflow"))?;
                     self.memo_put(k)?;
                 }
                 b'h' => {
@@ -599,10 +702,16 @@ impl<'a> Machine<'a> {
                 0x8a => {
                     let n = self.u8("LONG1")? as usize;
                     if n > 8 {
-                        return Err(self.malformed(format!("LONG1 integer of {n} bytes does not fit in 64 bits")));
+                        return Err(self.malformed(format!(
+                            "LONG1 integer of {n} bytes does not fit in 64 bits"
+                        )));
                     }
                     let b = self.take(n, "LONG1")?;
-                    let mut buf = if b.last().is_some_and(|&x| x & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+                    let mut buf = if b.last().is_some_and(|&x| x & 0x80 != 0) {
+                        [0xffu8; 8]
+                    } else {
+                        [0u8; 8]
+                    };
                     buf[..n].copy_from_slice(b);
                     self.push(Obj::Int(i64::from_le_bytes(buf)))?;
                 }
@@ -643,7 +752,11 @@ impl<'a> Machine<'a> {
                 b'b' => self.build()?,
                 b'Q' => self.persistent_load()?,
                 other => {
-                    return Err(PickleError::UnsupportedOpcode { opcode: other, desc: opcode_desc(other), pos: op_pos });
+                    return Err(PickleError::UnsupportedOpcode {
+                        opcode: other,
+                        desc: opcode_desc(other),
+                        pos: op_pos,
+                    });
                 }
             }
         }
@@ -658,7 +771,10 @@ mod tests {
     fn refuses_os_system_before_reduce() {
         let p = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85R.";
         let e = unpickle(p).unwrap_err();
-        assert!(matches!(&e, PickleError::ForbiddenGlobal { module, name } if module == "os" && name == "system"), "{e}");
+        assert!(
+            matches!(&e, PickleError::ForbiddenGlobal { module, name } if module == "os" && name == "system"),
+            "{e}"
+        );
         assert!(e.to_string().contains("`os.system`"));
     }
 
@@ -672,7 +788,10 @@ mod tests {
     #[test]
     fn refuses_newobj_and_unknown() {
         let e = unpickle(b"\x80\x02)\x81.").unwrap_err();
-        assert!(matches!(e, PickleError::UnsupportedOpcode { opcode: 0x81, .. }));
+        assert!(matches!(
+            e,
+            PickleError::UnsupportedOpcode { opcode: 0x81, .. }
+        ));
     }
 
     #[test]
@@ -688,7 +807,10 @@ mod tests {
 
     #[test]
     fn truncated_and_no_stop() {
-        assert!(matches!(unpickle(b"\x80\x02X\xff\xff\xff\x7fab"), Err(PickleError::Truncated { .. })));
+        assert!(matches!(
+            unpickle(b"\x80\x02X\xff\xff\xff\x7fab"),
+            Err(PickleError::Truncated { .. })
+        ));
         assert!(matches!(unpickle(b"\x80\x02}"), Err(PickleError::NoStop)));
         assert!(matches!(unpickle(b""), Err(PickleError::NoStop)));
     }
@@ -704,7 +826,8 @@ mod tests {
     /// The fixture's real `data.pkl` (monai naming: OrderedDict `_metadata` via BUILD).
     fn fixture_pickle() -> Vec<u8> {
         use std::io::Read;
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monai/unet/unet_monai.pt");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/monai/unet/unet_monai.pt");
         let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
         let mut f = z.by_name("unet_monai/data.pkl").unwrap();
         let mut v = Vec::new();
@@ -715,9 +838,13 @@ mod tests {
     #[test]
     fn real_state_dict_parses() {
         let pk = unpickle(&fixture_pickle()).unwrap();
-        let Obj::Dict(entries) = pk.get(pk.root) else { panic!("root is not a dict") };
+        let Obj::Dict(entries) = pk.get(pk.root) else {
+            panic!("root is not a dict")
+        };
         assert_eq!(entries.len(), 296);
-        assert!(entries.iter().all(|(_, v)| matches!(pk.get(*v), Obj::Tensor(_))));
+        assert!(entries
+            .iter()
+            .all(|(_, v)| matches!(pk.get(*v), Obj::Tensor(_))));
     }
 
     /// 300 truncations and 2 000 random single-byte corruptions of a real pickle give a
@@ -727,7 +854,10 @@ mod tests {
         let good = fixture_pickle();
         for k in 0..300 {
             let len = k * good.len() / 300;
-            assert!(unpickle(&good[..len]).is_err(), "truncation at {len} accepted");
+            assert!(
+                unpickle(&good[..len]).is_err(),
+                "truncation at {len} accepted"
+            );
         }
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {

@@ -13,9 +13,14 @@ use crate::import::ImportError;
 /// mirroring `--key` for nested torch state dicts.
 pub fn read(path: &Path, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: shown.clone(), source })?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| ImportError::Safetensors { path: shown.clone(), msg: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| ImportError::Safetensors {
+        path: shown.clone(),
+        msg: e.to_string(),
+    })?;
     let mut out = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {
         let name = match key {
@@ -39,11 +44,19 @@ pub fn read(path: &Path, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportE
             }
         };
         let data = decode(view.data(), dtype, false);
-        out.push(SourceTensor { name, shape: view.shape().to_vec(), data, source_dtype: dtype });
+        out.push(SourceTensor {
+            name,
+            shape: view.shape().to_vec(),
+            data,
+            source_dtype: dtype,
+        });
     }
     if out.is_empty() {
         if let Some(k) = key {
-            return Err(ImportError::Layout { path: shown, msg: format!("--key {k}: no tensor is named `{k}.*`") });
+            return Err(ImportError::Layout {
+                path: shown,
+                msg: format!("--key {k}: no tensor is named `{k}.*`"),
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

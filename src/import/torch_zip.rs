@@ -21,8 +21,14 @@ const MAX_PICKLE_BYTES: u64 = 64 << 20;
 /// Read the state dict of a torch.save zip archive (optionally the nested dict `key`).
 pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportError> {
     let shown = path.display().to_string();
-    let zerr = |source| ImportError::Zip { path: shown.clone(), source };
-    let layout = |msg: String| ImportError::Layout { path: shown.clone(), msg };
+    let zerr = |source| ImportError::Zip {
+        path: shown.clone(),
+        source,
+    };
+    let layout = |msg: String| ImportError::Layout {
+        path: shown.clone(),
+        msg,
+    };
     let mut archive = ZipArchive::new(BufReader::new(file)).map_err(zerr)?;
 
     let pkl_names: Vec<String> = archive
@@ -32,8 +38,18 @@ pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTens
         .collect();
     let pkl_name = match pkl_names.as_slice() {
         [one] => one.clone(),
-        [] => return Err(layout("no `<archive>/data.pkl` member: not a torch.save checkpoint".into())),
-        many => return Err(layout(format!("{} `data.pkl` members ({}); expected exactly one", many.len(), many.join(", ")))),
+        [] => {
+            return Err(layout(
+                "no `<archive>/data.pkl` member: not a torch.save checkpoint".into(),
+            ))
+        }
+        many => {
+            return Err(layout(format!(
+                "{} `data.pkl` members ({}); expected exactly one",
+                many.len(),
+                many.join(", ")
+            )))
+        }
     };
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
 
@@ -42,18 +58,30 @@ pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTens
         Some(b) => match b.as_slice() {
             b"little" => false,
             b"big" => true,
-            other => return Err(layout(format!("byteorder member says {:?}, expected little or big", String::from_utf8_lossy(other)))),
+            other => {
+                return Err(layout(format!(
+                    "byteorder member says {:?}, expected little or big",
+                    String::from_utf8_lossy(other)
+                )))
+            }
         },
     };
 
     let pkl = read_member(&mut archive, &pkl_name, MAX_PICKLE_BYTES, &shown)?
         .ok_or_else(|| layout(format!("member {pkl_name} vanished")))?;
-    let pickle = unpickle(&pkl).map_err(|source| ImportError::Pickle { path: shown.clone(), source })?;
+    let pickle = unpickle(&pkl).map_err(|source| ImportError::Pickle {
+        path: shown.clone(),
+        source,
+    })?;
     let entries = select_state_dict(&pickle, key).map_err(layout)?;
 
     let mut out = Vec::with_capacity(entries.len());
     for (name, tensor) in entries {
-        let terr = |msg: String| ImportError::Tensor { path: shown.clone(), tensor: name.clone(), msg };
+        let terr = |msg: String| ImportError::Tensor {
+            path: shown.clone(),
+            tensor: name.clone(),
+            msg,
+        };
         let plan = view_plan(&tensor).map_err(terr)?;
         let elem = tensor.storage.dtype.size_bytes() as u64;
         let storage_bytes = tensor
@@ -66,7 +94,10 @@ pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTens
             let f = match archive.by_name(&member) {
                 Ok(f) => f,
                 Err(zip::result::ZipError::FileNotFound) => {
-                    return Err(terr(format!("its storage `{}` is missing from the archive (no member {member})", tensor.storage.key)))
+                    return Err(terr(format!(
+                        "its storage `{}` is missing from the archive (no member {member})",
+                        tensor.storage.key
+                    )))
                 }
                 Err(e) => return Err(zerr(e)),
             };
@@ -83,10 +114,18 @@ pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTens
         let bytes = read_member(&mut archive, &member, storage_bytes, &shown)?
             .ok_or_else(|| terr(format!("storage member {member} vanished")))?;
         if bytes.len() as u64 != storage_bytes {
-            return Err(terr(format!("storage member {member} holds {} bytes, expected {storage_bytes}", bytes.len())));
+            return Err(terr(format!(
+                "storage member {member} holds {} bytes, expected {storage_bytes}",
+                bytes.len()
+            )));
         }
         let data = gather(&bytes, &tensor, &plan, big_endian);
-        out.push(SourceTensor { name, shape: plan.shape, data, source_dtype: tensor.storage.dtype });
+        out.push(SourceTensor {
+            name,
+            shape: plan.shape,
+            data,
+            source_dtype: tensor.storage.dtype,
+        });
     }
     Ok(out)
 }
@@ -98,7 +137,10 @@ fn read_member(
     limit: u64,
     shown: &str,
 ) -> Result<Option<Vec<u8>>, ImportError> {
-    let zerr = |source| ImportError::Zip { path: shown.to_string(), source };
+    let zerr = |source| ImportError::Zip {
+        path: shown.to_string(),
+        source,
+    };
     let f = match archive.by_name(name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
@@ -107,17 +149,25 @@ fn read_member(
     if f.size() > limit {
         return Err(ImportError::Layout {
             path: shown.to_string(),
-            msg: format!("member {name} is {} bytes, more than the {limit} allowed", f.size()),
+            msg: format!(
+                "member {name} is {} bytes, more than the {limit} allowed",
+                f.size()
+            ),
         });
     }
     let mut buf = Vec::new();
     // Grows with the bytes actually present, never from the declared size alone.
-    f.take(limit.saturating_add(1)).read_to_end(&mut buf).map_err(|source| ImportError::Io {
-        path: format!("{shown} (member {name})"),
-        source,
-    })?;
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|source| ImportError::Io {
+            path: format!("{shown} (member {name})"),
+            source,
+        })?;
     if buf.len() as u64 > limit {
-        return Err(ImportError::Layout { path: shown.to_string(), msg: format!("member {name} is larger than the {limit} bytes allowed") });
+        return Err(ImportError::Layout {
+            path: shown.to_string(),
+            msg: format!("member {name} is larger than the {limit} bytes allowed"),
+        });
     }
     Ok(Some(buf))
 }
@@ -128,11 +178,16 @@ fn select_state_dict(p: &Pickle, key: Option<&str>) -> Result<Vec<(String, Tenso
     let dict = match key {
         None => p.root,
         Some(k) => {
-            let found = root.iter().find(|(kk, _)| matches!(p.get(*kk), Obj::Str(s) if s == k));
+            let found = root
+                .iter()
+                .find(|(kk, _)| matches!(p.get(*kk), Obj::Str(s) if s == k));
             match found {
                 Some((_, v)) => *v,
                 None => {
-                    return Err(format!("--key {k}: the top-level dict has no such entry (it has: {})", key_list(p, &root)));
+                    return Err(format!(
+                        "--key {k}: the top-level dict has no such entry (it has: {})",
+                        key_list(p, &root)
+                    ));
                 }
             }
         }
@@ -166,7 +221,10 @@ fn select_state_dict(p: &Pickle, key: Option<&str>) -> Result<Vec<(String, Tenso
         } else {
             ""
         };
-        return Err(format!("{what} is not a state dict: entries that are not tensors: {}{hint}", non_tensors.join(", ")));
+        return Err(format!(
+            "{what} is not a state dict: entries that are not tensors: {}{hint}",
+            non_tensors.join(", ")
+        ));
     }
     Ok(out)
 }
@@ -179,7 +237,11 @@ fn dict_entries(p: &Pickle, id: Id, what: &str) -> Result<Vec<(Id, Id)>, String>
 }
 
 fn key_list(p: &Pickle, entries: &[(Id, Id)]) -> String {
-    entries.iter().map(|(k, _)| p.describe(*k)).collect::<Vec<_>>().join(", ")
+    entries
+        .iter()
+        .map(|(k, _)| p.describe(*k))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A validated view: shape in usize, element count, and whether it is one contiguous run.
@@ -193,9 +255,12 @@ struct ViewPlan {
 fn view_plan(t: &TensorRef) -> Result<ViewPlan, String> {
     let mut numel: u64 = 1;
     for &s in &t.shape {
-        numel = numel.checked_mul(s).ok_or_else(|| format!("shape {:?} overflows", t.shape))?;
+        numel = numel
+            .checked_mul(s)
+            .ok_or_else(|| format!("shape {:?} overflows", t.shape))?;
     }
-    let numel_usize = usize::try_from(numel).map_err(|_| format!("shape {:?} is too large", t.shape))?;
+    let numel_usize =
+        usize::try_from(numel).map_err(|_| format!("shape {:?} is too large", t.shape))?;
     if numel > t.storage.numel {
         return Err(format!(
             "shape {:?} has {numel} elements but storage `{}` holds only {} (broadcast views are not supported)",
@@ -206,8 +271,12 @@ fn view_plan(t: &TensorRef) -> Result<ViewPlan, String> {
     if numel > 0 {
         let mut last = t.offset;
         for (&s, &st) in t.shape.iter().zip(&t.stride) {
-            let span = (s - 1).checked_mul(st).ok_or_else(|| format!("stride {:?} overflows", t.stride))?;
-            last = last.checked_add(span).ok_or_else(|| format!("stride {:?} overflows", t.stride))?;
+            let span = (s - 1)
+                .checked_mul(st)
+                .ok_or_else(|| format!("stride {:?} overflows", t.stride))?;
+            last = last
+                .checked_add(span)
+                .ok_or_else(|| format!("stride {:?} overflows", t.stride))?;
         }
         if last >= t.storage.numel {
             return Err(format!(
@@ -224,7 +293,11 @@ fn view_plan(t: &TensorRef) -> Result<ViewPlan, String> {
         }
         expect = expect.saturating_mul(s);
     }
-    Ok(ViewPlan { shape, numel: numel_usize, contiguous })
+    Ok(ViewPlan {
+        shape,
+        numel: numel_usize,
+        contiguous,
+    })
 }
 
 /// Copy the view's elements out of the storage bytes (already bounds-checked by `view_plan`).
@@ -235,7 +308,11 @@ fn gather(bytes: &[u8], t: &TensorRef, plan: &ViewPlan, big_endian: bool) -> Vec
     let offset = t.offset as usize;
     if plan.contiguous {
         let elem = t.storage.dtype.size_bytes();
-        return decode(&bytes[offset * elem..(offset + plan.numel) * elem], t.storage.dtype, big_endian);
+        return decode(
+            &bytes[offset * elem..(offset + plan.numel) * elem],
+            t.storage.dtype,
+            big_endian,
+        );
     }
     // A strided view: decode the storage once, then pick the elements in row-major order.
     let all = decode(bytes, t.storage.dtype, big_endian);
@@ -264,7 +341,9 @@ mod tests {
     use crate::import::read_checkpoint;
 
     fn crafted(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crafted").join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/crafted")
+            .join(name)
     }
 
     #[test]
@@ -274,7 +353,10 @@ mod tests {
         assert_eq!(names, ["f16", "bf16", "f64", "transposed", "offset"]);
         assert_eq!(t[0].data, [0.5, -1.25, 2.0, 65504.0]);
         assert_eq!(t[0].source_dtype, StorageDtype::F16);
-        assert_eq!((t[1].shape.as_slice(), t[1].data.as_slice()), (&[2usize, 2][..], &[1.0f32, -2.5, 3.0, 0.15625][..]));
+        assert_eq!(
+            (t[1].shape.as_slice(), t[1].data.as_slice()),
+            (&[2usize, 2][..], &[1.0f32, -2.5, 3.0, 0.15625][..])
+        );
         assert_eq!(t[2].data, [0.25, -0.5, 0.001f64 as f32, 3.0]);
         // Storage [0..6) viewed as shape (3, 2) with stride (1, 3): the transpose of a 2x3.
         assert_eq!(t[3].shape, [3, 2]);
@@ -292,9 +374,16 @@ mod tests {
     fn nested_state_dict_by_key() {
         let t = read_checkpoint(&crafted("nested.pt"), Some("state_dict")).unwrap();
         assert_eq!((t.len(), t[0].name.as_str()), (1, "w"));
-        let e = read_checkpoint(&crafted("nested.pt"), Some("model")).unwrap_err().to_string();
-        assert!(e.contains("--key model") && e.contains("'state_dict', 'epoch'"), "{e}");
-        let e = read_checkpoint(&crafted("nested.pt"), Some("epoch")).unwrap_err().to_string();
+        let e = read_checkpoint(&crafted("nested.pt"), Some("model"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--key model") && e.contains("'state_dict', 'epoch'"),
+            "{e}"
+        );
+        let e = read_checkpoint(&crafted("nested.pt"), Some("epoch"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("entry 'epoch' is a 3, not a dict"), "{e}");
     }
 
@@ -321,7 +410,10 @@ mod tests {
         let lens = (0..200).map(|k| k * (n - 100) / 200).chain(n - 100..n);
         for len in lens {
             std::fs::write(&path, &good[..len]).unwrap();
-            assert!(read_checkpoint(&path, None).is_err(), "truncation at {len} accepted");
+            assert!(
+                read_checkpoint(&path, None).is_err(),
+                "truncation at {len} accepted"
+            );
         }
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..500 {
@@ -336,4 +428,3 @@ mod tests {
         }
     }
 }
-
