@@ -91,9 +91,16 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// Copies an fp32 region straight into `out` (no staging buffer, so decoding allocates nothing).
-fn download_f32(arena: &DeviceArena, dev: &CudaDevice, region: Region, out: &mut [f32]) -> Result<(), CudaError> {
+fn download_f32(
+    arena: &DeviceArena,
+    dev: &CudaDevice,
+    region: Region,
+    out: &mut [f32],
+) -> Result<(), CudaError> {
     // SAFETY: any byte pattern is a valid f32, and the byte view covers exactly `out`.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(out)) };
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(out))
+    };
     arena.download(dev.stream(), region, bytes)?;
     for v in out.iter_mut() {
         *v = f32::from_bits(u32::from_le(v.to_bits()));
@@ -107,7 +114,11 @@ fn bad_option(msg: String) -> CudaError {
 
 impl CudaRuntime {
     /// Builds the plan on the host, reports it, then opens the GPU and allocates everything.
-    pub fn new(config: &ModelConfig, store: &WeightStore, opts: &Options) -> Result<Self, CudaError> {
+    pub fn new(
+        config: &ModelConfig,
+        store: &WeightStore,
+        opts: &Options,
+    ) -> Result<Self, CudaError> {
         let ordinal = match opts.device {
             Device::Cuda(i) => i,
             Device::Cpu => return Err(bad_option("CudaRuntime needs Device::Cuda".into())),
@@ -119,31 +130,47 @@ impl CudaRuntime {
             )));
         }
         if opts.batch == 0 || opts.batch > 1 << 20 {
-            return Err(bad_option(format!("batch {} must be in 1..=2^20", opts.batch)));
+            return Err(bad_option(format!(
+                "batch {} must be in 1..=2^20",
+                opts.batch
+            )));
         }
         if !(config.scale_factor.is_finite() && config.scale_factor != 0.0) {
-            return Err(bad_option(format!("scale factor {} must be finite and non-zero", config.scale_factor)));
+            return Err(bad_option(format!(
+                "scale factor {} must be finite and non-zero",
+                config.scale_factor
+            )));
         }
-        let latent = opts.latent_shape.unwrap_or(config.latent_shape.map(|v| v as usize));
+        let latent = opts
+            .latent_shape
+            .unwrap_or(config.latent_shape.map(|v| v as usize));
         let schedule = Schedule::new(&config.scheduler).map_err(|e| bad_option(e.to_string()))?;
         let t_train = schedule.num_train_timesteps();
-        let sampler = opts.sampler.unwrap_or(match config.scheduler.default_sampler {
-            SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
-            SamplerKind::Ddpm => Sampler::Ddpm,
-        });
+        let sampler = opts
+            .sampler
+            .unwrap_or(match config.scheduler.default_sampler {
+                SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
+                SamplerKind::Ddpm => Sampler::Ddpm,
+            });
         let (timesteps, coefs) = match sampler {
             Sampler::Ddim { eta } => {
                 if !(eta.is_finite() && eta >= 0.0) {
-                    return Err(bad_option(format!("DDIM eta {eta} must be finite and >= 0")));
+                    return Err(bad_option(format!(
+                        "DDIM eta {eta} must be finite and >= 0"
+                    )));
                 }
-                let steps = opts.steps.unwrap_or(config.scheduler.default_steps as usize);
+                let steps = opts
+                    .steps
+                    .unwrap_or(config.scheduler.default_steps as usize);
                 let ts = ddim_timesteps(t_train, steps).map_err(|e| bad_option(e.to_string()))?;
                 let c = ddim_table(&schedule, &ts, t_train / ts.len(), eta)?;
                 (ts, c)
             }
             Sampler::Ddpm => {
                 if opts.steps.is_some_and(|n| n != t_train) {
-                    return Err(bad_option(format!("DDPM runs every training timestep: steps must be {t_train}")));
+                    return Err(bad_option(format!(
+                        "DDPM runs every training timestep: steps must be {t_train}"
+                    )));
                 }
                 let ts: Vec<u32> = (0..t_train as u32).rev().collect();
                 let c = ddpm_table(&schedule, &ts)?;
@@ -154,28 +181,45 @@ impl CudaRuntime {
         // Host plan: the CPU's graphs, lowered.
         let mut params = Params::default();
         let unet = match &config.unet {
-            Some(c) => Some(build_unet(c, store, latent, &mut params, PLAN_SLAB_BYTES).map_err(|e| bad_option(e.to_string()))?),
+            Some(c) => Some(
+                build_unet(c, store, latent, &mut params, PLAN_SLAB_BYTES)
+                    .map_err(|e| bad_option(e.to_string()))?,
+            ),
             None => None,
         };
         let decoder = match &config.decoder {
-            Some(c) => {
-                Some(build_decoder(c, store, latent, &mut params, PLAN_SLAB_BYTES).map_err(|e| bad_option(e.to_string()))?)
-            }
+            Some(c) => Some(
+                build_decoder(c, store, latent, &mut params, PLAN_SLAB_BYTES)
+                    .map_err(|e| bad_option(e.to_string()))?,
+            ),
             None => None,
         };
         let unet_low = unet.as_ref().map(|u| lower(&u.graph)).transpose()?;
         let dec_low = decoder.as_ref().map(|d| lower(&d.graph)).transpose()?;
-        let out_shape = decoder.as_ref().map_or([0; 4], |d| [d.output.c, d.output.d, d.output.h, d.output.w]);
+        let out_shape = decoder
+            .as_ref()
+            .map_or([0; 4], |d| [d.output.c, d.output.d, d.output.h, d.output.w]);
 
         // Weights layout: every conv weight unpacked, every vector.
         let mut wl = ArenaLayout::new();
-        let conv_weights = params.convs.iter().map(|p| wl.push(4 * p.m * p.k)).collect::<Result<Vec<_>, _>>()?;
-        let vectors = params.vecs.iter().map(|v| wl.push(4 * v.len())).collect::<Result<Vec<_>, _>>()?;
+        let conv_weights = params
+            .convs
+            .iter()
+            .map(|p| wl.push(4 * p.m * p.k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vectors = params
+            .vecs
+            .iter()
+            .map(|v| wl.push(4 * v.len()))
+            .collect::<Result<Vec<_>, _>>()?;
 
         // Open the device now (cuDNN algorithm choice needs it), before any large allocation.
         let dev = CudaDevice::new(ordinal)?;
         let make_plans = |l: &Lowered| -> Result<Vec<ConvPlan>, CudaError> {
-            l.specs.iter().map(|&s| ConvPlan::new(&dev.dnn, s, DType::F32, CONV_WORKSPACE_LIMIT)).collect()
+            l.specs
+                .iter()
+                .map(|&s| ConvPlan::new(&dev.dnn, s, DType::F32, CONV_WORKSPACE_LIMIT))
+                .collect()
         };
         let unet_plans = unet_low.as_ref().map(make_plans).transpose()?;
         let dec_plans = dec_low.as_ref().map(make_plans).transpose()?;
@@ -187,7 +231,12 @@ impl CudaRuntime {
             .unwrap_or(0);
 
         // Work arena: activations (max of the two phases), then workspaces and state.
-        let act = [unet_low.as_ref(), dec_low.as_ref()].iter().flatten().map(|l| l.total_bytes).max().unwrap_or(0);
+        let act = [unet_low.as_ref(), dec_low.as_ref()]
+            .iter()
+            .flatten()
+            .map(|l| l.total_bytes)
+            .max()
+            .unwrap_or(0);
         let mut work = ArenaLayout::new();
         let activations = work.push(act)?;
         debug_assert_eq!(activations.offset, 0);
@@ -205,9 +254,12 @@ impl CudaRuntime {
             e0: work.push(temb)?,
             e1: work.push(4 * temb)?,
             e2: work.push(4 * temb)?,
-            dynamic: unet
-                .as_ref()
-                .map_or(Ok(Vec::new()), |u| u.slots.iter().map(|s| work.push(4 * s.cout)).collect::<Result<Vec<_>, _>>())?,
+            dynamic: unet.as_ref().map_or(Ok(Vec::new()), |u| {
+                u.slots
+                    .iter()
+                    .map(|s| work.push(4 * s.cout))
+                    .collect::<Result<Vec<_>, _>>()
+            })?,
             conv_ws,
             cublas_ws,
         };
@@ -224,7 +276,9 @@ impl CudaRuntime {
         if let Some(limit) = opts.max_memory {
             let needed = report.total_bytes - report.weights_bytes;
             if needed > limit {
-                return Err(CudaError::Arena(format!("the plan needs {needed} device bytes but max_memory is {limit}")));
+                return Err(CudaError::Arena(format!(
+                    "the plan needs {needed} device bytes but max_memory is {limit}"
+                )));
             }
         }
 
@@ -237,18 +291,41 @@ impl CudaRuntime {
             weights.upload(dev.stream(), *r, &f32_bytes(v))?;
         }
         let mut work_arena = DeviceArena::new(dev.stream(), &work)?;
-        work_arena.upload(dev.stream(), regions.timesteps, &f32_bytes(&timestep_table(&timesteps)))?;
+        work_arena.upload(
+            dev.stream(),
+            regions.timesteps,
+            &f32_bytes(&timestep_table(&timesteps)),
+        )?;
         work_arena.upload(dev.stream(), regions.coefs, &f32_bytes(&coefs))?;
         // SAFETY: the cuBLAS workspace region lives as long as the work arena, which outlives
         // every GEMM (field order drops the graph first).
-        unsafe { dev.blas.set_workspace(work_arena.ptr(regions.cublas_ws)?, CUBLAS_WORKSPACE_BYTES)? };
+        unsafe {
+            dev.blas
+                .set_workspace(work_arena.ptr(regions.cublas_ws)?, CUBLAS_WORKSPACE_BYTES)?
+        };
 
-        let net = |l: Lowered, plans: Vec<ConvPlan>, g: &crate::graph::Graph, i: usize, o: usize| -> Result<Net, CudaError> {
+        let net = |l: Lowered,
+                   plans: Vec<ConvPlan>,
+                   g: &crate::graph::Graph,
+                   i: usize,
+                   o: usize|
+         -> Result<Net, CudaError> {
             let region = |b: usize| -> Result<Region, CudaError> {
-                let info = g.bufs.get(b).ok_or_else(|| CudaError::Arena(format!("missing buffer {b}")))?;
-                Ok(Region { offset: 4 * info.offset, bytes: 4 * info.len })
+                let info = g
+                    .bufs
+                    .get(b)
+                    .ok_or_else(|| CudaError::Arena(format!("missing buffer {b}")))?;
+                Ok(Region {
+                    offset: 4 * info.offset,
+                    bytes: 4 * info.len,
+                })
             };
-            Ok(Net { lowered: l, plans, input: region(i)?, output: region(o)? })
+            Ok(Net {
+                lowered: l,
+                plans,
+                input: region(i)?,
+                output: region(o)?,
+            })
         };
         let unet = match (unet, unet_low, unet_plans) {
             (Some(u), Some(l), Some(p)) => {
@@ -284,7 +361,11 @@ impl CudaRuntime {
         };
         // Deterministic samplers draw no noise: their step graph is captured once, here.
         if matches!(rt.sampler, Sampler::Ddim { eta } if eta == 0.0) && rt.unet.is_some() {
-            rt.graph = Some(rt.capture_step(NoiseStream { seed: 0, offset: 0, stride: 0 })?);
+            rt.graph = Some(rt.capture_step(NoiseStream {
+                seed: 0,
+                offset: 0,
+                stride: 0,
+            })?);
         }
         Ok(rt)
     }
@@ -310,7 +391,10 @@ impl CudaRuntime {
     }
 
     fn vec_ptr(&self, i: usize) -> Result<DevPtr, CudaError> {
-        let r = *self.vectors.get(i).ok_or_else(|| CudaError::Arena(format!("missing parameter vector {i}")))?;
+        let r = *self
+            .vectors
+            .get(i)
+            .ok_or_else(|| CudaError::Arena(format!("missing parameter vector {i}")))?;
         self.weights.ptr(r)
     }
 
@@ -320,7 +404,16 @@ impl CudaRuntime {
         let f32t = DType::F32;
         for step in &net.lowered.steps {
             match *step {
-                Step::GroupNormStats { x, channels, spatial, groups, eps, gamma, beta, out } => {
+                Step::GroupNormStats {
+                    x,
+                    channels,
+                    spatial,
+                    groups,
+                    eps,
+                    gamma,
+                    beta,
+                    out,
+                } => {
                     let geom = geometry::groupnorm(1, channels, spatial, groups)?;
                     let partial = self.ptr(net.lowered.gn_partial)?;
                     k.groupnorm_stats(
@@ -336,43 +429,104 @@ impl CudaRuntime {
                         eps,
                     )?;
                 }
-                Step::Normalize { x, scale_shift, channels, spatial, silu, out } => {
+                Step::Normalize {
+                    x,
+                    scale_shift,
+                    channels,
+                    spatial,
+                    silu,
+                    out,
+                } => {
                     let geom = geometry::groupnorm(1, channels, spatial, 1)?;
-                    k.groupnorm_apply(f32t, &geom, self.ptr(x)?, self.ptr(out)?, self.ptr(scale_shift)?, channels, spatial, silu)?;
+                    k.groupnorm_apply(
+                        f32t,
+                        &geom,
+                        self.ptr(x)?,
+                        self.ptr(out)?,
+                        self.ptr(scale_shift)?,
+                        channels,
+                        spatial,
+                        silu,
+                    )?;
                 }
                 Step::Upsample { x, rows, dims, out } => {
                     k.upsample_nearest2x(f32t, self.ptr(x)?, self.ptr(out)?, rows, dims)?;
                 }
-                Step::Conv { spec, weight, x, out, accumulate } => {
-                    let plan = net.plans.get(spec).ok_or_else(|| CudaError::Shape(format!("missing conv plan {spec}")))?;
-                    let w = self.weights.ptr(
-                        *self.conv_weights.get(weight).ok_or_else(|| CudaError::Arena(format!("missing conv weight {weight}")))?,
-                    )?;
+                Step::Conv {
+                    spec,
+                    weight,
+                    x,
+                    out,
+                    accumulate,
+                } => {
+                    let plan = net
+                        .plans
+                        .get(spec)
+                        .ok_or_else(|| CudaError::Shape(format!("missing conv plan {spec}")))?;
+                    let w =
+                        self.weights
+                            .ptr(*self.conv_weights.get(weight).ok_or_else(|| {
+                                CudaError::Arena(format!("missing conv weight {weight}"))
+                            })?)?;
                     let ws = self.ptr(self.regions.conv_ws)?;
                     // SAFETY: regions come from the validated plan and the arenas outlive the launch.
-                    unsafe { plan.forward(&self.dev.dnn, self.ptr(x)?, w, self.ptr(out)?, ws, accumulate)? };
+                    unsafe {
+                        plan.forward(
+                            &self.dev.dnn,
+                            self.ptr(x)?,
+                            w,
+                            self.ptr(out)?,
+                            ws,
+                            accumulate,
+                        )?
+                    };
                 }
-                Step::AddBias { x, bias, channels, spatial } => {
+                Step::AddBias {
+                    x,
+                    bias,
+                    channels,
+                    spatial,
+                } => {
                     let b = match bias {
                         BiasRef::Param(i) => self.vec_ptr(i)?,
-                        BiasRef::Dynamic(i) => self.ptr(
-                            *self.regions.dynamic.get(i).ok_or_else(|| CudaError::Arena(format!("missing dynamic bias {i}")))?,
-                        )?,
+                        BiasRef::Dynamic(i) => {
+                            self.ptr(*self.regions.dynamic.get(i).ok_or_else(|| {
+                                CudaError::Arena(format!("missing dynamic bias {i}"))
+                            })?)?
+                        }
                     };
                     k.add_channel_bias(f32t, self.ptr(x)?, b, 1, channels, spatial, 0)?;
                 }
                 Step::Add { out, a, b } => {
-                    k.add(f32t, self.ptr(out)?, self.ptr(a)?, self.ptr(b)?, out.bytes / 4)?;
+                    k.add(
+                        f32t,
+                        self.ptr(out)?,
+                        self.ptr(a)?,
+                        self.ptr(b)?,
+                        out.bytes / 4,
+                    )?;
                 }
                 Step::Copy { from, to } => {
                     let (src, dst) = (self.ptr(from)?, self.ptr(to)?);
                     // SAFETY: both regions lie inside the work arena (checked by `ptr`).
                     unsafe {
-                        cudarc::driver::result::memcpy_dtod_async(dst.0, src.0, from.bytes, self.dev.stream().cu_stream())
+                        cudarc::driver::result::memcpy_dtod_async(
+                            dst.0,
+                            src.0,
+                            from.bytes,
+                            self.dev.stream().cu_stream(),
+                        )
                     }
                     .map_err(CudaError::driver("cuMemcpyDtoDAsync"))?;
                 }
-                Step::Attention { qkv, residual, channels, tokens, head_dim, out } => {
+                Step::Attention {
+                    qkv,
+                    residual,
+                    channels,
+                    tokens,
+                    head_dim,
+                    out,
+                } => {
                     let q = self.ptr(qkv)?;
                     let third = 4 * channels * tokens;
                     let args = AttentionArgs {
@@ -394,7 +548,16 @@ impl CudaRuntime {
                     k.attention(f32t, &args)?;
                 }
                 Step::Concat { a, b, out } => {
-                    k.concat_channels(f32t, self.ptr(out)?, self.ptr(a)?, self.ptr(b)?, a.bytes / 4, b.bytes / 4, 1, 1)?;
+                    k.concat_channels(
+                        f32t,
+                        self.ptr(out)?,
+                        self.ptr(a)?,
+                        self.ptr(b)?,
+                        a.bytes / 4,
+                        b.bytes / 4,
+                        1,
+                        1,
+                    )?;
                 }
             }
         }
@@ -404,25 +567,44 @@ impl CudaRuntime {
     /// Time embedding of timesteps[*step] (step NULL: index 0), its MLP and every ResnetBlock's
     /// projection + conv1 bias into the dynamic bias slots, then the UNet.
     fn enqueue_unet(&self, timesteps: DevPtr, step: DevPtr) -> Result<(), CudaError> {
-        let (net, u) = self.unet.as_ref().ok_or_else(|| bad_option("the blob has no UNet".into()))?;
+        let (net, u) = self
+            .unet
+            .as_ref()
+            .ok_or_else(|| bad_option("the blob has no UNet".into()))?;
         let k = &self.dev.kernels;
         let f32t = DType::F32;
         let (c0, temb) = (u.c0, 4 * u.c0);
-        let (e0, e1, e2) = (self.ptr(self.regions.e0)?, self.ptr(self.regions.e1)?, self.ptr(self.regions.e2)?);
+        let (e0, e1, e2) = (
+            self.ptr(self.regions.e0)?,
+            self.ptr(self.regions.e1)?,
+            self.ptr(self.regions.e2)?,
+        );
         k.timestep_embedding(f32t, e0, timesteps, step, 1, c0)?;
         let l1 = GemmSpec::linear(1, c0, temb)?;
         let l2 = GemmSpec::linear(1, temb, temb)?;
         // SAFETY: all pointers are arena regions sized by the plan for these shapes.
-        unsafe { self.dev.blas.gemm(&l1, f32t, self.vec_ptr(u.time_w1)?, e0, e1, 0.0)? };
+        unsafe {
+            self.dev
+                .blas
+                .gemm(&l1, f32t, self.vec_ptr(u.time_w1)?, e0, e1, 0.0)?
+        };
         k.add_channel_bias(f32t, e1, self.vec_ptr(u.time_b1)?, 1, temb, 1, 0)?;
         k.silu(f32t, e1, e1, temb)?;
-        unsafe { self.dev.blas.gemm(&l2, f32t, self.vec_ptr(u.time_w2)?, e1, e2, 0.0)? };
+        unsafe {
+            self.dev
+                .blas
+                .gemm(&l2, f32t, self.vec_ptr(u.time_w2)?, e1, e2, 0.0)?
+        };
         k.add_channel_bias(f32t, e2, self.vec_ptr(u.time_b2)?, 1, temb, 1, 0)?;
         k.silu(f32t, e2, e2, temb)?;
         for (slot, r) in u.slots.iter().zip(&self.regions.dynamic) {
             let d = self.ptr(*r)?;
             let spec = GemmSpec::linear(1, temb, slot.cout)?;
-            unsafe { self.dev.blas.gemm(&spec, f32t, self.vec_ptr(slot.proj_w)?, e2, d, 0.0)? };
+            unsafe {
+                self.dev
+                    .blas
+                    .gemm(&spec, f32t, self.vec_ptr(slot.proj_w)?, e2, d, 0.0)?
+            };
             k.add_channel_bias(f32t, d, self.vec_ptr(slot.proj_b)?, 1, slot.cout, 1, 0)?;
             k.add_channel_bias(f32t, d, self.vec_ptr(slot.conv_bias)?, 1, slot.cout, 1, 0)?;
         }
@@ -433,19 +615,37 @@ impl CudaRuntime {
     /// the state x, counter advance. (The UNet's input and output buffers may share arena bytes
     /// in the liveness plan, so the update never writes the input buffer while reading eps.)
     fn enqueue_step(&self, noise: NoiseStream) -> Result<(), CudaError> {
-        let (net, _) = self.unet.as_ref().ok_or_else(|| bad_option("the blob has no UNet".into()))?;
+        let (net, _) = self
+            .unet
+            .as_ref()
+            .ok_or_else(|| bad_option("the blob has no UNet".into()))?;
         let n: usize = self.latent.iter().product();
-        let (ts, step) = (self.ptr(self.regions.timesteps)?, self.ptr(self.regions.step)?);
-        let (x, eps, coefs) = (self.ptr(self.regions.x)?, self.ptr(net.output)?, self.ptr(self.regions.coefs)?);
+        let (ts, step) = (
+            self.ptr(self.regions.timesteps)?,
+            self.ptr(self.regions.step)?,
+        );
+        let (x, eps, coefs) = (
+            self.ptr(self.regions.x)?,
+            self.ptr(net.output)?,
+            self.ptr(self.regions.coefs)?,
+        );
         let k = &self.dev.kernels;
         k.cast_from_f32(DType::F32, self.ptr(net.input)?, x, 1.0, n)?;
         self.enqueue_unet(ts, step)?;
         let none = DevPtr::NULL;
         match self.sampler {
             Sampler::Ddim { .. } => k.ddim_step(DType::F32, x, eps, none, coefs, step, noise, n)?,
-            Sampler::Ddpm => {
-                k.ddpm_step(DType::F32, x, eps, none, coefs, step, self.config.scheduler.clip_sample, noise, n)?
-            }
+            Sampler::Ddpm => k.ddpm_step(
+                DType::F32,
+                x,
+                eps,
+                none,
+                coefs,
+                step,
+                self.config.scheduler.clip_sample,
+                noise,
+                n,
+            )?,
         }
         k.step_advance(step)
     }
@@ -465,21 +665,39 @@ impl CudaRuntime {
         }
         let vol: usize = self.out_shape.iter().product();
         if out.len() != self.batch * vol {
-            return Err(bad_option(format!("output holds {} floats, expected {}", out.len(), self.batch * vol)));
+            return Err(bad_option(format!(
+                "output holds {} floats, expected {}",
+                out.len(),
+                self.batch * vol
+            )));
         }
         let n: usize = self.latent.iter().product();
         let stochastic = !matches!(self.sampler, Sampler::Ddim { eta } if eta == 0.0);
         for b in 0..self.batch {
             let base = (b as u64) << 40;
             let k = &self.dev.kernels;
-            k.philox_normal(DType::F32, self.ptr(self.regions.x)?, DevPtr::NULL, seed, base, n)?;
+            k.philox_normal(
+                DType::F32,
+                self.ptr(self.regions.x)?,
+                DevPtr::NULL,
+                seed,
+                base,
+                n,
+            )?;
             k.step_set(self.ptr(self.regions.step)?, 0)?;
             if stochastic {
                 // The noise stream is a launch argument: capture this volume's step graph.
-                let noise = NoiseStream { seed, offset: base + n as u64, stride: n as u64 };
+                let noise = NoiseStream {
+                    seed,
+                    offset: base + n as u64,
+                    stride: n as u64,
+                };
                 self.graph = Some(self.capture_step(noise)?);
             }
-            let graph = self.graph.as_ref().ok_or_else(|| CudaError::Capture("no step graph".into()))?;
+            let graph = self
+                .graph
+                .as_ref()
+                .ok_or_else(|| CudaError::Capture("no step graph".into()))?;
             for _ in 0..self.timesteps.len() {
                 graph.replay()?;
             }
@@ -490,13 +708,25 @@ impl CudaRuntime {
 
     /// Decodes the latent state x (divided by the scale factor) into `out`.
     fn decode_state(&mut self, out: &mut [f32]) -> Result<(), CudaError> {
-        let (net, _) = self.decoder.as_ref().ok_or_else(|| bad_option("the blob has no decoder".into()))?;
+        let (net, _) = self
+            .decoder
+            .as_ref()
+            .ok_or_else(|| bad_option("the blob has no decoder".into()))?;
         let n: usize = self.latent.iter().product();
         let k = &self.dev.kernels;
-        k.cast_from_f32(DType::F32, self.ptr(net.input)?, self.ptr(self.regions.x)?, 1.0 / self.config.scale_factor, n)?;
+        k.cast_from_f32(
+            DType::F32,
+            self.ptr(net.input)?,
+            self.ptr(self.regions.x)?,
+            1.0 / self.config.scale_factor,
+            n,
+        )?;
         self.enqueue_net(net)?;
         self.dev.synchronize()?;
-        let region = Region { offset: net.output.offset, bytes: 4 * out.len() };
+        let region = Region {
+            offset: net.output.offset,
+            bytes: 4 * out.len(),
+        };
         download_f32(&self.work, &self.dev, region, out)
     }
 
@@ -504,16 +734,36 @@ impl CudaRuntime {
     pub fn unet_forward(&mut self, x: &[f32], t: u32, eps: &mut [f32]) -> Result<(), CudaError> {
         let n: usize = self.latent.iter().product();
         if x.len() != n || eps.len() != n {
-            return Err(bad_option(format!("UNet input/output must hold {n} floats")));
+            return Err(bad_option(format!(
+                "UNet input/output must hold {n} floats"
+            )));
         }
-        let (net, _) = self.unet.as_ref().ok_or_else(|| bad_option("the blob has no UNet".into()))?;
+        let (net, _) = self
+            .unet
+            .as_ref()
+            .ok_or_else(|| bad_option("the blob has no UNet".into()))?;
         let (input, output) = (net.input, net.output);
-        let input = Region { offset: input.offset, bytes: 4 * n };
+        let input = Region {
+            offset: input.offset,
+            bytes: 4 * n,
+        };
         self.work.upload(self.dev.stream(), input, &f32_bytes(x))?;
-        self.work.upload(self.dev.stream(), self.regions.t_single, &(t as f32).to_le_bytes())?;
+        self.work.upload(
+            self.dev.stream(),
+            self.regions.t_single,
+            &(t as f32).to_le_bytes(),
+        )?;
         self.enqueue_unet(self.ptr(self.regions.t_single)?, DevPtr::NULL)?;
         self.dev.synchronize()?;
-        download_f32(&self.work, &self.dev, Region { offset: output.offset, bytes: 4 * n }, eps)
+        download_f32(
+            &self.work,
+            &self.dev,
+            Region {
+                offset: output.offset,
+                bytes: 4 * n,
+            },
+            eps,
+        )
     }
 
     /// Decodes one latent (divided by the scale factor) into `out`, for parity checks.
@@ -521,9 +771,12 @@ impl CudaRuntime {
         let n: usize = self.latent.iter().product();
         let vol: usize = self.out_shape.iter().product();
         if latent.len() != n || out.len() != vol {
-            return Err(bad_option(format!("decode needs {n} latent floats and {vol} output floats")));
+            return Err(bad_option(format!(
+                "decode needs {n} latent floats and {vol} output floats"
+            )));
         }
-        self.work.upload(self.dev.stream(), self.regions.x, &f32_bytes(latent))?;
+        self.work
+            .upload(self.dev.stream(), self.regions.x, &f32_bytes(latent))?;
         self.decode_state(out)
     }
 }
@@ -564,20 +817,40 @@ mod tests {
     fn options_the_executor_cannot_honour_are_errors() {
         let (cfg, store) = tiny();
         let cpu = Options::default();
-        assert!(matches!(CudaRuntime::new(&cfg, &store, &cpu), Err(CudaError::Shape(_))));
-        let half = Options { device: Device::Cuda(0), precision: Precision::Bf16, ..Options::default() };
-        let e = CudaRuntime::new(&cfg, &store, &half).err().expect("bf16 is not executed yet");
+        assert!(matches!(
+            CudaRuntime::new(&cfg, &store, &cpu),
+            Err(CudaError::Shape(_))
+        ));
+        let half = Options {
+            device: Device::Cuda(0),
+            precision: Precision::Bf16,
+            ..Options::default()
+        };
+        let e = CudaRuntime::new(&cfg, &store, &half)
+            .err()
+            .expect("bf16 is not executed yet");
         assert!(e.to_string().contains("fp32 only"), "{e}");
-        let zero = Options { device: Device::Cuda(0), batch: 0, ..Options::default() };
+        let zero = Options {
+            device: Device::Cuda(0),
+            batch: 0,
+            ..Options::default()
+        };
         assert!(CudaRuntime::new(&cfg, &store, &zero).is_err());
     }
 
     #[test]
     fn without_a_gpu_the_runtime_is_unavailable_not_a_panic() {
         let (cfg, store) = tiny();
-        let opts = Options { device: Device::Cuda(0), ..Options::default() };
+        let opts = Options {
+            device: Device::Cuda(0),
+            ..Options::default()
+        };
         match CudaRuntime::new(&cfg, &store, &opts) {
-            Ok(rt) => println!("GPU present: {:?}, plan {:?}", rt.device().info(), rt.report()),
+            Ok(rt) => println!(
+                "GPU present: {:?}, plan {:?}",
+                rt.device().info(),
+                rt.report()
+            ),
             Err(e) => {
                 println!("CUDA runtime unavailable here: {e}");
                 if !super::super::device::library_presence().driver {

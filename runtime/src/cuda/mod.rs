@@ -24,8 +24,8 @@ pub mod sampler;
 
 pub use arena::{ArenaLayout, DevPtr, DeviceArena, Region, ARENA_ALIGN};
 pub use conv::{Conv3dSpec, ConvPlan};
-pub use executor::{CudaPlanReport, CudaRuntime};
 pub use device::{check_available, library_presence, CudaDevice, DeviceInfo, LibraryPresence};
+pub use executor::{CudaPlanReport, CudaRuntime};
 pub use gemm::GemmSpec;
 pub use graph::StepGraph;
 pub use kernels::{AttentionArgs, Kernels, NoiseStream};
