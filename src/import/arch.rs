@@ -15,15 +15,12 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ArchError {
-    #[error("cannot read config {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config {path} is not valid: {source}")]
+    #[error("cannot read config {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
+    #[error("config {path} is not valid: {cause}")]
     Json {
         path: String,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("config {section}: {msg}")]
     Invalid { section: &'static str, msg: String },
@@ -56,24 +53,21 @@ impl Architecture {
     /// Parse and validate a JSON config file.
     pub fn from_file(path: &Path) -> Result<Self, ArchError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ArchError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| ArchError::Io {
             path: shown.clone(),
-            source,
+            cause,
         })?;
         Self::from_json(&text).map_err(|e| match e {
-            ArchError::Json { source, .. } => ArchError::Json {
-                path: shown,
-                source,
-            },
+            ArchError::Json { cause, .. } => ArchError::Json { path: shown, cause },
             other => other,
         })
     }
 
     /// Parse and validate JSON text (see `from_file`).
     pub fn from_json(text: &str) -> Result<Self, ArchError> {
-        let file: ConfigFile = serde_json::from_str(text).map_err(|source| ArchError::Json {
+        let file: ConfigFile = serde_json::from_str(text).map_err(|cause| ArchError::Json {
             path: "<text>".into(),
-            source,
+            cause,
         })?;
         let (decoder, encoder) = match file.autoencoder_def {
             Some(a) => {

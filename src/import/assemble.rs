@@ -66,6 +66,8 @@ pub struct Mismatch {
     /// monai >= 1.4 `attn.out_proj` tensors while the config says the projection is not applied
     /// (monai applies it: such a checkpoint needs `attention_output_projection: true`).
     pub applied_out_proj: Vec<String>,
+    /// How many of the checkpoint's tensors matched a required name.
+    pub matched: usize,
 }
 
 impl Mismatch {
@@ -106,6 +108,9 @@ impl fmt::Display for Mismatch {
         }
         if !self.applied_out_proj.is_empty() {
             writeln!(f, "  (a checkpoint trained with monai >= 1.4 and include_fc=True needs `\"attention_output_projection\": true` in network_def)")?;
+        }
+        if self.matched == 0 && !self.missing.is_empty() {
+            writeln!(f, "  none of the checkpoint's tensors belongs to the {}: is this the other network's checkpoint?", self.network)?;
         }
         write!(
             f,
@@ -211,6 +216,7 @@ pub fn match_network(
         }
     }
     if !mm.is_empty() {
+        mm.matched = found.len();
         return Err(Box::new(mm));
     }
     let tensors = expected

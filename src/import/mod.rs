@@ -19,22 +19,19 @@ pub use elements::SourceTensor;
 /// Everything that can go wrong while reading a checkpoint file.
 #[derive(Debug, Error)]
 pub enum ImportError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("{path} is neither a torch.save zip archive nor a safetensors file: {reason}")]
     UnknownFormat { path: String, reason: String },
-    #[error("{path}: invalid zip archive: {source}")]
+    #[error("{path}: invalid zip archive: {cause}")]
     Zip {
         path: String,
-        source: zip::result::ZipError,
+        cause: zip::result::ZipError,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Pickle {
         path: String,
-        source: pickle::PickleError,
+        cause: pickle::PickleError,
     },
     #[error("{path}: invalid safetensors file: {msg}")]
     Safetensors { path: String, msg: String },
@@ -54,9 +51,9 @@ pub enum ImportError {
 /// `key` selects one nested dictionary (e.g. `state_dict`) for checkpoints that wrap theirs.
 pub fn read_checkpoint(path: &Path, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportError> {
     let shown = path.display().to_string();
-    let io = |source| ImportError::Io {
+    let io = |cause| ImportError::Io {
         path: shown.clone(),
-        source,
+        cause,
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut magic = [0u8; 9];

@@ -13,9 +13,9 @@ use crate::import::ImportError;
 /// mirroring `--key` for nested torch state dicts.
 pub fn read(path: &Path, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| ImportError::Io {
         path: shown.clone(),
-        source,
+        cause,
     })?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| ImportError::Safetensors {
         path: shown.clone(),

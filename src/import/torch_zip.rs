@@ -21,9 +21,9 @@ const MAX_PICKLE_BYTES: u64 = 64 << 20;
 /// Read the state dict of a torch.save zip archive (optionally the nested dict `key`).
 pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportError> {
     let shown = path.display().to_string();
-    let zerr = |source| ImportError::Zip {
+    let zerr = |cause| ImportError::Zip {
         path: shown.clone(),
-        source,
+        cause,
     };
     let layout = |msg: String| ImportError::Layout {
         path: shown.clone(),
@@ -69,9 +69,9 @@ pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTens
 
     let pkl = read_member(&mut archive, &pkl_name, MAX_PICKLE_BYTES, &shown)?
         .ok_or_else(|| layout(format!("member {pkl_name} vanished")))?;
-    let pickle = unpickle(&pkl).map_err(|source| ImportError::Pickle {
+    let pickle = unpickle(&pkl).map_err(|cause| ImportError::Pickle {
         path: shown.clone(),
-        source,
+        cause,
     })?;
     let entries = select_state_dict(&pickle, key).map_err(layout)?;
 
@@ -137,9 +137,9 @@ fn read_member(
     limit: u64,
     shown: &str,
 ) -> Result<Option<Vec<u8>>, ImportError> {
-    let zerr = |source| ImportError::Zip {
+    let zerr = |cause| ImportError::Zip {
         path: shown.to_string(),
-        source,
+        cause,
     };
     let f = match archive.by_name(name) {
         Ok(f) => f,
@@ -159,9 +159,9 @@ fn read_member(
     // Grows with the bytes actually present, never from the declared size alone.
     f.take(limit.saturating_add(1))
         .read_to_end(&mut buf)
-        .map_err(|source| ImportError::Io {
+        .map_err(|cause| ImportError::Io {
             path: format!("{shown} (member {name})"),
-            source,
+            cause,
         })?;
     if buf.len() as u64 > limit {
         return Err(ImportError::Layout {
