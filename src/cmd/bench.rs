@@ -244,12 +244,12 @@ fn print_table(r: &Report) {
         r.warmup_steps
     );
     println!(
-        "                {:.1} GFLOP per step, {:.1} GFLOP/s at the median",
+        "                {:.3} GFLOP per step, {:.1} GFLOP/s at the median",
         r.step_gflop, r.step_gflops_per_s
     );
     match (r.decode_seconds, r.decode_gflops_per_s) {
         (Some(s), Some(g)) => println!(
-            "decode          {s:.4} s, {:.1} GFLOP, {g:.1} GFLOP/s",
+            "decode          {s:.4} s, {:.3} GFLOP, {g:.1} GFLOP/s",
             r.decode_gflop
         ),
         _ => println!("decode          not measured (--no-decode)"),

@@ -119,8 +119,13 @@ pub fn default_model_candidates() -> Vec<PathBuf> {
         }
     }
     out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel));
-    out.dedup();
-    out
+    let mut unique: Vec<PathBuf> = Vec::with_capacity(out.len());
+    for p in out {
+        if !unique.contains(&p) {
+            unique.push(p);
+        }
+    }
+    unique
 }
 
 /// Opens and validates a blob, naming the file in every error.
@@ -291,9 +296,10 @@ impl Bars {
         );
         let steps_bar = multi.add(ProgressBar::new(steps));
         steps_bar.set_style(
-            ProgressStyle::with_template("  steps {bar:30} {pos}/{len} {per_sec} {msg}")
+            ProgressStyle::with_template("  steps  {bar:30} {pos}/{len} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        volumes.tick();
         Bars {
             volumes,
             steps: steps_bar,
