@@ -59,12 +59,19 @@ fn naive_conv(conv: &Conv3d, p: &[f32], x: &[f32], xd: Dims) -> Vec<f32> {
     y
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_conv(cin: usize, cout: usize, k: usize, s: usize, pad: (usize, usize), bias: bool, xd: Dims, budget: Option<usize>) {
+    check_conv_tiles(cin, cout, k, s, pad, bias, xd, budget, None);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_conv_tiles(cin: usize, cout: usize, k: usize, s: usize, pad: (usize, usize), bias: bool, xd: Dims, budget: Option<usize>, tiles: Option<usize>) {
     let mut store = ParamStore::new();
     let mut conv = Conv3d::new(&mut store, "c", cin, cout, k, s, pad.0, bias).unwrap().with_padding(pad.0, pad.1);
     if let Some(b) = budget {
         conv.col_budget = b;
     }
+    conv.tile_cols = tiles;
     let p = init(&store, 1);
     let x = Rng(2).vec(xd.numel(), 1.0);
     let (y, _) = conv.forward(&p, &x, xd).unwrap();
@@ -87,9 +94,18 @@ fn conv3x3_stride1_pad1() {
 }
 
 #[test]
-fn conv3x3_multi_slab_matches() {
-    // A tiny column budget forces one output depth slice per slab.
-    check_conv(2, 3, 3, 1, (1, 1), true, Dims::new(1, 2, 5, 4, 3), Some(1));
+fn conv_strided_multi_slab_matches() {
+    // A tiny column budget forces one output depth slice per slab (slab path: stride 2).
+    check_conv(2, 3, 3, 2, (1, 1), true, Dims::new(2, 2, 6, 4, 3), Some(1));
+}
+
+#[test]
+fn conv3x3_tiles_cross_rows_and_planes() {
+    // 5-column tiles start mid-row (W = 3) and mid-plane; batch of 2 shares the tile list.
+    check_conv_tiles(2, 3, 3, 1, (1, 1), true, Dims::new(2, 2, 3, 4, 3), None, Some(5));
+    check_conv_tiles(3, 2, 3, 1, (1, 1), false, Dims::new(1, 3, 2, 3, 5), None, Some(1));
+    // Kernel 3 without padding ("valid") also takes the tiled path.
+    check_conv_tiles(2, 2, 3, 1, (0, 0), true, Dims::new(1, 2, 4, 4, 5), None, Some(7));
 }
 
 #[test]
@@ -307,4 +323,23 @@ fn timestep_embedding_cos_first() {
     assert!((e[6 + 4] - (10.0 * f1).sin()).abs() < 1e-6);
     assert_eq!(timestep_embedding(&[3.0], 5).len(), 5);
     assert_eq!(timestep_embedding(&[3.0], 5)[4], 0.0);
+}
+
+#[test]
+fn conv_without_input_grad_gives_same_parameter_gradients() {
+    for (k, s, pad) in [(3usize, 1usize, 1usize), (3, 2, 1), (1, 1, 0)] {
+        let mut store = ParamStore::new();
+        let mut conv = Conv3d::new(&mut store, "c", 2, 3, k, s, pad, true).unwrap();
+        let p = init(&store, 50);
+        let xd = Dims::new(1, 2, 4, 4, 4);
+        let x = Rng(51).vec(xd.numel(), 1.0);
+        let (y, _) = conv.forward(&p, &x, xd).unwrap();
+        let mut g1 = vec![0.0f32; p.len()];
+        let dx = conv.backward(&p, &mut g1, &x, xd, &y).unwrap();
+        assert_eq!(dx.len(), xd.numel());
+        conv.input_grad = false;
+        let mut g2 = vec![0.0f32; p.len()];
+        assert!(conv.backward(&p, &mut g2, &x, xd, &y).unwrap().is_empty());
+        assert_eq!(g1, g2);
+    }
 }

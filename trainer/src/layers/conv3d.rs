@@ -3,18 +3,31 @@
 //! Covers every conv of the models: 3x3x3 stride 1 pad 1, 1x1x1 (no im2col: the input is the
 //! column matrix), stride-2 symmetric pad 1 (UNet downsample), stride-2 with the encoder's
 //! asymmetric END pad (`pad_lo = 0, pad_hi = 1`), and kernel 4 stride 2/1 pad 1 (discriminator).
-//! The column matrix is built for a slab of output depth slices at a time so its memory stays
-//! bounded; im2col/col2im run in parallel over rows/input channels, the GEMMs are threaded.
+//!
+//! Two execution paths, both deterministic (no result depends on the thread count):
+//! - stride-1 convs with symmetric padding (the bulk of every model): the output is cut into
+//!   tiles of columns whose im2col block fits in cache; tiles run in parallel, each packing its
+//!   columns and running one GEMM. The weight gradient sums per-chunk partials in a fixed order;
+//!   the input gradient is itself a stride-1 conv of the output gradient with the flipped,
+//!   transposed kernel (padding `k-1-p`), computed by the same tiled path.
+//! - everything else (strides, the encoder's asymmetric pad): the column matrix is built for a
+//!   slab of output depth slices (bounded memory); im2col/col2im run in parallel over rows/input
+//!   channels and the GEMMs split their rows over threads.
+//!
 //! Backward recomputes the columns from the saved input instead of storing them.
 
 use rayon::prelude::*;
 
-use super::gemm::sgemm_strided;
+use super::gemm::{par_sgemm, sgemm_strided};
 use super::{check_len, Dims, LayerError};
 use crate::params::{Param, ParamError, ParamStore};
 
-/// Upper bound on the column buffer, in f32 values (16 MiB).
+/// Upper bound on the column buffer of the slab path, in f32 values (16 MiB).
 const COL_BUDGET: usize = 1 << 22;
+/// Target size of one tile's column block in the tiled path, in f32 values (512 KiB: L2-sized).
+const TILE_BUDGET: usize = 1 << 17;
+/// Fixed number of partial weight-gradient accumulators of the tiled path (deterministic sums).
+const DW_CHUNKS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conv3d {
@@ -32,6 +45,12 @@ pub struct Conv3d {
     /// Upper bound on the im2col buffer in f32 values; the output is processed in slabs of
     /// depth slices that fit (default 4 Mi values = 16 MiB).
     pub col_budget: usize,
+    /// Output columns per tile of the tiled path; `None` sizes tiles to the cache (tests set
+    /// tiny tiles to exercise tile boundaries).
+    pub tile_cols: Option<usize>,
+    /// Whether `backward` computes the input gradient (false for a network's first conv, whose
+    /// input is data: `backward` then returns an empty vector).
+    pub input_grad: bool,
 }
 
 impl Conv3d {
@@ -60,6 +79,8 @@ impl Conv3d {
             weight,
             bias,
             col_budget: COL_BUDGET,
+            tile_cols: None,
+            input_grad: true,
         })
     }
 
@@ -189,6 +210,65 @@ impl Conv3d {
     pub fn forward(&self, p: &[f32], x: &[f32], xd: Dims) -> Result<(Vec<f32>, Dims), LayerError> {
         let yd = self.out_dims(xd)?;
         check_len("conv3d", "input", x.len(), xd.numel())?;
+        if self.tiled() {
+            let bias = self.bias.map(|b| b.of(p));
+            let y = tiled_forward(self.cin, self.cout, self.kernel, self.pad_lo, self.weight.of(p), bias, x, xd, yd, self.tile_cols);
+            return Ok((y, yd));
+        }
+        self.forward_slabs(p, x, xd, yd)
+    }
+
+    /// Accumulates weight/bias gradients into `g` and returns the input gradient.
+    pub fn backward(&self, p: &[f32], g: &mut [f32], x: &[f32], xd: Dims, dy: &[f32]) -> Result<Vec<f32>, LayerError> {
+        let yd = self.out_dims(xd)?;
+        check_len("conv3d", "input", x.len(), xd.numel())?;
+        check_len("conv3d", "output gradient", dy.len(), yd.numel())?;
+        let dx = if self.tiled() {
+            tiled_weight_grad(self.cin, self.cout, self.kernel, self.pad_lo, x, xd, dy, yd, self.weight.of_mut(g), self.tile_cols);
+            if !self.input_grad {
+                self.bias_grad(g, dy, yd);
+                return Ok(Vec::new());
+            }
+            // dx = conv(dy, flip(W)^T) with padding k-1-p.
+            let wf = flip_transpose(self.weight.of(p), self.cout, self.cin, self.kernel);
+            let pad = [0, 1, 2].map(|a| self.kernel[a] - 1 - self.pad_lo[a]);
+            tiled_forward(self.cout, self.cin, self.kernel, pad, &wf, None, dy, yd, xd, self.tile_cols)
+        } else {
+            let dx = self.backward_slabs(p, g, x, xd, dy, yd);
+            if self.input_grad {
+                dx
+            } else {
+                Vec::new()
+            }
+        };
+        self.bias_grad(g, dy, yd);
+        Ok(dx)
+    }
+
+    /// Stride 1, symmetric padding no larger than the kernel allows, not pointwise.
+    fn tiled(&self) -> bool {
+        self.stride == [1; 3]
+            && self.pad_lo == self.pad_hi
+            && (0..3).all(|a| self.pad_lo[a] < self.kernel[a])
+            && !self.pointwise()
+    }
+
+    fn bias_grad(&self, g: &mut [f32], dy: &[f32], yd: Dims) {
+        if let Some(bp) = self.bias {
+            let so = yd.spatial();
+            let gb = bp.of_mut(g);
+            for (co, gbv) in gb.iter_mut().enumerate() {
+                let mut acc = 0.0f64;
+                for ni in 0..yd.n {
+                    let base = (ni * self.cout + co) * so;
+                    acc += dy[base..base + so].iter().map(|&v| v as f64).sum::<f64>();
+                }
+                *gbv += acc as f32;
+            }
+        }
+    }
+
+    fn forward_slabs(&self, p: &[f32], x: &[f32], xd: Dims, yd: Dims) -> Result<(Vec<f32>, Dims), LayerError> {
         let w = self.weight.of(p);
         let k = self.cin * self.kvol();
         let (s, so, plane) = (xd.spatial(), yd.spatial(), yd.h * yd.w);
@@ -204,10 +284,10 @@ impl Conv3d {
                 let nc = (od1 - od0) * plane;
                 let c_out = &mut yn[od0 * plane..];
                 if self.pointwise() {
-                    sgemm_strided(self.cout, k, nc, 1.0, w, k, 1, &xn[od0 * plane..], s, 1, 0.0, c_out, so, 1);
+                    par_sgemm(self.cout, k, nc, 1.0, w, k, 1, &xn[od0 * plane..], s, 1, 0.0, c_out, so, 1);
                 } else {
                     self.im2col(xn, xd, yd, od0, od1, &mut col);
-                    sgemm_strided(self.cout, k, nc, 1.0, w, k, 1, &col, nc, 1, 0.0, c_out, so, 1);
+                    par_sgemm(self.cout, k, nc, 1.0, w, k, 1, &col, nc, 1, 0.0, c_out, so, 1);
                 }
                 od0 = od1;
             }
@@ -219,11 +299,7 @@ impl Conv3d {
         Ok((y, yd))
     }
 
-    /// Accumulates weight/bias gradients into `g` and returns the input gradient.
-    pub fn backward(&self, p: &[f32], g: &mut [f32], x: &[f32], xd: Dims, dy: &[f32]) -> Result<Vec<f32>, LayerError> {
-        let yd = self.out_dims(xd)?;
-        check_len("conv3d", "input", x.len(), xd.numel())?;
-        check_len("conv3d", "output gradient", dy.len(), yd.numel())?;
+    fn backward_slabs(&self, p: &[f32], g: &mut [f32], x: &[f32], xd: Dims, dy: &[f32], yd: Dims) -> Vec<f32> {
         let w = self.weight.of(p);
         let k = self.cin * self.kvol();
         let (s, so, plane) = (xd.spatial(), yd.spatial(), yd.h * yd.w);
@@ -245,29 +321,191 @@ impl Conv3d {
                 if pw {
                     let xc = &xn[od0 * plane..];
                     // dW[co, ci] += sum_j dy[co, j] * x[ci, j]
-                    sgemm_strided(self.cout, nc, k, 1.0, dy_c, so, 1, xc, 1, s, 1.0, gw, k, 1);
+                    par_sgemm(self.cout, nc, k, 1.0, dy_c, so, 1, xc, 1, s, 1.0, gw, k, 1);
                     // dx[ci, j] = sum_co W[co, ci] * dy[co, j]
-                    sgemm_strided(k, self.cout, nc, 1.0, w, 1, k, dy_c, so, 1, 1.0, &mut dxn[od0 * plane..], s, 1);
+                    if self.input_grad {
+                        par_sgemm(k, self.cout, nc, 1.0, w, 1, k, dy_c, so, 1, 1.0, &mut dxn[od0 * plane..], s, 1);
+                    }
                 } else {
                     self.im2col(xn, xd, yd, od0, od1, &mut col);
-                    sgemm_strided(self.cout, nc, k, 1.0, dy_c, so, 1, &col, 1, nc, 1.0, gw, k, 1);
-                    sgemm_strided(k, self.cout, nc, 1.0, w, 1, k, dy_c, so, 1, 0.0, &mut dcol, nc, 1);
-                    self.col2im(&dcol, xd, yd, od0, od1, dxn);
+                    par_sgemm(self.cout, nc, k, 1.0, dy_c, so, 1, &col, 1, nc, 1.0, gw, k, 1);
+                    if self.input_grad {
+                        par_sgemm(k, self.cout, nc, 1.0, w, 1, k, dy_c, so, 1, 0.0, &mut dcol, nc, 1);
+                        self.col2im(&dcol, xd, yd, od0, od1, dxn);
+                    }
                 }
                 od0 = od1;
             }
         }
-        if let Some(bp) = self.bias {
-            let gb = bp.of_mut(g);
-            for (co, gbv) in gb.iter_mut().enumerate() {
-                let mut acc = 0.0f64;
-                for ni in 0..xd.n {
-                    let base = (ni * self.cout + co) * so;
-                    acc += dy[base..base + so].iter().map(|&v| v as f64).sum::<f64>();
-                }
-                *gbv += acc as f32;
-            }
-        }
-        Ok(dx)
+        dx
     }
 }
+
+/// Columns per tile and tiles per sample for the tiled path.
+fn tiling(k: usize, n_out: usize, tile_cols: Option<usize>) -> (usize, usize) {
+    let nt = tile_cols.unwrap_or((TILE_BUDGET / k.max(1)).max(64)).clamp(1, n_out.max(1));
+    (nt, n_out.div_ceil(nt))
+}
+
+/// Packs output columns `j0..j0+nt` of one sample (stride 1, padding `pad` before each axis)
+/// into `col` (`[cin*kvol, nt]`), copying contiguous runs along W.
+#[allow(clippy::too_many_arguments)]
+fn im2col_tile(cin: usize, kernel: [usize; 3], pad: [usize; 3], xn: &[f32], xd: Dims, yd: Dims, j0: usize, nt: usize, col: &mut [f32]) {
+    let [kd, kh, kw] = kernel;
+    let kvol = kd * kh * kw;
+    let (s, plane) = (xd.spatial(), yd.h * yd.w);
+    for r in 0..cin * kvol {
+        let (ci, tap) = (r / kvol, r % kvol);
+        let (a, b, c) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+        let xc = &xn[ci * s..(ci + 1) * s];
+        let row = &mut col[r * nt..(r + 1) * nt];
+        let (mut j, mut t) = (j0, 0);
+        while t < nt {
+            let (od, rem) = (j / plane, j % plane);
+            let (oh, ow) = (rem / yd.w, rem % yd.w);
+            let run = (yd.w - ow).min(nt - t);
+            let id = (od + a) as isize - pad[0] as isize;
+            let ih = (oh + b) as isize - pad[1] as isize;
+            let dst = &mut row[t..t + run];
+            if id < 0 || id >= xd.d as isize || ih < 0 || ih >= xd.h as isize {
+                dst.fill(0.0);
+            } else {
+                // iw = ow + c - pad for ow in the run; the valid ones are contiguous.
+                let iw0 = (ow + c) as isize - pad[2] as isize;
+                let lo = (-iw0).clamp(0, run as isize) as usize;
+                let hi = ((xd.w as isize - iw0).clamp(0, run as isize) as usize).max(lo);
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if hi > lo {
+                    let base = (id as usize * xd.h + ih as usize) * xd.w;
+                    let src0 = (iw0 + lo as isize) as usize;
+                    dst[lo..hi].copy_from_slice(&xc[base + src0..base + src0 + (hi - lo)]);
+                }
+            }
+            t += run;
+            j += run;
+        }
+    }
+}
+
+/// Stride-1 conv by tiles of output columns in parallel: `y = W * im2col(x) (+ bias)`.
+#[allow(clippy::too_many_arguments)]
+fn tiled_forward(
+    cin: usize,
+    cout: usize,
+    kernel: [usize; 3],
+    pad: [usize; 3],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    xd: Dims,
+    yd: Dims,
+    tile_cols: Option<usize>,
+) -> Vec<f32> {
+    let k = cin * kernel.iter().product::<usize>();
+    let (s, n_out) = (xd.spatial(), yd.spatial());
+    let (nt, per) = tiling(k, n_out, tile_cols);
+    let tiles: Vec<Vec<f32>> = (0..xd.n * per)
+        .into_par_iter()
+        .map_init(
+            || vec![0.0f32; k * nt],
+            |col, t| {
+                let (ni, j0) = (t / per, (t % per) * nt);
+                let ntt = nt.min(n_out - j0);
+                im2col_tile(cin, kernel, pad, &x[ni * cin * s..(ni + 1) * cin * s], xd, yd, j0, ntt, col);
+                let mut out = vec![0.0f32; cout * ntt];
+                sgemm_strided(cout, k, ntt, 1.0, w, k, 1, col, ntt, 1, 0.0, &mut out, ntt, 1);
+                out
+            },
+        )
+        .collect();
+    let mut y = vec![0.0f32; yd.numel()];
+    y.par_chunks_mut(n_out.max(1)).enumerate().for_each(|(row, yr)| {
+        let (ni, co) = (row / cout, row % cout);
+        for tt in 0..per {
+            let j0 = tt * nt;
+            let ntt = nt.min(n_out - j0);
+            yr[j0..j0 + ntt].copy_from_slice(&tiles[ni * per + tt][co * ntt..(co + 1) * ntt]);
+        }
+        if let Some(b) = bias {
+            yr.iter_mut().for_each(|v| *v += b[co]);
+        }
+    });
+    y
+}
+
+/// Weight gradient of the tiled path: `dW += dy * im2col(x)^T`, summed over a fixed number of
+/// chunk partials in a fixed order.
+#[allow(clippy::too_many_arguments)]
+fn tiled_weight_grad(
+    cin: usize,
+    cout: usize,
+    kernel: [usize; 3],
+    pad: [usize; 3],
+    x: &[f32],
+    xd: Dims,
+    dy: &[f32],
+    yd: Dims,
+    gw: &mut [f32],
+    tile_cols: Option<usize>,
+) {
+    let k = cin * kernel.iter().product::<usize>();
+    let (s, n_out) = (xd.spatial(), yd.spatial());
+    let (nt, per) = tiling(k, n_out, tile_cols);
+    let total = xd.n * per;
+    let chunks = DW_CHUNKS.min(total).max(1);
+    let partials: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            // dW [cout, k] += dy_tile [cout, nt] * colT [nt, k]. The column block is transposed
+            // (in cache) first: a GEMM with the long k dimension as N runs ~3x faster with
+            // matrixmultiply than the [k, nt] x [nt, cout] orientation.
+            let mut acc = vec![0.0f32; cout * k];
+            let mut col = vec![0.0f32; k * nt];
+            let mut colt = vec![0.0f32; k * nt];
+            for t in c * total / chunks..(c + 1) * total / chunks {
+                let (ni, j0) = (t / per, (t % per) * nt);
+                let ntt = nt.min(n_out - j0);
+                im2col_tile(cin, kernel, pad, &x[ni * cin * s..(ni + 1) * cin * s], xd, yd, j0, ntt, &mut col);
+                transpose_block(&col[..k * ntt], k, ntt, &mut colt[..k * ntt]);
+                let dyt = &dy[ni * cout * n_out + j0..];
+                sgemm_strided(cout, ntt, k, 1.0, dyt, n_out, 1, &colt, k, 1, 1.0, &mut acc, k, 1);
+            }
+            acc
+        })
+        .collect();
+    for part in &partials {
+        gw.iter_mut().zip(part).for_each(|(g, p)| *g += p);
+    }
+}
+
+/// `dst[j * rows + r] = src[r * cols + j]` in 16x16 blocks.
+fn transpose_block(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const B: usize = 16;
+    for r0 in (0..rows).step_by(B) {
+        for j0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for j in j0..(j0 + B).min(cols) {
+                    dst[j * rows + r] = src[r * cols + j];
+                }
+            }
+        }
+    }
+}
+
+/// `W[co, ci, a, b, c]` -> `W'[ci, co, k-1-a, k-1-b, k-1-c]` (the transposed conv's kernel).
+fn flip_transpose(w: &[f32], cout: usize, cin: usize, kernel: [usize; 3]) -> Vec<f32> {
+    let kvol = kernel.iter().product::<usize>();
+    let mut wf = vec![0.0f32; w.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let src = &w[(co * cin + ci) * kvol..(co * cin + ci + 1) * kvol];
+            let dst = &mut wf[(ci * cout + co) * kvol..(ci * cout + co + 1) * kvol];
+            for (t, &v) in src.iter().enumerate() {
+                dst[kvol - 1 - t] = v;
+            }
+        }
+    }
+    wf
+}
+

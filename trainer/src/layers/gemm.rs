@@ -75,3 +75,43 @@ pub fn gemm_nt(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], beta: f32, c:
 pub fn gemm_tn(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
     sgemm_strided(m, k, n, 1.0, a, 1, m, b, n, 1, beta, c, n, 1);
 }
+
+/// Minimum work (m*k*n multiply-adds) before [`par_sgemm`] splits over threads.
+const PAR_MIN_WORK: usize = 1 << 18;
+
+/// [`sgemm_strided`] with C's rows split into blocks computed in parallel (rayon). Each output
+/// element is computed by exactly one block with the same reduction order as the serial call,
+/// so the result does not depend on the thread count. Requires `csc == 1` to split (falls back
+/// to the serial call otherwise).
+#[allow(clippy::too_many_arguments)]
+pub fn par_sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    beta: f32,
+    c: &mut [f32],
+    rsc: usize,
+    csc: usize,
+) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    if csc != 1 || threads < 2 || m < 16 || m.saturating_mul(k).saturating_mul(n) < PAR_MIN_WORK || rsc < n {
+        sgemm_strided(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+        return;
+    }
+    // Blocks of rows, a multiple of 8 (the kernel's row tile), about 4 per thread.
+    let mb = m.div_ceil(threads * 4).div_ceil(8) * 8;
+    let rows_len = (m - 1) * rsc + n;
+    c[..rows_len].par_chunks_mut(mb * rsc).enumerate().for_each(|(blk, cb)| {
+        let i0 = blk * mb;
+        let rows = mb.min(m - i0);
+        sgemm_strided(rows, k, n, alpha, &a[i0 * rsa..], rsa, csa, b, rsb, csb, beta, cb, rsc, 1);
+    });
+}

@@ -68,7 +68,9 @@ impl AutoencoderKL {
         let lat = enc.latent_channels as usize;
         let b = |i: usize| format!("{PREFIX}.encoder.blocks.{i}");
         let mut encoder = Vec::new();
-        encoder.push(Op::Conv(Conv3d::new(store, &format!("{}.conv", b(0)), enc.in_channels as usize, ch[0], 3, 1, 1, true)?));
+        let mut conv_in = Conv3d::new(store, &format!("{}.conv", b(0)), enc.in_channels as usize, ch[0], 3, 1, 1, true)?;
+        conv_in.input_grad = false; // the image gradient is never needed
+        encoder.push(Op::Conv(conv_in));
         let mut cur = ch[0];
         for (lvl, &c) in ch.iter().enumerate() {
             for _ in 0..enc.num_res_blocks[lvl] {
@@ -177,7 +179,8 @@ impl AutoencoderKL {
     }
 
     /// Backward from d(recon) plus direct gradients on mu and sigma (the KL term's); accumulates
-    /// all parameter gradients into `g`. Returns d(image).
+    /// all parameter gradients into `g`. The image gradient is not computed (its first conv has
+    /// `input_grad == false`): the returned vector is empty.
     pub fn backward(
         &self,
         p: &[f32],

@@ -76,7 +76,9 @@ impl DiffusionUnet {
             skips.push(c);
             nskip += 1;
         };
-        ops.push(Op::Conv(Conv3d::new(store, &format!("{PREFIX}.conv_in.conv"), cfg.in_channels as usize, ch[0], 3, 1, 1, true)?));
+        let mut conv_in = Conv3d::new(store, &format!("{PREFIX}.conv_in.conv"), cfg.in_channels as usize, ch[0], 3, 1, 1, true)?;
+        conv_in.input_grad = false; // d(x_t) is never needed
+        ops.push(Op::Conv(conv_in));
         push(&mut ops, &mut skips, ch[0]);
         let mut cur = ch[0];
         for i in 0..nl {
@@ -162,7 +164,8 @@ impl DiffusionUnet {
         Ok(UnetForward { eps, dims, tape, t_emb, e1, e1s, emb, semb })
     }
 
-    /// Accumulates parameter gradients from d(eps); returns d(x).
+    /// Accumulates parameter gradients from d(eps). d(x_t) is not computed (conv_in has
+    /// `input_grad == false`): the returned vector is empty.
     pub fn backward(&self, p: &[f32], g: &mut [f32], fw: &UnetForward, deps: &[f32]) -> Result<Vec<f32>, ModelError> {
         check_len("unet", "output gradient", deps.len(), fw.eps.len())?;
         let mut dsemb = vec![0.0f32; fw.semb.len()];
