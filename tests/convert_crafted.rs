@@ -257,3 +257,53 @@ fn applied_monai_out_proj_needs_the_config_switch() {
             == want.data()
     );
 }
+
+#[test]
+fn f16_overflow_is_named() {
+    let bytes = std::fs::read(root().join("tests/fixtures/monai/unet/unet.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    let big = owned
+        .iter_mut()
+        .find(|(n, _, _)| n == "out.2.conv.bias")
+        .unwrap();
+    big.2[4..8].copy_from_slice(&65520.0f32.to_le_bytes());
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.safetensors");
+    safetensors::serialize_to_file(views, None, &src).unwrap();
+    let cfg = root().join("tests/fixtures/configs/fixture_networks.json");
+    for (dtype, ok) in [("f16", false), ("bf16", true)] {
+        let out = dir.path().join(format!("{dtype}.blob"));
+        let o = Command::new(env!("CARGO_BIN_EXE_brats-ldm"))
+            .args(["convert", "--dtype", dtype, "--unet"])
+            .arg(&src)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.success(), ok, "{dtype}: {err}");
+        if !ok {
+            assert!(
+                err.contains("tensor unet.out.2.conv.bias holds 65520, beyond the f16 range"),
+                "{err}"
+            );
+            assert!(!out.exists());
+        }
+    }
+}

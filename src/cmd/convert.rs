@@ -212,6 +212,21 @@ fn convert_one(
     Ok(matched)
 }
 
+/// f16 overflows past 65504: name the tensor instead of letting the writer find an infinity.
+fn check_f16_range(m: &Matched) -> anyhow::Result<()> {
+    // Round-to-nearest sends |x| >= 65520 (65504 plus half an ulp) to infinity.
+    const F16_OVERFLOW: f32 = 65520.0;
+    for t in &m.tensors {
+        if let Some(v) = t.data.iter().find(|v| v.abs() >= F16_OVERFLOW) {
+            bail!(
+                "tensor {} holds {v}, beyond the f16 range (max 65504): use --dtype bf16 or f32",
+                t.name
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let arch = match (&args.config, args.preset) {
         (Some(path), _) => Architecture::from_file(path)?,
@@ -227,6 +242,9 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     ] {
         if let Some(path) = path {
             let matched = convert_one(network, path, args.key.as_deref(), &cfg)?;
+            if dtype == DType::F16 {
+                check_f16_range(&matched)?;
+            }
             tensors.extend(
                 matched
                     .tensors

@@ -483,19 +483,11 @@ mod tests {
 
     #[test]
     fn bundle_json_matches_preset() {
-        let json = r#"{
-          "autoencoder_def": {"_target_": "generative.networks.nets.AutoencoderKL", "spatial_dims": 3,
-            "in_channels": 1, "out_channels": 1, "latent_channels": 8, "num_channels": [64, 128, 256],
-            "num_res_blocks": 2, "norm_num_groups": 32, "norm_eps": 1e-06,
-            "attention_levels": [false, false, false], "with_encoder_nonlocal_attn": false,
-            "with_decoder_nonlocal_attn": false},
-          "network_def": {"_target_": "generative.networks.nets.DiffusionModelUNet", "spatial_dims": 3,
-            "in_channels": 8, "out_channels": 8, "num_channels": [256, 256, 512],
-            "attention_levels": [false, true, true], "num_head_channels": [0, 64, 64], "num_res_blocks": 2},
-          "latent_shape": [8, 36, 44, 28], "scale_factor": 1.0
-        }"#;
+        // The example file mirrors the bundle's own config sections.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/configs/bundle.json");
         assert_eq!(
-            Architecture::from_json(json).unwrap(),
+            Architecture::from_file(&path).unwrap(),
             Architecture::bundle()
         );
     }
