@@ -359,13 +359,24 @@ fn odd_inputs_give_clear_errors() {
     write_file(
         &p,
         &Hdr {
-            dims: vec![30000, 30000, 30000],
+            dims: vec![1000, 1000, 1000],
             ..Default::default()
         },
         &vals,
         true,
     );
     assert!(expect_error(&p, "huge").to_string().contains("impossible"));
+    let p = d.join("huge.nii");
+    write_file(
+        &p,
+        &Hdr {
+            dims: vec![32767, 32767, 32767],
+            ..Default::default()
+        },
+        &vals,
+        false,
+    );
+    assert!(expect_error(&p, "huge plain").to_string().contains("limit"));
     // missing file
     expect_error(&d.join("absent.nii"), "absent");
 }

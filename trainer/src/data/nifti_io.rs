@@ -15,6 +15,8 @@ use super::volume::Volume;
 
 /// Deflate cannot compress better than about 1032:1; a header claiming more data than that is lying.
 const MAX_GZIP_RATIO: u64 = 1100;
+/// Largest single channel accepted (2^31 voxels, 8 GiB as float32): far beyond any MRI volume.
+const MAX_VOXELS: u64 = 1 << 31;
 
 /// What a NIfTI header says, validated.
 #[derive(Debug, Clone)]
@@ -356,6 +358,12 @@ pub fn read_volume(path: &Path, channel: Option<usize>) -> Result<Volume> {
     };
     let bpv = bytes_per_voxel(info.datatype).unwrap_or(1) as u64;
     let nvox = (info.dims[0] as u64) * (info.dims[1] as u64) * (info.dims[2] as u64);
+    if nvox > MAX_VOXELS {
+        return Err(bad(
+            path,
+            format!("{nvox} voxels per channel exceeds the limit of {MAX_VOXELS}"),
+        ));
+    }
     let chan_bytes = nvox
         .checked_mul(bpv)
         .ok_or_else(|| bad(path, "volume size overflows"))?;
