@@ -58,6 +58,11 @@ pub struct ConvertArgs {
     /// for safetensors, keep the tensors named `NAME.*`.
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
+    /// The UNet's attention applies its output projection (`proj_attn`, monai >= 1.4
+    /// `attn.out_proj` with include_fc=True). Off for bundle checkpoints: generative 0.2.3 never
+    /// applies it.
+    #[arg(long)]
+    pub attention_output_projection: bool,
     /// Store only the autoencoder's decoder side (drop encoder and quant_conv_* tensors).
     #[arg(long)]
     pub decoder_only: bool,
@@ -134,7 +139,9 @@ fn model_config(args: &ConvertArgs, arch: &Architecture) -> anyhow::Result<Model
         let Some(u) = &arch.unet else {
             bail!("--unet given but the architecture has no UNet (add a `network_def` section)");
         };
-        unet = Some(u.clone());
+        let mut u = u.clone();
+        u.attention_output_projection |= args.attention_output_projection;
+        unet = Some(u);
     }
     if decoder.is_none() && unet.is_none() {
         bail!("nothing to convert: give --autoencoder and/or --unet");
