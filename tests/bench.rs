@@ -47,6 +47,9 @@ fn json_report_is_complete_and_consistent() {
     assert!(r["decode_seconds"].as_f64().unwrap() > 0.0);
     assert!(r["decode_gflop"].as_f64().unwrap() > 0.0);
     assert!(r["plan_bytes"].as_u64().unwrap() > 0);
+    assert!(r["plan_arena_bytes"].as_u64().unwrap() > 0);
+    assert!(r["plan_weights_bytes"].as_u64().unwrap() >= 4 * 1_000_000, "fixture weights are ~1.3 M f32");
+    assert_eq!(r["plan_threads"], 2);
     assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
     let checksum = format!(
         "{:016x}",

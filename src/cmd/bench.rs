@@ -91,6 +91,10 @@ struct Report {
     decode_gflop: f64,
     decode_gflops_per_s: Option<f64>,
     plan_bytes: u64,
+    plan_weights_bytes: u64,
+    plan_arena_bytes: u64,
+    plan_workspace_bytes: u64,
+    plan_threads: usize,
     peak_rss_bytes: Option<u64>,
 }
 
@@ -161,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut rt = Runtime::new(&blob, options)
         .with_context(|| format!("cannot prepare model {} to run", model_path.display()))?;
-    let plan_bytes = rt.plan().total_bytes as u64;
+    let plan = rt.plan().clone();
     let out_shape = rt.output_shape();
     let timesteps: Vec<u32> = rt.timesteps().to_vec();
     let mut x = vec![0f32; latent_shape.iter().product()];
@@ -209,7 +213,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         decode_seconds,
         decode_gflop,
         decode_gflops_per_s: decode_seconds.map(|s| decode_gflop / s),
-        plan_bytes,
+        plan_bytes: plan.total_bytes as u64,
+        plan_weights_bytes: plan.weights_bytes as u64,
+        plan_arena_bytes: plan.arena_bytes as u64,
+        plan_workspace_bytes: plan.workspace_bytes as u64,
+        plan_threads: plan.threads,
         peak_rss_bytes: peak_rss_bytes(),
     };
     if args.json {
@@ -223,13 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn print_table(r: &Report) {
     let shape = |s: [usize; 4]| format!("{}x{}x{}x{}", s[0], s[1], s[2], s[3]);
     println!("model           {} ({})", r.model, r.model_checksum);
-    println!(
-        "device          {}{}",
-        r.device,
-        r.threads
-            .map(|t| format!(", {t} threads"))
-            .unwrap_or_default()
-    );
+    println!("device          {}, {} threads", r.device, r.plan_threads);
     println!(
         "latent -> image {} -> {}",
         shape(r.latent_shape),
@@ -254,7 +256,13 @@ fn print_table(r: &Report) {
         ),
         _ => println!("decode          not measured (--no-decode)"),
     }
-    println!("plan            {}", human_bytes(r.plan_bytes));
+    println!(
+        "plan            {} (weights {}, activation arena {}, workspaces {})",
+        human_bytes(r.plan_bytes),
+        human_bytes(r.plan_weights_bytes),
+        human_bytes(r.plan_arena_bytes),
+        human_bytes(r.plan_workspace_bytes)
+    );
     match r.peak_rss_bytes {
         Some(b) => println!("peak RSS        {}", human_bytes(b)),
         None => println!("peak RSS        unavailable on this platform"),
