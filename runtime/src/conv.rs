@@ -261,14 +261,12 @@ struct Seg {
 /// calls cost more than the copy at these lengths).
 #[inline(always)]
 fn copy_run(d: &mut [f32], s: &[f32]) {
-    if d.len() == NR {
-        let d: &mut [f32; NR] = d.try_into().unwrap_or_else(|_| unreachable!());
-        let s: &[f32; NR] = s[..NR].try_into().unwrap_or_else(|_| unreachable!());
+    if let (Ok(d), Some(Ok(s))) = (<&mut [f32; NR]>::try_from(&mut *d), s.get(..NR).map(<&[f32; NR]>::try_from)) {
         *d = *s;
-    } else {
-        for (x, &y) in d.iter_mut().zip(s) {
-            *x = y;
-        }
+        return;
+    }
+    for (x, &y) in d.iter_mut().zip(s) {
+        *x = y;
     }
 }
 

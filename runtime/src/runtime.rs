@@ -72,11 +72,22 @@ fn numel(s: [usize; 4]) -> usize {
     s.iter().product()
 }
 
+/// A zeroed buffer that fails with an error instead of aborting when memory is short. It comes
+/// from `alloc_zeroed` (calloc), so pages become resident only when first used.
 fn try_vec(len: usize, what: &'static str) -> Result<Vec<f32>, RuntimeError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| RuntimeError::Overflow(what))?;
-    v.resize(len, 0.0);
-    Ok(v)
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| RuntimeError::Overflow(what))?;
+    // SAFETY: non-zero size; the pointer is checked; zeroed f32s are valid values; the Vec takes
+    // ownership with the same layout (capacity = len).
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut f32;
+        if p.is_null() {
+            return Err(RuntimeError::Overflow(what));
+        }
+        Ok(Vec::from_raw_parts(p, len, len))
+    }
 }
 
 impl Runtime {

@@ -151,11 +151,9 @@ impl SlabPlan {
             let mut slabs = Vec::new();
             for &(a, b) in &cores {
                 let mut need: Vec<Range> = vec![None; nb];
-                let sink = match target {
-                    Some(j) => match tail_ops[j] {
-                        Op::Stats { x, .. } => x,
-                        _ => unreachable!("target is a Stats op"),
-                    },
+                let sink = match target.map(|j| &tail_ops[j]) {
+                    Some(Op::Stats { x, .. }) => *x,
+                    Some(_) => return Err(RuntimeError::InvalidConfig("slab pass target is not a GroupNorm".into())),
                     None => out_buf,
                 };
                 let k = level(sink);
@@ -249,10 +247,14 @@ impl SlabPlan {
         for t0 in order {
             let ups = g.ops[t0..].iter().filter(|o| matches!(o, Op::Conv { g, .. } if g.up > 0)).count();
             let align = 1usize << ups;
-            let Op::Conv { g: last, .. } = g.ops.last().cloned().unwrap_or(Op::Concat { a: 0, b: 0, out: 0 }) else {
-                continue;
-            };
-            let depth = last.out_dims()[0];
+            let depth = g
+                .ops
+                .iter()
+                .find_map(|o| match o {
+                    Op::Conv { g, out, .. } if *out == out_buf => Some(g.out_dims()[0]),
+                    _ => None,
+                })
+                .ok_or_else(|| RuntimeError::InvalidConfig("decoder output is not a convolution".into()))?;
             let mut slab = (depth / 2).div_ceil(align) * align;
             while slab >= align {
                 match SlabPlan::new(g, out_buf, t0, slab) {

@@ -6,7 +6,7 @@
 
 use ldm_runtime::cuda::{CudaError, CudaRuntime};
 use ldm_runtime::weights::WeightStore;
-use ldm_runtime::{Device, Options, Runtime, Sampler};
+use ldm_runtime::{Device, Options, Precision, Runtime, Sampler};
 use ldm_weights::{DecoderConfig, ModelConfig, UnetConfig};
 
 fn tiny() -> (ModelConfig, WeightStore) {
@@ -120,5 +120,32 @@ fn generation_matches_the_cpu_and_allocates_nothing() {
                 "device memory changed during generation"
             );
         }
+    }
+}
+
+#[test]
+fn half_precision_forward_and_decode_stay_close_to_the_cpu() {
+    for precision in [Precision::F16, Precision::Bf16] {
+        let Some((mut gpu, mut cpu)) = runtimes_at(Sampler::Ddim { eta: 0.0 }, 10, precision)
+        else {
+            return;
+        };
+        let n: usize = cpu.latent_shape().iter().product();
+        let mut x = vec![0f32; n];
+        ldm_runtime::philox_normal(10, 0, &mut x);
+        let (mut eg, mut ec) = (vec![0f32; n], vec![0f32; n]);
+        gpu.unet_forward(&x, 250, &mut eg).unwrap();
+        cpu.unet_forward(&x, 250, &mut ec).unwrap();
+        let e_unet = rel_l2(&eg, &ec);
+        let vol: usize = cpu.output_shape().iter().product();
+        let (mut dg, mut dc) = (vec![0f32; vol], vec![0f32; vol]);
+        gpu.decode(&x, &mut dg).unwrap();
+        cpu.decode(&x, &mut dc).unwrap();
+        let e_dec = rel_l2(&dg, &dc);
+        println!("{precision:?}: UNet forward relative L2 {e_unet:.2e}, decode {e_dec:.2e}");
+        assert!(
+            e_unet < 2e-2 && e_dec < 2e-2,
+            "{precision:?}: {e_unet} {e_dec}"
+        );
     }
 }
