@@ -256,6 +256,20 @@ fn applied_monai_out_proj_needs_the_config_switch() {
             .bytes
             == want.data()
     );
+
+    // The flag does the same with the unchanged fixture config.
+    let flagged = dir.path().join("flag.blob");
+    let o = Command::new(env!("CARGO_BIN_EXE_brats-ldm"))
+        .args(["convert", "--attention-output-projection", "--unet"])
+        .arg(&src)
+        .arg("--config")
+        .arg(root().join("tests/fixtures/configs/fixture_networks.json"))
+        .arg("--out")
+        .arg(&flagged)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&flagged).unwrap() == std::fs::read(&out).unwrap());
 }
 
 #[test]
