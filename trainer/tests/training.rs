@@ -116,6 +116,7 @@ fn tiny_vae_config() -> VaeGanConfig {
         adv_weight: 0.1,
         perceptual_weight: 0.0,
         adv_start_step: 2,
+        d_train_steps: 2,
         adam_g: AdamConfig { lr: 1e-3, ..AdamConfig::default() },
         adam_d: AdamConfig { lr: 1e-3, ..AdamConfig::default() },
         lr_g: MultiStepLr::constant(1e-3),
@@ -137,6 +138,9 @@ fn vae_gan_training_lowers_loss_and_resumes_bit_exactly() {
         assert_eq!(log.disc.is_some(), step >= 2);
         l1.push(log.l1);
     }
+    // Two discriminator updates per adversarial step (steps 2..30), one generator update per step.
+    assert_eq!(t.opt_d.t, 2 * 28);
+    assert_eq!(t.opt_g.t, 30);
     let first: f32 = l1[..4].iter().sum::<f32>() / 4.0;
     let last: f32 = l1[26..].iter().sum::<f32>() / 4.0;
     println!("VAE-GAN 30 steps at 16^3: {:.2}s, L1 {first:.4} -> {last:.4}", start.elapsed().as_secs_f64());

@@ -32,6 +32,22 @@ pub struct DiffusionConfig {
     pub scale_factor: f32,
 }
 
+impl DiffusionConfig {
+    /// The bundle's diffusion training (model-zoo `train_diffusion.json`): `UnetConfig::bundle()`,
+    /// the scaled-linear DDPM schedule, Adam lr 1e-5 (the 3-D bundle's value is 1e-5 to 2e-5
+    /// depending on its version; the MultiStepLR milestone at 5000 with gamma 0.1 is counted
+    /// here in optimiser steps). `scale_factor` is computed from data (1/std(z)).
+    pub fn bundle(scale_factor: f32) -> Self {
+        DiffusionConfig {
+            unet: UnetConfig::bundle(),
+            scheduler: SchedulerConfig::bundle(),
+            adam: AdamConfig { lr: 1e-5, ..AdamConfig::default() },
+            lr: MultiStepLr { base: 1e-5, milestones: vec![5000], gamma: 0.1 },
+            scale_factor,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiffusionStepLog {
     pub step: u64,

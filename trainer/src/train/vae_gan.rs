@@ -1,8 +1,16 @@
-//! The autoencoder stage as the bundle trains it: generator loss
-//! `L1(recon, x) + kl_weight * KL + adv_weight * LSGAN_gen(D(recon))` (+ an optional perceptual
-//! term), then discriminator loss `adv_weight * 0.5 * (LSGAN(D(recon)) fake + LSGAN(D(x)) real)`;
-//! the adversarial terms start at `adv_start_step`. One Adam per network.
-//! Sampling noise for z comes from the (seed, step) Philox stream.
+//! The autoencoder stage as the bundle's `VaeGanTrainer` iteration runs it (model-zoo
+//! `brats_mri_generative_diffusion/scripts/ldm_trainer.py` and `losses.py`):
+//! 1. one autoencoder forward: `recon, mu, sigma` (z = mu + sigma * n, n from the (seed, step)
+//!    Philox stream);
+//! 2. `d_train_steps` discriminator updates (bundle: 5) on that same, detached reconstruction:
+//!    `adv_weight * 0.5 * (LSGAN(D(recon), fake) + LSGAN(D(x), real))`, each with fresh logits
+//!    of the just-updated discriminator;
+//! 3. one generator update: `L1(recon, x) + kl_weight * KL + perceptual_weight * P
+//!    + adv_weight * LSGAN_gen(D(recon))` with the updated discriminator (frozen here).
+//!
+//! The adversarial terms start at `adv_start_step` (bundle: 0). The perceptual term P is used
+//! only when a [`PerceptualLoss`] is supplied (pretrained weights are not shipped). One Adam per
+//! network, learning rates from MultiStepLR schedules.
 
 use std::path::Path;
 
@@ -32,12 +40,38 @@ pub struct VaeGanConfig {
     pub adv_weight: f32,
     /// Weight of the optional perceptual loss (used only when one is supplied).
     pub perceptual_weight: f32,
-    /// First step (0-based) that uses the adversarial terms (the bundle's warm-up).
+    /// First step (0-based) that uses the adversarial terms (bundle: 0, no warm-up).
     pub adv_start_step: u64,
+    /// Discriminator updates per step (bundle: 5).
+    pub d_train_steps: u32,
     pub adam_g: AdamConfig,
     pub adam_d: AdamConfig,
     pub lr_g: MultiStepLr,
     pub lr_d: MultiStepLr,
+}
+
+impl VaeGanConfig {
+    /// The bundle's hyper-parameters (model-zoo `train_autoencoder.json` + `scripts/losses.py`):
+    /// networks as `EncoderConfig/DecoderConfig::bundle()` and a 3-layer, 32-channel
+    /// discriminator; kl 1e-7, adversarial 0.1, perceptual 0.1 (inactive unless a perceptual
+    /// loss is supplied), 5 discriminator updates per step, Adam lr 1e-5 for both networks.
+    pub fn bundle() -> Self {
+        let adam = AdamConfig { lr: 1e-5, ..AdamConfig::default() };
+        VaeGanConfig {
+            encoder: EncoderConfig::bundle(),
+            decoder: DecoderConfig::bundle(),
+            discriminator: DiscriminatorConfig::bundle(),
+            kl_weight: 1e-7,
+            adv_weight: 0.1,
+            perceptual_weight: 0.1,
+            adv_start_step: 0,
+            d_train_steps: 5,
+            adam_g: adam,
+            adam_d: adam,
+            lr_g: MultiStepLr::constant(1e-5),
+            lr_d: MultiStepLr::constant(1e-5),
+        }
+    }
 }
 
 /// What one step measured.
@@ -48,6 +82,7 @@ pub struct VaeStepLog {
     pub kl: f32,
     pub perceptual: Option<f32>,
     pub gen_adv: Option<f32>,
+    /// Mean discriminator loss (including `adv_weight`) over the step's discriminator updates.
     pub disc: Option<f32>,
     pub loss_g: f32,
     pub lr_g: f32,
@@ -109,11 +144,33 @@ impl VaeGanTrainer {
         }
         let adversarial = step >= cfg.adv_start_step && cfg.adv_weight != 0.0;
         let (mut gen_adv, mut disc_loss) = (None, None);
-        let mut disc_update = None;
+        if adversarial && cfg.d_train_steps > 0 {
+            let w = cfg.adv_weight;
+            let lr_d = cfg.lr_d.lr_at(step);
+            let mut total = 0.0f64;
+            for _ in 0..cfg.d_train_steps {
+                let dp = &self.disc_params.data;
+                let ff = self.disc.forward(dp, &fw.recon, fw.image_dims, true)?;
+                let fr = self.disc.forward(dp, images, dims, true)?;
+                let (dl, dfake, dreal) = losses::lsgan_discriminator(&ff.logits, &fr.logits)?;
+                finite(step, "discriminator loss", dl)?;
+                total += (w * dl) as f64;
+                let dfake: Vec<f32> = dfake.iter().map(|v| v * w).collect();
+                let dreal: Vec<f32> = dreal.iter().map(|v| v * w).collect();
+                self.disc_params.grad.iter_mut().for_each(|g| *g = 0.0);
+                self.disc.backward(dp, &mut self.disc_params.grad, &ff, &dfake)?;
+                self.disc.backward(dp, &mut self.disc_params.grad, &fr, &dreal)?;
+                all_finite(step, "discriminator gradient", &self.disc_params.grad)?;
+                if !self.opt_d.step(&mut self.disc_params.data, &self.disc_params.grad, lr_d) {
+                    return Err(TrainError::Invalid("discriminator optimiser does not fit its parameters".into()));
+                }
+            }
+            disc_loss = Some((total / cfg.d_train_steps as f64) as f32);
+        }
         if adversarial {
+            // The generator sees D(recon) through the (just updated, here frozen) discriminator:
+            // its parameter gradients go to a scratch buffer and are discarded.
             let dp = &self.disc_params.data;
-            // D(recon): the generator sees it through D's (frozen) weights; the discriminator step
-            // sees recon detached. Both use the same logits, so one forward serves both.
             let ff = self.disc.forward(dp, &fw.recon, fw.image_dims, true)?;
             let (ga, dlg) = losses::lsgan_generator(&ff.logits)?;
             let dlg: Vec<f32> = dlg.iter().map(|v| v * cfg.adv_weight).collect();
@@ -122,35 +179,14 @@ impl VaeGanTrainer {
             drecon.iter_mut().zip(&dr).for_each(|(a, b)| *a += b);
             loss_g += cfg.adv_weight * ga;
             gen_adv = Some(ga);
-            let fr = self.disc.forward(dp, images, dims, true)?;
-            let (dl, dfake, dreal) = losses::lsgan_discriminator(&ff.logits, &fr.logits)?;
-            disc_loss = Some(dl);
-            disc_update = Some((ff, fr, dfake, dreal));
         }
         finite(step, "generator loss", loss_g)?;
         self.ae_params.grad.iter_mut().for_each(|g| *g = 0.0);
         self.ae.backward(p, &mut self.ae_params.grad, &fw, &drecon, &dmu, &dsigma)?;
         all_finite(step, "autoencoder gradient", &self.ae_params.grad)?;
-        if let Some((ff, fr, dfake, dreal)) = &disc_update {
-            finite(step, "discriminator loss", disc_loss.unwrap_or(f32::NAN))?;
-            let w = cfg.adv_weight;
-            let dfake: Vec<f32> = dfake.iter().map(|v| v * w).collect();
-            let dreal: Vec<f32> = dreal.iter().map(|v| v * w).collect();
-            self.disc_params.grad.iter_mut().for_each(|g| *g = 0.0);
-            let dp = &self.disc_params.data;
-            self.disc.backward(dp, &mut self.disc_params.grad, ff, &dfake)?;
-            self.disc.backward(dp, &mut self.disc_params.grad, fr, &dreal)?;
-            all_finite(step, "discriminator gradient", &self.disc_params.grad)?;
-        }
         let lr_g = cfg.lr_g.lr_at(step);
         if !self.opt_g.step(&mut self.ae_params.data, &self.ae_params.grad, lr_g) {
             return Err(TrainError::Invalid("generator optimiser does not fit its parameters".into()));
-        }
-        if disc_update.is_some() {
-            let lr_d = cfg.lr_d.lr_at(step);
-            if !self.opt_d.step(&mut self.disc_params.data, &self.disc_params.grad, lr_d) {
-                return Err(TrainError::Invalid("discriminator optimiser does not fit its parameters".into()));
-            }
         }
         self.step += 1;
         Ok(VaeStepLog { step, l1, kl, perceptual, gen_adv, disc: disc_loss, loss_g, lr_g })
