@@ -159,4 +159,19 @@ mod tests {
         assert!(ddim_timesteps(1000, 0).is_err());
         assert!(ddim_timesteps(1000, 1001).is_err());
     }
+
+    #[test]
+    fn ddim_eta_one_matches_the_formula() {
+        let s = Schedule::new(&SchedulerConfig::bundle()).unwrap();
+        let (t, prev) = (500u32, 20usize);
+        let (x0v, e, n) = (0.7f32, -0.3f32, 1.2f32);
+        let mut x = [x0v];
+        ddim_step(&s, t, prev, 1.0, &mut x, &[e], Some(&[n]));
+        let at = s.alphas_cumprod[500] as f64;
+        let ap = s.alphas_cumprod[480] as f64;
+        let x0 = (x0v as f64 - (1.0 - at).sqrt() * e as f64) / at.sqrt();
+        let var = (1.0 - ap) / (1.0 - at) * (1.0 - at / ap);
+        let want = ap.sqrt() * x0 + (1.0 - ap - var).sqrt() * e as f64 + var.sqrt() * n as f64;
+        assert!((x[0] as f64 - want).abs() < 1e-5, "{} vs {want}", x[0]);
+    }
 }

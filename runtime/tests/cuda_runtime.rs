@@ -38,9 +38,18 @@ fn tiny() -> (ModelConfig, WeightStore) {
 }
 
 fn runtimes(sampler: Sampler, steps: usize) -> Option<(CudaRuntime, Runtime)> {
+    runtimes_at(sampler, steps, Precision::F32)
+}
+
+fn runtimes_at(
+    sampler: Sampler,
+    steps: usize,
+    precision: Precision,
+) -> Option<(CudaRuntime, Runtime)> {
     let (cfg, store) = tiny();
     let gpu = Options {
         device: Device::Cuda(0),
+        precision,
         sampler: Some(sampler),
         steps: Some(steps),
         ..Options::default()
