@@ -5,7 +5,7 @@
 //! Also home of the argument helpers `bench` shares (model lookup, device, latent shape).
 
 use crate::output::manifest::{self, ManifestEntry};
-use crate::output::nifti::VolumeHeader;
+use crate::output::nifti::{self, VolumeHeader};
 use crate::output::shard::Shard;
 use crate::output::volume::{self, Existing, Format};
 use crate::output::{atomic, npy, preview};
@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ldm_runtime::{Device, Options, Precision, Progress, Runtime, Sampler};
 use ldm_weights::{Blob, ModelConfig, SamplerKind};
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -316,8 +317,19 @@ impl Bars {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    // Cheap checks first: a typo must not cost a model load.
+/// What the cheap, model-independent arguments say.
+struct Settings {
+    shard: Shard,
+    format: Format,
+    device: Device,
+    precision: Precision,
+    latent_arg: Option<[usize; 4]>,
+    /// `--init-noise`: the file, its latent shape and values.
+    init: Option<(PathBuf, [usize; 4], Vec<f32>)>,
+}
+
+/// Checks every argument that needs no model, so that a typo never costs a model load.
+fn parse_settings(args: &Args) -> anyhow::Result<Settings> {
     let shard = match &args.shard {
         Some(s) => Shard::parse(s)?,
         None => Shard::ALL,
@@ -355,30 +367,208 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "--init-noise gives one initial latent: use it with --count 1 and no --shard"
                 );
             }
-            Some((path.clone(), read_init_noise(path)?))
+            let (shape, data) = read_init_noise(path)?;
+            Some((path.clone(), shape, data))
         }
     };
+    Ok(Settings {
+        shard,
+        format,
+        device,
+        precision,
+        latent_arg,
+        init,
+    })
+}
 
+/// File-name stem of an `--init-noise` run: the noise file's name, restricted to safe characters.
+fn init_stem(path: &Path) -> String {
+    let stem = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .map(|s| s.trim_end_matches(".npy").to_string())
+        .unwrap_or_default();
+    let stem: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if stem.is_empty() {
+        "noise".into()
+    } else {
+        stem
+    }
+}
+
+/// The state of one batch run: where files go, what the manifest already records, and how
+/// each volume is described.
+struct Batch<'a> {
+    out: &'a Path,
+    format: Format,
+    manifest_path: PathBuf,
+    recorded: HashMap<String, ManifestEntry>,
+    stale: HashMap<String, Vec<PathBuf>>,
+    /// Manifest fields shared by every volume of the run (file, seed, seconds filled per volume).
+    template: ManifestEntry,
+    out_shape: [usize; 4],
+    steps: usize,
+    bars: Bars,
+    made: usize,
+    skipped: usize,
+}
+
+impl Batch<'_> {
+    fn entry(&self, job: &Job, seconds: Option<f64>) -> ManifestEntry {
+        ManifestEntry {
+            file: job.volume_name.clone(),
+            seed: job.seed,
+            seconds,
+            ..self.template.clone()
+        }
+    }
+
+    /// Removes temporary files an interrupted run left for this job (never other shards').
+    fn clean_stale(&mut self, job: &Job) -> anyhow::Result<()> {
+        for name in std::iter::once(&job.volume_name).chain(job.preview_name.as_ref()) {
+            for tmp in self.stale.remove(name.as_str()).unwrap_or_default() {
+                match std::fs::remove_file(&tmp) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| {
+                            format!("cannot remove stale temporary file {}", tmp.display())
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the job's outputs already exist complete (then it is recorded and skipped).
+    fn already_done(&mut self, job: &Job) -> anyhow::Result<bool> {
+        let volume_path = self.out.join(&job.volume_name);
+        let preview_ok = job
+            .preview_name
+            .as_ref()
+            .map_or(true, |p| self.out.join(p).is_file());
+        match volume::check_existing(&volume_path, self.format, &job.header) {
+            Existing::Complete if preview_ok => {
+                let ours = self.entry(job, None);
+                match self.recorded.get(&job.volume_name) {
+                    Some(found) if !same_settings(found, &ours) => bail!(
+                        "{} exists but {} records other settings for it (model {}, {} {} steps); remove it or \
+                         choose another --out",
+                        volume_path.display(),
+                        self.manifest_path.display(),
+                        found.model_checksum,
+                        found.sampler,
+                        found.steps
+                    ),
+                    Some(_) => {}
+                    None => manifest::append(&self.manifest_path, &ours)
+                        .with_context(|| format!("cannot append to {}", self.manifest_path.display()))?,
+                }
+                self.skipped += 1;
+                self.bars.log(format!("{} complete, skipped", job.volume_name));
+                self.bars.volumes.inc(1);
+                Ok(true)
+            }
+            Existing::Different { found } => bail!(
+                "{} exists but was made with other settings (its header says '{found}', this run would write \
+                 '{}'); remove it or choose another --out",
+                volume_path.display(),
+                job.header.descrip
+            ),
+            Existing::Incomplete(why) => {
+                self.bars.log(format!("{} is incomplete ({why}): regenerating", job.volume_name));
+                Ok(false)
+            }
+            Existing::Missing | Existing::Complete => Ok(false),
+        }
+    }
+
+    /// Generates one volume into `volume` and writes preview, volume and manifest line, in
+    /// that order (the volume's final name appears only once its preview exists).
+    fn produce(
+        &mut self,
+        job: &Job,
+        rt: &mut Runtime,
+        init: Option<&[f32]>,
+        volume: &mut [f32],
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let steps_bar = &self.bars.steps;
+        steps_bar.reset();
+        steps_bar.set_message(job.volume_name.clone());
+        let mut on_progress = |p: Progress| match p {
+            Progress::Step { index, .. } => steps_bar.set_position(index as u64 + 1),
+            Progress::Decoding => steps_bar.set_message(format!("{} decoding", job.volume_name)),
+        };
+        let result = match (job.seed, init) {
+            (Some(seed), _) => rt.generate(seed, volume, &mut on_progress),
+            (None, Some(noise)) => rt.generate_from_noise(noise, volume, &mut on_progress),
+            (None, None) => bail!("internal error: a job without seed or initial noise"),
+        };
+        result.with_context(|| format!("generating {} failed", job.volume_name))?;
+        steps_bar.set_position(self.steps as u64 + 1);
+
+        if let Some(name) = &job.preview_name {
+            let shape = self.out_shape;
+            atomic::write_atomic(self.out, name, |w| {
+                preview::write_png(w, shape, volume).map_err(std::io::Error::other)
+            })
+            .with_context(|| format!("cannot write {}", self.out.join(name).display()))?;
+        }
+        let volume_path =
+            volume::write(self.out, &job.volume_name, self.format, &job.header, volume)
+                .with_context(|| {
+                    format!("cannot write {}", self.out.join(&job.volume_name).display())
+                })?;
+        let seconds = started.elapsed().as_secs_f64();
+        manifest::append(&self.manifest_path, &self.entry(job, Some(seconds)))
+            .with_context(|| format!("cannot append to {}", self.manifest_path.display()))?;
+        self.made += 1;
+        self.bars
+            .log(format!("wrote {} ({seconds:.1} s)", volume_path.display()));
+        self.bars.volumes.inc(1);
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let settings = parse_settings(&args)?;
     let model_path = resolve_model(args.model.as_deref())?;
     let blob = open_model(&model_path)?;
     let cfg = blob.config().clone();
-    let latent_shape = match (&init, latent_arg) {
-        (Some((path, (shape, _))), Some(arg)) if *shape != arg => bail!(
+    let latent_shape = match (&settings.init, settings.latent_arg) {
+        (Some((path, shape, _)), Some(arg)) if *shape != arg => bail!(
             "--latent-shape {arg:?} contradicts the shape {shape:?} of --init-noise {}",
             path.display()
         ),
-        (Some((_, (shape, _))), _) => *shape,
+        (Some((_, shape, _)), _) => *shape,
         (None, Some(arg)) => arg,
         (None, None) => cfg.latent_shape.map(|n| n as usize),
     };
     check_latent_shape(&cfg, latent_shape)?;
     let sampler = choose_sampler(&cfg, args.sampler.as_deref(), args.eta)?;
+    let geometry = cfg.geometry.clone();
+    nifti::affine(&geometry.orientation, geometry.spacing_mm, [1, 1, 1]).with_context(|| {
+        format!(
+            "model {} has an unusable output geometry",
+            model_path.display()
+        )
+    })?;
     atomic::ensure_writable_dir(&args.out)
         .with_context(|| format!("cannot write to output directory {}", args.out.display()))?;
 
     let options = Options {
-        device,
-        precision,
+        device: settings.device,
+        precision: settings.precision,
         batch: 1,
         latent_shape: Some(latent_shape),
         steps: args.steps,
@@ -395,7 +585,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Sampler::Ddim { eta } if eta != 0.0 => format!("ddim{steps} eta={eta}"),
         _ => format!("{}{steps}", sampler_name(sampler)),
     };
-    let geometry = cfg.geometry.clone();
     let header_for = |id: &str| VolumeHeader {
         shape: out_shape,
         spacing_mm: geometry.spacing_mm,
@@ -406,171 +595,92 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
 
-    let ext = format.extension();
     // Jobs are produced lazily: a batch of any size costs no memory up front.
-    let total = match &init {
-        Some(_) => 1,
-        None => {
-            let r = shard.range(args.count);
-            r.end - r.start
-        }
-    };
-    let jobs: Box<dyn Iterator<Item = Job> + '_> = match &init {
-        Some((path, (_, data))) => {
-            let stem = path
-                .file_name()
-                .and_then(|s| s.to_str())
-                .map(|s| s.trim_end_matches(".npy").to_string())
-                .unwrap_or_else(|| "noise".into());
-            let stem: String = stem
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            Box::new(std::iter::once(Job {
+    let ext = settings.format.extension();
+    let preview = args.preview;
+    let (total, jobs): (u64, Box<dyn Iterator<Item = Job> + '_>) = match &settings.init {
+        Some((path, _, data)) => {
+            let stem = init_stem(path);
+            let job = Job {
                 seed: None,
                 volume_name: format!("init-{stem}.{ext}"),
-                preview_name: args.preview.then(|| format!("init-{stem}.png")),
+                preview_name: preview.then(|| format!("init-{stem}.png")),
                 header: header_for(&format!("init={:016x}", fnv1a(data))),
-            }))
+            };
+            (1, Box::new(std::iter::once(job)))
         }
-        None => Box::new(shard.range(args.count).map(move |k| {
-            let seed = args.seed + k;
-            Job {
-                seed: Some(seed),
-                volume_name: format!("seed-{seed:06}.{ext}"),
-                preview_name: args.preview.then(|| format!("seed-{seed:06}.png")),
-                header: header_for(&format!("seed={seed}")),
-            }
-        })),
+        None => {
+            let range = settings.shard.range(args.count);
+            let first = args.seed;
+            let jobs = range.clone().map(move |k| {
+                let seed = first + k;
+                Job {
+                    seed: Some(seed),
+                    volume_name: format!("seed-{seed:06}.{ext}"),
+                    preview_name: preview.then(|| format!("seed-{seed:06}.png")),
+                    header: header_for(&format!("seed={seed}")),
+                }
+            });
+            (range.end - range.start, Box::new(jobs))
+        }
     };
 
-    let manifest_path = args.out.join(manifest::file_name(&shard.file_tag()));
-    let recorded: std::collections::HashMap<String, ManifestEntry> = manifest::read(&manifest_path)
+    let manifest_path = args
+        .out
+        .join(manifest::file_name(&settings.shard.file_tag()));
+    let recorded = manifest::read(&manifest_path)
         .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?
         .into_iter()
         .map(|e| (e.file.clone(), e))
         .collect();
-    let mut stale = atomic::stale_temps(&args.out)
+    let stale = atomic::stale_temps(&args.out)
         .with_context(|| format!("cannot list output directory {}", args.out.display()))?;
-    let entry_for = |job: &Job, seconds: Option<f64>| ManifestEntry {
-        file: job.volume_name.clone(),
-        seed: job.seed,
-        init_noise: init.as_ref().map(|(p, _)| p.display().to_string()),
-        model_checksum: checksum.clone(),
-        sampler: sampler_name(sampler).to_string(),
-        eta: match sampler {
-            Sampler::Ddim { eta } => Some(eta),
-            Sampler::Ddpm => None,
+    let mut batch = Batch {
+        out: &args.out,
+        format: settings.format,
+        manifest_path,
+        recorded,
+        stale,
+        template: ManifestEntry {
+            file: String::new(),
+            seed: None,
+            init_noise: settings
+                .init
+                .as_ref()
+                .map(|(p, _, _)| p.display().to_string()),
+            model_checksum: checksum.clone(),
+            sampler: sampler_name(sampler).to_string(),
+            eta: match sampler {
+                Sampler::Ddim { eta } => Some(eta),
+                Sampler::Ddpm => None,
+            },
+            steps,
+            device: device_name(settings.device),
+            seconds: None,
         },
+        out_shape,
         steps,
-        device: device_name(device),
-        seconds,
+        bars: Bars::new(total, steps as u64 + 1, args.quiet),
+        made: 0,
+        skipped: 0,
     };
-
-    let bars = Bars::new(total, steps as u64 + 1, args.quiet);
+    let init = settings.init.as_ref().map(|(_, _, data)| data.as_slice());
     let mut volume = vec![0f32; out_shape.iter().product()];
-    let (mut made, mut skipped) = (0usize, 0usize);
     for job in jobs {
-        let job = &job;
-        // Temporary files an interrupted run left for this job's files (never other shards').
-        for name in std::iter::once(&job.volume_name).chain(job.preview_name.as_ref()) {
-            for tmp in stale.remove(name.as_str()).unwrap_or_default() {
-                std::fs::remove_file(&tmp)
-                    .or_else(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => Ok(()),
-                        _ => Err(e),
-                    })
-                    .with_context(|| {
-                        format!("cannot remove stale temporary file {}", tmp.display())
-                    })?;
-            }
+        batch.clean_stale(&job)?;
+        if !batch.already_done(&job)? {
+            batch.produce(&job, &mut rt, init, &mut volume)?;
         }
-        let volume_path = args.out.join(&job.volume_name);
-        let preview_ok = job
-            .preview_name
-            .as_ref()
-            .map_or(true, |p| args.out.join(p).is_file());
-        match volume::check_existing(&volume_path, format, &job.header) {
-            Existing::Complete if preview_ok => {
-                let ours = entry_for(job, None);
-                if let Some(found) = recorded.get(&job.volume_name) {
-                    if !same_settings(found, &ours) {
-                        bail!(
-                            "{} exists but {} records other settings for it (model {}, {} {} steps); \
-                             remove it or choose another --out",
-                            volume_path.display(),
-                            manifest_path.display(),
-                            found.model_checksum,
-                            found.sampler,
-                            found.steps
-                        );
-                    }
-                } else {
-                    manifest::append(&manifest_path, &ours)
-                        .with_context(|| format!("cannot append to {}", manifest_path.display()))?;
-                }
-                skipped += 1;
-                bars.log(format!("{} complete, skipped", job.volume_name));
-                bars.volumes.inc(1);
-                continue;
-            }
-            Existing::Different { found } => bail!(
-                "{} exists but was made with other settings (its header says '{found}', this run would write \
-                 '{}'); remove it or choose another --out",
-                volume_path.display(),
-                job.header.descrip
-            ),
-            Existing::Incomplete(why) => bars.log(format!("{} is incomplete ({why}): regenerating", job.volume_name)),
-            Existing::Missing | Existing::Complete => {}
-        }
-
-        let started = Instant::now();
-        bars.steps.reset();
-        bars.steps.set_message(job.volume_name.clone());
-        let mut on_progress = |p: Progress| match p {
-            Progress::Step { index, .. } => bars.steps.set_position(index as u64 + 1),
-            Progress::Decoding => bars
-                .steps
-                .set_message(format!("{} decoding", job.volume_name)),
-        };
-        let result = match (job.seed, &init) {
-            (Some(seed), _) => rt.generate(seed, &mut volume, &mut on_progress),
-            (None, Some((_, (_, noise)))) => {
-                rt.generate_from_noise(noise, &mut volume, &mut on_progress)
-            }
-            (None, None) => bail!("internal error: a job without seed or initial noise"),
-        };
-        result.with_context(|| format!("generating {} failed", job.volume_name))?;
-        bars.steps.set_position(steps as u64 + 1);
-
-        if let Some(name) = &job.preview_name {
-            atomic::write_atomic(&args.out, name, |w| {
-                preview::write_png(w, out_shape, &volume).map_err(std::io::Error::other)
-            })
-            .with_context(|| format!("cannot write {}", args.out.join(name).display()))?;
-        }
-        volume::write(&args.out, &job.volume_name, format, &job.header, &volume)
-            .with_context(|| format!("cannot write {}", volume_path.display()))?;
-        let seconds = started.elapsed().as_secs_f64();
-        manifest::append(&manifest_path, &entry_for(job, Some(seconds)))
-            .with_context(|| format!("cannot append to {}", manifest_path.display()))?;
-        made += 1;
-        bars.log(format!("wrote {} ({seconds:.1} s)", volume_path.display()));
-        bars.volumes.inc(1);
     }
-    bars.steps.finish_and_clear();
-    bars.volumes.finish_and_clear();
-    if bars.log_lines || std::io::stderr().is_terminal() {
+    batch.bars.steps.finish_and_clear();
+    batch.bars.volumes.finish_and_clear();
+    if batch.bars.log_lines || std::io::stderr().is_terminal() {
         eprintln!(
-            "{made} written, {skipped} already complete, in {} (manifest: {})",
+            "{} written, {} already complete, in {} (manifest: {})",
+            batch.made,
+            batch.skipped,
             args.out.display(),
-            manifest_path.display()
+            batch.manifest_path.display()
         );
     }
     Ok(())
@@ -719,5 +829,8 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monai/pipeline/noise.npy");
         assert_eq!(read_init_noise(&real).unwrap().0, [8, 8, 8, 4]);
         assert_ne!(fnv1a(&[1.0]), fnv1a(&[2.0]));
+        assert_eq!(init_stem(Path::new("/a/noise.npy")), "noise");
+        assert_eq!(init_stem(Path::new("my noise (2).npy")), "my_noise__2_");
+        assert_eq!(init_stem(Path::new("/")), "noise");
     }
 }
