@@ -84,7 +84,11 @@ pub struct PackWs(pub *mut f32, pub usize);
 unsafe impl Send for PackWs {}
 unsafe impl Sync for PackWs {}
 impl PackWs {
-    /// The pack slice of thread `tid`. SAFETY: one thread per `tid`.
+    /// The pack slice of thread `tid`.
+    ///
+    /// # Safety
+    /// Only the thread `tid` may use this slice while it lives, and `(tid + 1) * len` must not
+    /// exceed the buffer.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn thread_slice(&self, tid: usize, len: usize) -> &mut [f32] {
         std::slice::from_raw_parts_mut(self.0.add(tid * len), len)

@@ -81,7 +81,7 @@ pub fn init() {
 /// `kc x NR` panel, `c` row-major with stride `ldc`; `rows <= MR`, `cols <= NR`.
 #[inline]
 pub fn microkernel(kc: usize, rows: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, cols: usize) {
-    debug_assert!(rows >= 1 && rows <= MR && cols >= 1 && cols <= NR);
+    debug_assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols));
     debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
     debug_assert!(c.len() >= (rows - 1) * ldc + cols);
     let f = *KERNEL.get_or_init(select);

@@ -90,7 +90,7 @@ impl<'a> Builder<'a> {
     }
 
     fn stats(&mut self, name: &str, x: &Tensor) -> Result<BufId, RuntimeError> {
-        if x.c % self.groups != 0 {
+        if !x.c.is_multiple_of(self.groups) {
             return Err(RuntimeError::InvalidConfig(format!(
                 "{}{name}: {} channels are not divisible by {} groups",
                 self.prefix, x.c, self.groups
@@ -298,7 +298,7 @@ fn unet_res(b: &mut Builder, pre: &str, x: Tensor, cout: usize, temb: usize) -> 
 
 fn unet_attn(b: &mut Builder, pre: &str, x: Tensor, dh: usize, proj: bool) -> Result<Tensor, RuntimeError> {
     let c = x.c;
-    if dh == 0 || c % dh != 0 {
+    if dh == 0 || !c.is_multiple_of(dh) {
         return Err(RuntimeError::InvalidConfig(format!("{pre}: {c} channels are not a multiple of head channels {dh}")));
     }
     let s = b.stats(&format!("{pre}.norm"), &x)?;
@@ -360,7 +360,7 @@ pub fn build_unet(
     }
     let ch: Vec<usize> = cfg.num_channels.iter().map(|&c| c as usize).collect();
     let c0 = ch[0];
-    if c0 % 2 != 0 {
+    if !c0.is_multiple_of(2) {
         return Err(RuntimeError::InvalidConfig("unet: num_channels[0] must be even".into()));
     }
     let temb = 4 * c0;

@@ -136,7 +136,7 @@ impl SlabPlan {
         let out_depth = meta[out_buf].depth;
         let up_in_tail = tail_ops.iter().filter(|o| matches!(o, Op::Conv { g, .. } if g.up > 0)).count();
         let align = 1usize << up_in_tail;
-        if slab == 0 || slab % align != 0 || out_depth % align != 0 {
+        if slab == 0 || !slab.is_multiple_of(align) || !out_depth.is_multiple_of(align) {
             return Err(RuntimeError::InvalidConfig(format!("slab {slab} must be a multiple of {align}")));
         }
         let level = |b: BufId| -> usize {
