@@ -2,6 +2,7 @@
 //! autoencoder, discriminator and UNet, and the training losses and every parameter gradient of
 //! tests/fixtures/monai/training (VAE L1 + KL with injected noise, discriminator LSGAN, UNet
 //! epsilon MSE at t = 321).
+#![allow(clippy::excessive_precision)]
 
 mod common;
 

@@ -36,6 +36,7 @@ pub struct AttentionCache {
 }
 
 /// `[B, C, S]` -> `[B, S, C]` (or back with the roles of `c` and `s` swapped).
+#[allow(clippy::needless_range_loop)]
 pub fn transpose_cs(x: &[f32], b: usize, c: usize, s: usize) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     for bi in 0..b {
@@ -83,7 +84,7 @@ impl Attention {
         if xd.c != self.channels {
             return Err(LayerError::Channels { layer: "attention", expected: self.channels, found: xd.c });
         }
-        if self.heads == 0 || self.channels % self.heads != 0 {
+        if self.heads == 0 || self.channels.checked_rem(self.heads) != Some(0) {
             return Err(LayerError::Config {
                 layer: "attention",
                 msg: format!("{} channels do not split into {} heads", self.channels, self.heads),

@@ -40,7 +40,7 @@ impl GroupNorm {
         if xd.c != self.channels {
             return Err(LayerError::Channels { layer: "group_norm", expected: self.channels, found: xd.c });
         }
-        if self.groups == 0 || self.channels % self.groups != 0 {
+        if self.channels.checked_rem(self.groups) != Some(0) {
             return Err(LayerError::Config {
                 layer: "group_norm",
                 msg: format!("{} channels are not divisible into {} groups", self.channels, self.groups),

@@ -14,6 +14,9 @@ use crate::params::ParamStore;
 
 const PREFIX: &str = "autoencoder";
 
+/// mu, sigma, latent dims, encoder tape, encoder output h and its dims, raw log-variance.
+type EncodeParts = (Vec<f32>, Vec<f32>, Dims, Tape, Vec<f32>, Dims, Vec<f32>);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoencoderKL {
     pub encoder_config: EncoderConfig,
@@ -130,7 +133,7 @@ impl AutoencoderKL {
         Ok(())
     }
 
-    fn encode_inner(&self, p: &[f32], x: &[f32], xd: Dims, keep: bool) -> Result<(Vec<f32>, Vec<f32>, Dims, Tape, Vec<f32>, Dims, Vec<f32>), ModelError> {
+    fn encode_inner(&self, p: &[f32], x: &[f32], xd: Dims, keep: bool) -> Result<EncodeParts, ModelError> {
         self.check_image(xd)?;
         check_len("autoencoder", "image", x.len(), xd.numel())?;
         let (h, hd, tape) = program::forward(&self.encoder, p, x, xd, None, keep)?;

@@ -14,6 +14,7 @@ use crate::layers::{Dims, LayerError};
 use super::blocks::{AttnBlock, AttnBlockCache, ResBlock, ResCache};
 
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Op {
     Conv(Conv3d),
     Res(ResBlock),
@@ -29,6 +30,7 @@ pub enum Op {
 
 /// What one op saved for its backward.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Saved {
     Input { x: Vec<f32>, xd: Dims },
     Res(Box<ResCache>),

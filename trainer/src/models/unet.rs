@@ -43,6 +43,7 @@ pub struct UnetForward {
 }
 
 impl DiffusionUnet {
+    #[allow(clippy::needless_range_loop)]
     pub fn new(store: &mut ParamStore, cfg: &UnetConfig) -> Result<Self, ModelError> {
         let nl = cfg.num_channels.len();
         if nl == 0 || cfg.attention_levels.len() != nl || cfg.num_head_channels.len() != nl || cfg.num_res_blocks.len() != nl {

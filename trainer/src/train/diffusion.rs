@@ -81,7 +81,7 @@ pub fn scale_factor(z: &[f32]) -> Result<f32, TrainError> {
     let n = z.len() as f64;
     let mean = z.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = z.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    if !(var > 0.0) || !var.is_finite() {
+    if var.is_nan() || var <= 0.0 || var.is_infinite() {
         return Err(TrainError::Invalid(format!("latents have variance {var}; no scale factor")));
     }
     Ok((1.0 / var.sqrt()) as f32)
