@@ -550,6 +550,18 @@ fn bad_input_gives_one_clear_line() {
     assert_one_line_error(&o, &["--eta"]);
     let o = run(&["generate", "--model", m, "--out", o_, "--init-noise", m]);
     assert_one_line_error(&o, &["fixture.blob", ".npy"]);
+    let o = run(&[
+        "generate",
+        "--model",
+        m,
+        "--out",
+        o_,
+        "--sampler",
+        "ddpm",
+        "--steps",
+        "10",
+    ]);
+    assert_one_line_error(&o, &["ddpm", "1000"]);
     let o = run(&["generate", "--model", m, "--out", o_, "--device", "tpu"]);
     assert_one_line_error(&o, &["--device"]);
 

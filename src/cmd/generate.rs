@@ -237,6 +237,23 @@ pub fn choose_sampler(
     }
 }
 
+/// DDPM walks every training timestep: a different `--steps` is refused before any work.
+pub fn check_steps(
+    cfg: &ModelConfig,
+    sampler: Sampler,
+    steps: Option<usize>,
+) -> anyhow::Result<()> {
+    let t = cfg.scheduler.num_train_timesteps as usize;
+    match (sampler, steps) {
+        (Sampler::Ddpm, Some(n)) if n != t => {
+            bail!(
+                "--sampler ddpm runs all {t} training timesteps: drop --steps or pass --steps {t}"
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn sampler_name(s: Sampler) -> &'static str {
     match s {
         Sampler::Ddim { .. } => "ddim",
@@ -556,6 +573,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     check_latent_shape(&cfg, latent_shape)?;
     let sampler = choose_sampler(&cfg, args.sampler.as_deref(), args.eta)?;
+    check_steps(&cfg, sampler, args.steps)?;
     let geometry = cfg.geometry.clone();
     nifti::affine(&geometry.orientation, geometry.spacing_mm, [1, 1, 1]).with_context(|| {
         format!(
@@ -790,6 +808,10 @@ mod tests {
         assert!(choose_sampler(&cfg, Some("ddpm"), Some(0.5)).is_err());
         assert!(choose_sampler(&cfg, Some("euler"), None).is_err());
         assert!(choose_sampler(&cfg, None, Some(-1.0)).is_err());
+        assert!(check_steps(&cfg, Sampler::Ddpm, Some(10)).is_err());
+        assert!(check_steps(&cfg, Sampler::Ddpm, Some(1000)).is_ok());
+        assert!(check_steps(&cfg, Sampler::Ddpm, None).is_ok());
+        assert!(check_steps(&cfg, Sampler::Ddim { eta: 0.0 }, Some(10)).is_ok());
     }
 
     #[test]
