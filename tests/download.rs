@@ -2,7 +2,7 @@
 //! time; no other network): resume after a cut transfer, md5 refusal, safe extraction that
 //! refuses malicious archives, and no repeat of a finished job.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,7 @@ fn serve(body: Vec<u8>, cut: Vec<Option<usize>>, status_override: Option<u16>, m
                 Ok((stream, _)) => {
                     let cut_at = cut.get(served).copied().flatten();
                     served += 1;
-                    let range = handle(stream, &body, cut_at, status_override);
-                    log2.lock().unwrap().push(range);
+                    handle(stream, &body, cut_at, status_override, &log2);
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -40,7 +39,9 @@ fn serve(body: Vec<u8>, cut: Vec<Option<usize>>, status_override: Option<u16>, m
     (url, log)
 }
 
-fn handle(mut stream: TcpStream, body: &[u8], cut: Option<usize>, status_override: Option<u16>) -> Option<String> {
+/// Answer one request; its Range header is logged before the response goes out, so a client
+/// that has its answer always finds the request in the log.
+fn handle(mut stream: TcpStream, body: &[u8], cut: Option<usize>, status_override: Option<u16>, log: &Log) {
     stream.set_nonblocking(false).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -54,12 +55,13 @@ fn handle(mut stream: TcpStream, body: &[u8], cut: Option<usize>, status_overrid
             range = Some(v.trim().to_string());
         }
     }
+    log.lock().unwrap().push(range.clone());
     if let Some(code) = status_override {
         let _ = write!(
             stream,
             "HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
-        return range;
+        return;
     }
     let start = range
         .as_deref()
@@ -86,7 +88,6 @@ fn handle(mut stream: TcpStream, body: &[u8], cut: Option<usize>, status_overrid
     let _ = stream.write_all(&rest[..n]);
     let _ = stream.flush();
     let _ = stream.shutdown(std::net::Shutdown::Both);
-    range
 }
 
 /// A small Task01-like archive: Task01_Test/dataset.json and two images, with some bulk.
