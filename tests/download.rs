@@ -302,3 +302,30 @@ fn links_inside_the_folder_are_extracted() {
     assert_eq!(std::fs::read(dir.join("d/s")).unwrap(), b"evil");
     assert_eq!(std::fs::read(dir.join("h.txt")).unwrap(), b"fine");
 }
+
+#[test]
+fn download_command_end_to_end() {
+    let body = good_archive();
+    let (url, _log) = serve(body.clone(), vec![], None, 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_brats-ldm");
+    // a custom URL needs an md5 (or --no-verify)
+    let o = std::process::Command::new(bin)
+        .args(["download", "--dir"])
+        .arg(tmp.path())
+        .args(["--url", &url])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--md5"));
+    let o = std::process::Command::new(bin)
+        .args(["download", "--dir"])
+        .arg(tmp.path())
+        .args(["--url", &url, "--md5", &md5_hex(&body), "--remove-archive"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Task01_Test"));
+    assert!(tmp.path().join("Task01_Test/dataset.json").is_file());
+    assert!(!tmp.path().join("Task01_Test.tar").exists());
+}

@@ -215,6 +215,14 @@ mod tests {
         let c = split(&imgs, 0.2, 2).unwrap();
         assert_ne!(a.val, c.val);
         assert_eq!(split(&imgs[..1], 0.5, 0).unwrap().train.len(), 1);
+        let dir = std::env::temp_dir().join(format!("ldm-split-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("split.json");
+        a.save(&f).unwrap();
+        assert_eq!(Split::load(&f).unwrap(), a);
+        std::fs::write(&f, "{").unwrap();
+        assert!(Split::load(&f).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(split(&imgs, 1.0, 0).is_err());
     }
 }
