@@ -469,10 +469,10 @@ impl Batch<'_> {
     /// True when the job's outputs already exist complete (then it is recorded and skipped).
     fn already_done(&mut self, job: &Job) -> anyhow::Result<bool> {
         let volume_path = self.out.join(&job.volume_name);
-        let preview_ok = job
-            .preview_name
-            .as_ref()
-            .map_or(true, |p| self.out.join(p).is_file());
+        let preview_ok = match &job.preview_name {
+            Some(p) => self.out.join(p).is_file(),
+            None => true,
+        };
         match volume::check_existing(&volume_path, self.format, &job.header) {
             Existing::Complete if preview_ok => {
                 let ours = self.entry(job, None);

@@ -217,11 +217,10 @@ impl VolumeHeader {
         for (n, v) in q.iter().enumerate() {
             put_f32(&mut b, 256 + 4 * n, *v as f32);
         }
-        for row in 0..3 {
-            put_f32(&mut b, 268 + 4 * row, aff[row][3] as f32); // qoffset_x/y/z
-            for col in 0..4 {
-                put_f32(&mut b, 280 + 16 * row + 4 * col, aff[row][col] as f32);
-                // srow_x/y/z
+        for (r, row) in aff.iter().enumerate() {
+            put_f32(&mut b, 268 + 4 * r, row[3] as f32); // qoffset_x/y/z
+            for (c, v) in row.iter().enumerate() {
+                put_f32(&mut b, 280 + 16 * r + 4 * c, *v as f32); // srow_x/y/z
             }
         }
         b[344..348].copy_from_slice(b"n+1\0");

@@ -349,7 +349,7 @@ mod tests {
         b.extend_from_slice(&[1, 0]);
         b.extend_from_slice(&(dict.len() as u16).to_le_bytes());
         b.extend_from_slice(dict.as_bytes());
-        b.extend(std::iter::repeat(0u8).take(data_len));
+        b.resize(b.len() + data_len, 0);
         b
     }
 
