@@ -45,3 +45,57 @@ fn conv3d_throughput() {
         );
     }
 }
+
+/// One VAE-GAN and one diffusion training step at a small CPU configuration.
+#[test]
+#[ignore]
+fn small_cpu_training_steps() {
+    use ldm_trainer::models::discriminator::DiscriminatorConfig;
+    use ldm_trainer::optim::{AdamConfig, MultiStepLr};
+    use ldm_trainer::train::diffusion::{DiffusionConfig, DiffusionTrainer};
+    use ldm_trainer::train::vae_gan::{VaeGanConfig, VaeGanTrainer};
+    use ldm_weights::{DecoderConfig, EncoderConfig, SchedulerConfig, UnetConfig};
+    let ch = vec![16, 32, 64];
+    let cfg = VaeGanConfig {
+        encoder: EncoderConfig { in_channels: 1, num_channels: ch.clone(), num_res_blocks: vec![1; 3], latent_channels: 4, norm_num_groups: 8, norm_eps: 1e-6 },
+        decoder: DecoderConfig { latent_channels: 4, num_channels: ch, num_res_blocks: vec![1; 3], out_channels: 1, norm_num_groups: 8, norm_eps: 1e-6 },
+        discriminator: DiscriminatorConfig { in_channels: 1, num_channels: 16, num_layers_d: 3, out_channels: 1 },
+        kl_weight: 1e-7,
+        adv_weight: 0.1,
+        perceptual_weight: 0.0,
+        adv_start_step: 0,
+        d_train_steps: 1,
+        adam_g: AdamConfig::default(),
+        adam_d: AdamConfig::default(),
+        lr_g: MultiStepLr::constant(1e-4),
+        lr_d: MultiStepLr::constant(1e-4),
+    };
+    let mut t = VaeGanTrainer::new(cfg, 1).unwrap();
+    let dims = Dims::new(1, 1, 64, 64, 48);
+    let img = Rng(3).vec(dims.numel(), 0.5).iter().map(|v| v + 0.5).collect::<Vec<f32>>();
+    let s = time(|| drop(t.train_step(&img, dims).unwrap()), 2);
+    println!("VAE-GAN step, channels [16,32,64], 1 res block, image 64x64x48, disc 16ch: {:.2} s ({} + {} parameters)", s, t.ae_params.len(), t.disc_params.len());
+
+    let ucfg = DiffusionConfig {
+        unet: UnetConfig {
+            in_channels: 4,
+            out_channels: 4,
+            num_channels: vec![32, 64, 64],
+            attention_levels: vec![false, true, true],
+            num_head_channels: vec![0, 32, 32],
+            num_res_blocks: vec![1; 3],
+            norm_num_groups: 8,
+            norm_eps: 1e-6,
+            attention_output_projection: false,
+        },
+        scheduler: SchedulerConfig::bundle(),
+        adam: AdamConfig::default(),
+        lr: MultiStepLr::constant(1e-4),
+        scale_factor: 1.0,
+    };
+    let mut d = DiffusionTrainer::new(ucfg, 2).unwrap();
+    let ld = Dims::new(2, 4, 16, 16, 12);
+    let lat = Rng(4).vec(ld.numel(), 1.0);
+    let s = time(|| drop(d.train_step(&lat, ld).unwrap()), 2);
+    println!("diffusion step, UNet [32,64,64] attn [F,T,T], 1 res block, batch 2 x 4x16x16x12: {:.2} s ({} parameters)", s, d.params.len());
+}
