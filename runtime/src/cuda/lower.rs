@@ -97,9 +97,8 @@ pub struct Lowered {
     /// Bytes of the activation part (the CPU plan's arena).
     pub activation_bytes: usize,
     /// Scratch regions (after the activations); zero-sized when unused.
-    pub norm_scratch: Region,
-    pub up_scratch: Region,
-    pub stage_scratch: Region,
+    /// Per-conv scratch (normalised input, upsampled input, staged output), reused by every conv.
+    pub scratch: Region,
     pub gn_partial: Region,
     /// End of the last region: the bytes to allocate (plus conv workspace, known on the GPU).
     pub total_bytes: usize,
@@ -152,6 +151,42 @@ fn bias_ref(b: Bias) -> BiasRef {
     }
 }
 
+/// Byte ranges (offset, bytes) inside the conv scratch region, and its end.
+struct ScratchParts {
+    norm: (usize, usize),
+    up: (usize, usize),
+    stage: (usize, usize),
+    end: usize,
+}
+
+fn conv_scratch_parts(geom: &crate::conv::ConvGeom, norm: bool, staged: bool) -> ScratchParts {
+    let mut end = 0usize;
+    let mut take = |used: bool, bytes: usize| {
+        if !used {
+            return (end, 0);
+        }
+        let off = end.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+        end = off + bytes;
+        (off, bytes)
+    };
+    let p_in = geom.din * geom.hin * geom.win;
+    let norm = take(norm, 4 * geom.cin * p_in);
+    let up = take(
+        geom.up > 0,
+        4 * geom.cin * geom.virt().iter().product::<usize>(),
+    );
+    let stage = take(
+        staged,
+        4 * geom.cout * geom.out_dims().iter().product::<usize>(),
+    );
+    ScratchParts {
+        norm,
+        up,
+        stage,
+        end,
+    }
+}
+
 /// Lowers `g` (planned) into GPU steps.
 pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
     let activation_bytes = g
@@ -159,8 +194,10 @@ pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
         .checked_mul(4)
         .ok_or_else(|| CudaError::Arena("arena size overflows".into()))?;
     // Scratch sizes first (bytes), then place them.
-    let (mut norm_bytes, mut up_bytes, mut stage_bytes, mut partial_bytes) =
-        (0usize, 0usize, 0usize, 0usize);
+    // One conv's scratch holds, back to back and 256-aligned, its normalised input, its
+    // upsampled input and its staged output (each only when used); convs run one after another,
+    // so every conv reuses the same scratch region.
+    let (mut scratch_bytes, mut partial_bytes) = (0usize, 0usize);
     for op in &g.ops {
         match *op {
             Op::Conv {
@@ -169,17 +206,8 @@ pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
                 staged,
                 ..
             } => {
-                let p_in = geom.din * geom.hin * geom.win;
-                if norm.is_some() {
-                    norm_bytes = norm_bytes.max(4 * geom.cin * p_in);
-                }
-                if geom.up > 0 {
-                    up_bytes = up_bytes.max(4 * geom.cin * geom.virt().iter().product::<usize>());
-                }
-                if staged {
-                    stage_bytes =
-                        stage_bytes.max(4 * geom.cout * geom.out_dims().iter().product::<usize>());
-                }
+                let parts = conv_scratch_parts(&geom, norm.is_some(), staged);
+                scratch_bytes = scratch_bytes.max(parts.end);
             }
             Op::Stats { c, p, groups, .. } => {
                 let gn = geometry::groupnorm(1, c, p, groups)?;
@@ -197,9 +225,7 @@ pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
             .ok_or_else(|| CudaError::Arena("scratch size overflows".into()))?;
         Ok(Region { offset, bytes })
     };
-    let norm_scratch = place(norm_bytes)?;
-    let up_scratch = place(up_bytes)?;
-    let stage_scratch = place(stage_bytes)?;
+    let scratch = place(scratch_bytes)?;
     let gn_partial = place(partial_bytes)?;
     let total_bytes = end;
 
@@ -274,8 +300,13 @@ pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
                 let p_out = o.iter().product::<usize>();
                 let out_bytes = 4 * geom.cout * p_out;
                 let mut input = prefix(region(g, x)?, 4 * geom.cin * p_in)?;
+                let parts = conv_scratch_parts(&geom, norm.is_some(), staged);
+                let sub = |(off, bytes): (usize, usize)| Region {
+                    offset: scratch.offset + off,
+                    bytes,
+                };
                 if let Some((ss, act)) = norm {
-                    let dst = prefix(norm_scratch, input.bytes)?;
+                    let dst = sub(parts.norm);
                     steps.push(Step::Normalize {
                         x: input,
                         scale_shift: prefix(region(g, ss)?, 8 * geom.cin)?,
@@ -293,7 +324,7 @@ pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
                             geom.up
                         )));
                     }
-                    let dst = prefix(up_scratch, 4 * geom.cin * virt.iter().product::<usize>())?;
+                    let dst = sub(parts.up);
                     steps.push(Step::Upsample {
                         x: input,
                         rows: geom.cin,
@@ -315,11 +346,7 @@ pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
                     },
                 );
                 let target = prefix(region(g, out)?, out_bytes)?;
-                let conv_out = if staged {
-                    prefix(stage_scratch, out_bytes)?
-                } else {
-                    target
-                };
+                let conv_out = if staged { sub(parts.stage) } else { target };
                 let accumulate = matches!(init, InitKind::Accumulate) && !staged;
                 steps.push(Step::Conv {
                     spec,
@@ -366,9 +393,7 @@ pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
         steps,
         specs,
         activation_bytes,
-        norm_scratch,
-        up_scratch,
-        stage_scratch,
+        scratch,
         gn_partial,
         total_bytes,
     })
@@ -660,7 +685,7 @@ mod tests {
     }
 
     fn check_layout(l: &Lowered) {
-        for r in [l.norm_scratch, l.up_scratch, l.stage_scratch, l.gn_partial] {
+        for r in [l.scratch, l.gn_partial] {
             assert_eq!(r.offset % ARENA_ALIGN, 0);
             assert!(r.offset >= l.activation_bytes && r.end() <= l.total_bytes);
         }
@@ -818,5 +843,50 @@ mod tests {
             l.steps.len()
         );
         assert!(err < 1e-5, "lowered UNet vs CPU: relative L2 {err}");
+    }
+
+    /// Device memory of the lowered bundle plan (fp32). Slow (210 M random parameters):
+    /// `cargo test --release -p ldm-runtime --features cuda --lib bundle_plan_bytes -- --ignored --nocapture`
+    #[test]
+    #[ignore = "slow: generates 210 M random parameters"]
+    fn bundle_plan_bytes() {
+        let mut cfg = ModelConfig::bundle();
+        cfg.encoder = None;
+        let store = WeightStore::random(&cfg, 1).unwrap();
+        let latent = cfg.latent_shape.map(|v| v as usize);
+        let mut params = Params::default();
+        let u = build_unet(
+            cfg.unet.as_ref().unwrap(),
+            &store,
+            latent,
+            &mut params,
+            32 << 20,
+        )
+        .unwrap();
+        let d = build_decoder(
+            cfg.decoder.as_ref().unwrap(),
+            &store,
+            latent,
+            &mut params,
+            32 << 20,
+        )
+        .unwrap();
+        let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+        for (name, g) in [("unet", &u.graph), ("decoder", &d.graph)] {
+            let l = lower(g).unwrap();
+            println!(
+                "{name}: {} steps, {} conv shapes; activations {:.2} GiB, conv scratch {:.2}, \
+                 GroupNorm partials {:.4}; total {:.2} GiB",
+                l.steps.len(),
+                l.specs.len(),
+                gib(l.activation_bytes),
+                gib(l.scratch.bytes),
+                gib(l.gn_partial.bytes),
+                gib(l.total_bytes)
+            );
+        }
+        let wbytes: usize = params.convs.iter().map(|p| 4 * p.m * p.k).sum::<usize>()
+            + params.vecs.iter().map(|v| 4 * v.len()).sum::<usize>();
+        println!("weights (fp32, unpacked): {:.2} GiB", gib(wbytes));
     }
 }
