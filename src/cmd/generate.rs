@@ -571,7 +571,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(arg)) => arg,
         (None, None) => cfg.latent_shape.map(|n| n as usize),
     };
-    check_latent_shape(&cfg, latent_shape)?;
+    if let Some((path, _, _)) = &settings.init {
+        check_latent_shape(&cfg, latent_shape)
+            .with_context(|| format!("--init-noise {} does not fit the model", path.display()))?;
+    } else {
+        check_latent_shape(&cfg, latent_shape)?;
+    }
     let sampler = choose_sampler(&cfg, args.sampler.as_deref(), args.eta)?;
     check_steps(&cfg, sampler, args.steps)?;
     let geometry = cfg.geometry.clone();
@@ -715,7 +720,7 @@ fn same_settings(found: &ManifestEntry, ours: &ManifestEntry) -> bool {
 
 /// Reads `--init-noise`: float32 `[C,D,H,W]` or `[1,C,D,H,W]`, all values finite.
 fn read_init_noise(path: &Path) -> anyhow::Result<([usize; 4], Vec<f32>)> {
-    let a = npy::read_f32(path)?;
+    let a = npy::read_f32(path).context("cannot read --init-noise")?;
     let shape: [usize; 4] = match a.shape.as_slice() {
         [c, d, h, w] | [1, c, d, h, w] => [*c, *d, *h, *w],
         other => bail!(

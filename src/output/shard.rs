@@ -8,7 +8,7 @@ use std::ops::Range;
 pub enum ShardError {
     #[error("bad --shard '{0}': expected I/N with 0 <= I < N, e.g. 0/4 (I is the 0-based job index, N the job count)")]
     Syntax(String),
-    #[error("bad --shard '{spec}': index {index} must be below the shard count {count} (shards are numbered 0..{count}-1)")]
+    #[error("bad --shard '{spec}': index {index} must be below the shard count {count} (shards are numbered from 0)")]
     IndexOutOfRange {
         spec: String,
         index: u64,
