@@ -251,3 +251,21 @@ fn diffusion_training_lowers_loss_and_resumes_bit_exactly() {
     assert!(DiffusionTrainer::resume(&dir.join("vae.ckpt")).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn models_refuse_short_parameter_buffers() {
+    use ldm_trainer::models::unet::DiffusionUnet;
+    use ldm_trainer::params::ParamStore;
+    let cfg = tiny_diffusion_config();
+    let mut store = ParamStore::new();
+    let unet = DiffusionUnet::new(&mut store, &cfg.unet).unwrap();
+    let xd = Dims::new(1, 4, 4, 4, 4);
+    let x = vec![0.1f32; xd.numel()];
+    assert!(unet.forward(&store.data[..10], &x, xd, &[3.0], false).is_err());
+    assert!(unet.forward(&store.data, &x[..5], xd, &[3.0], false).is_err());
+    assert!(unet.forward(&store.data, &x, xd, &[3.0, 4.0], false).is_err());
+    assert!(unet.forward(&store.data, &x, Dims::new(1, 4, 3, 4, 4), &[3.0], false).is_err());
+    let fw = unet.forward(&store.data, &x, xd, &[3.0], true).unwrap();
+    let mut short = vec![0.0f32; 3];
+    assert!(unet.backward(&store.data, &mut short, &fw, &fw.eps).is_err());
+}

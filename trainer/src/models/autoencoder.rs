@@ -26,6 +26,8 @@ pub struct AutoencoderKL {
     pub quant_conv_log_sigma: Conv3d,
     pub post_quant_conv: Conv3d,
     pub decoder: Vec<Op>,
+    /// End of this model's tensors in its parameter store.
+    pub param_end: usize,
 }
 
 /// Everything the backward of one training forward needs, plus the outputs.
@@ -117,6 +119,7 @@ impl AutoencoderKL {
             quant_conv_log_sigma,
             post_quant_conv,
             decoder,
+            param_end: store.len(),
         })
     }
 
@@ -135,6 +138,7 @@ impl AutoencoderKL {
 
     fn encode_inner(&self, p: &[f32], x: &[f32], xd: Dims, keep: bool) -> Result<EncodeParts, ModelError> {
         self.check_image(xd)?;
+        super::check_params("autoencoder", self.param_end, p, None)?;
         check_len("autoencoder", "image", x.len(), xd.numel())?;
         let (h, hd, tape) = program::forward(&self.encoder, p, x, xd, None, keep)?;
         let (mu, ld) = self.quant_conv_mu.forward(p, &h, hd)?;
@@ -151,6 +155,7 @@ impl AutoencoderKL {
 
     /// `decode(z)`: post_quant_conv then the decoder, without saving activations.
     pub fn decode(&self, p: &[f32], z: &[f32], zd: Dims) -> Result<(Vec<f32>, Dims), ModelError> {
+        super::check_params("autoencoder", self.param_end, p, None)?;
         check_len("autoencoder", "latent", z.len(), zd.numel())?;
         let (q, qd) = self.post_quant_conv.forward(p, z, zd)?;
         let (y, yd, _) = program::forward(&self.decoder, p, &q, qd, None, false)?;
@@ -193,6 +198,7 @@ impl AutoencoderKL {
         dmu: &[f32],
         dsigma: &[f32],
     ) -> Result<Vec<f32>, ModelError> {
+        super::check_params("autoencoder", self.param_end, p, Some(g))?;
         check_len("autoencoder", "reconstruction gradient", drecon.len(), fw.recon.len())?;
         check_len("autoencoder", "mu gradient", dmu.len(), fw.mu.len())?;
         check_len("autoencoder", "sigma gradient", dsigma.len(), fw.sigma.len())?;

@@ -35,6 +35,8 @@ impl DiscriminatorConfig {
 pub struct PatchDiscriminator {
     pub config: DiscriminatorConfig,
     pub ops: Vec<Op>,
+    /// End of this model's tensors in its parameter store.
+    pub param_end: usize,
 }
 
 /// Logits plus the tape for the backward.
@@ -64,7 +66,7 @@ impl PatchDiscriminator {
             cin = cout;
         }
         ops.push(Op::Conv(Conv3d::new(store, &format!("{PREFIX}.final_conv.conv"), cin, cfg.out_channels as usize, 4, 1, 1, true)?));
-        Ok(PatchDiscriminator { config: cfg.clone(), ops })
+        Ok(PatchDiscriminator { config: cfg.clone(), ops, param_end: store.len() })
     }
 
     /// Logits of `x`; `keep` saves the tape for [`PatchDiscriminator::backward`].
@@ -72,6 +74,7 @@ impl PatchDiscriminator {
         if xd.c != self.config.in_channels as usize || xd.n == 0 {
             return Err(ModelError::Input(format!("discriminator input shape {:?} needs {} channels", xd.as_array(), self.config.in_channels)));
         }
+        super::check_params("discriminator", self.param_end, p, None)?;
         check_len("discriminator", "input", x.len(), xd.numel())?;
         let (logits, logit_dims, tape) = program::forward(&self.ops, p, x, xd, None, keep)?;
         Ok(DiscForward { logits, logit_dims, tape })
@@ -80,6 +83,7 @@ impl PatchDiscriminator {
     /// Accumulates parameter gradients from d(logits); returns d(input) (the generator side
     /// needs it to reach the autoencoder).
     pub fn backward(&self, p: &[f32], g: &mut [f32], fw: &DiscForward, dlogits: &[f32]) -> Result<Vec<f32>, ModelError> {
+        super::check_params("discriminator", self.param_end, p, Some(g))?;
         check_len("discriminator", "logit gradient", dlogits.len(), fw.logits.len())?;
         Ok(program::backward(&self.ops, p, g, &fw.tape, dlogits, None, None)?)
     }

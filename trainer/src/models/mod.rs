@@ -14,6 +14,19 @@ use thiserror::Error;
 use crate::layers::LayerError;
 use crate::params::ParamError;
 
+/// Checks that flat parameter (and gradient) buffers cover a model's tensors, which end at
+/// `end` in the store that built it.
+pub(crate) fn check_params(model: &'static str, end: usize, p: &[f32], g: Option<&[f32]>) -> Result<(), ModelError> {
+    if p.len() < end || g.is_some_and(|g| g.len() < end) {
+        return Err(ModelError::Input(format!(
+            "{model}: parameter buffers hold {} / {} values, the model needs {end}",
+            p.len(),
+            g.map_or(0, |g| g.len())
+        )));
+    }
+    Ok(())
+}
+
 /// Errors of building or running a model.
 #[derive(Debug, Error)]
 pub enum ModelError {

@@ -27,6 +27,8 @@ pub struct DiffusionUnet {
     pub time_embed_0: Linear,
     pub time_embed_2: Linear,
     pub ops: Vec<Op>,
+    /// End of this model's tensors in its parameter store.
+    pub param_end: usize,
 }
 
 /// Output plus everything the backward needs.
@@ -132,7 +134,7 @@ impl DiffusionUnet {
         ops.push(Op::Norm(GroupNorm::new(store, &format!("{PREFIX}.out.0"), cur, groups, eps)?));
         ops.push(Op::Silu);
         ops.push(Op::Conv(Conv3d::new(store, &format!("{PREFIX}.out.2.conv"), cur, cfg.out_channels as usize, 3, 1, 1, true)?));
-        Ok(DiffusionUnet { config: cfg.clone(), time_embed_0, time_embed_2, ops })
+        Ok(DiffusionUnet { config: cfg.clone(), time_embed_0, time_embed_2, ops, param_end: store.len() })
     }
 
     /// Latent spatial extents must be divisible by 2^(levels-1).
@@ -154,6 +156,7 @@ impl DiffusionUnet {
     /// Predicts epsilon for `x` at the per-sample `timesteps`; `keep` saves the tape.
     pub fn forward(&self, p: &[f32], x: &[f32], xd: Dims, timesteps: &[f32], keep: bool) -> Result<UnetForward, ModelError> {
         self.check_input(xd, timesteps.len())?;
+        super::check_params("unet", self.param_end, p, None)?;
         check_len("unet", "input", x.len(), xd.numel())?;
         let c0 = self.config.num_channels[0] as usize;
         let t_emb = timestep_embedding(timesteps, c0);
@@ -168,6 +171,7 @@ impl DiffusionUnet {
     /// Accumulates parameter gradients from d(eps). d(x_t) is not computed (conv_in has
     /// `input_grad == false`): the returned vector is empty.
     pub fn backward(&self, p: &[f32], g: &mut [f32], fw: &UnetForward, deps: &[f32]) -> Result<Vec<f32>, ModelError> {
+        super::check_params("unet", self.param_end, p, Some(g))?;
         check_len("unet", "output gradient", deps.len(), fw.eps.len())?;
         let mut dsemb = vec![0.0f32; fw.semb.len()];
         let dx = program::backward(&self.ops, p, g, &fw.tape, deps, Some(&fw.semb), Some(&mut dsemb))?;
