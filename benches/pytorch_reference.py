@@ -17,8 +17,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def gn(c, groups=32):
-    return nn.GroupNorm(groups, c, eps=1e-6, affine=True)
+GROUPS = 32
+
+
+def gn(c):
+    return nn.GroupNorm(GROUPS, c, eps=1e-6, affine=True)
 
 
 def conv(cin, cout, k=3, stride=1):
@@ -158,17 +161,29 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--latent", type=int, nargs=3, default=[12, 12, 8])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--tiny", action="store_true", help="the tiny fixture configuration (latent 8 8 4)")
     args = ap.parse_args()
+    global GROUPS
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.tiny:
+        GROUPS = 8
+        args.latent = [8, 8, 4]
+        unet = Unet(ch=(16, 32, 32), dh=(0, 16, 16)).eval()
+        dec = Decoder(ch=(16, 16, 32)).eval()
+    else:
+        unet, dec = Unet().eval(), Decoder().eval()
     x = torch.randn(1, 8, *args.latent)
-    unet, dec = Unet().eval(), Decoder().eval()
     with torch.no_grad():
         tu = best_of(lambda: unet(x, torch.tensor([500])), args.reps)
         td = best_of(lambda: dec(x), args.reps)
-    print(f"pytorch {torch.__version__}, {args.threads} threads, latent {args.latent}")
-    print(f"unet step: best {tu:.3f} s, {72.8e9 * (args.latent[0]*args.latent[1]*args.latent[2]) / 1152 / tu / 1e9:.1f} GFLOP/s (FLOPs scaled from 72.8 GFLOP at 12x12x8; exact only there)")
-    print(f"decode: best {td:.3f} s, {238.7e9 * (args.latent[0]*args.latent[1]*args.latent[2]) / 1152 / td / 1e9:.1f} GFLOP/s (same scaling)")
+    print(f"pytorch {torch.__version__}, {args.threads} threads, latent {args.latent}, {'tiny' if args.tiny else 'bundle widths'}")
+    if args.tiny or args.latent != [12, 12, 8]:
+        print(f"unet step: best {tu * 1e3:.2f} ms")
+        print(f"decode: best {td * 1e3:.2f} ms")
+    else:
+        print(f"unet step: best {tu:.3f} s, {72.8 / tu:.1f} GFLOP/s (72.8 GFLOP)")
+        print(f"decode: best {td:.3f} s, {238.7 / td:.1f} GFLOP/s (238.7 GFLOP)")
 
 
 if __name__ == "__main__":
