@@ -1,6 +1,7 @@
 //! Export of trained networks to the frozen blob (ldm-weights): builds the `ModelConfig` from the
 //! trainers' configs and collects exactly the tensors `expected_tensors` lists, by name, from
-//! the flat parameter stores (names are already the blob's contract).
+//! the flat parameter stores (names are already the blob's contract). Also the way back:
+//! [`load_from_blob`] initialises a store from a blob to fine-tune or continue training.
 
 use std::path::Path;
 
@@ -26,6 +27,8 @@ pub enum ExportError {
     ScaleFactor(f32),
     #[error(transparent)]
     Blob(#[from] ldm_weights::error::BlobError),
+    #[error("loading parameters: {0}")]
+    Load(String),
 }
 
 /// What goes into a blob.
@@ -85,4 +88,22 @@ pub fn export_blob(path: &Path, spec: &ExportSpec) -> Result<ModelConfig, Export
     let (cfg, tensors) = collect(spec)?;
     write_blob_file(path, &cfg, &tensors)?;
     Ok(cfg)
+}
+
+/// Fills every tensor of `store` from a blob (e.g. a converted MONAI bundle model or an earlier
+/// export) to continue training or fine-tune from it. Every store tensor must be in the blob
+/// with the same shape (f16/bf16 blobs are widened to f32); blob tensors the store does not
+/// hold (e.g. the encoder when only a UNet is trained) are ignored.
+pub fn load_from_blob(store: &mut ParamStore, blob: &ldm_weights::Blob) -> Result<(), ExportError> {
+    let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::with_capacity(store.entries.len());
+    for e in &store.entries {
+        let t = blob.tensor(&e.name).ok_or_else(|| ExportError::Missing(e.name.clone()))?;
+        if t.shape != e.shape.as_slice() {
+            return Err(ExportError::Shape { name: e.name.clone(), expected: e.shape.clone(), found: t.shape.to_vec() });
+        }
+        owned.push((e.name.clone(), t.shape.to_vec(), t.to_f32_vec()));
+    }
+    store
+        .load_with(|name| owned.iter().find(|(n, _, _)| n == name).map(|(_, s, v)| (s.clone(), v.as_slice())))
+        .map_err(|e| ExportError::Load(e.to_string()))
 }

@@ -89,6 +89,20 @@ fn exported_blob_runs_in_the_runtime_and_matches_the_trainer() {
     println!("runtime vs trainer decode: rel L2 {e:.2e}");
     assert!(e < 1e-5, "{e:e}");
 
+    // The way back: a fresh store loaded from the blob equals the exported one.
+    let mut back = ParamStore::new();
+    let _ = DiffusionUnet::new(&mut back, &ucfg).unwrap();
+    ldm_trainer::export::load_from_blob(&mut back, &blob).unwrap();
+    assert_eq!(back.data, u_store.data);
+    let mut ae_back = ParamStore::new();
+    let _ = AutoencoderKL::new(&mut ae_back, &enc, &dec).unwrap();
+    ldm_trainer::export::load_from_blob(&mut ae_back, &blob).unwrap();
+    assert_eq!(ae_back.data, ae_store.data);
+    // A store whose shapes differ from the blob is refused.
+    let mut other = ParamStore::new();
+    let _ = DiffusionUnet::new(&mut other, &UnetConfig { num_channels: vec![8, 8], ..ucfg.clone() }).unwrap();
+    assert!(ldm_trainer::export::load_from_blob(&mut other, &blob).is_err());
+
     let shape = rt.output_shape();
     let mut out = vec![0.0f32; shape.iter().product()];
     rt.generate(11, &mut out, &mut |_| {}).unwrap();
