@@ -173,6 +173,59 @@ fn nifti_header_and_data_read_back() {
 }
 
 #[test]
+fn orientation_code_and_spacing_become_qform_and_sform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = fixture_config();
+    cfg.geometry.orientation = "LPI".into();
+    cfg.geometry.spacing_mm = [1.0, 1.5, 2.0];
+    let model = fixture_blob_with(tmp.path(), "lpi.blob", cfg);
+    let out = tmp.path().join("out");
+    generate(&model, &out, &["--steps", "1", "--format", "nii"]);
+    let h = nifti::NiftiHeader::from_file(out.join("seed-000000.nii")).unwrap();
+    assert_eq!(&h.pixdim[1..4], &[1.0, 1.5, 2.0]);
+    assert_eq!((h.qform_code, h.sform_code), (2, 2));
+    // i -> Left, j -> Posterior, k -> Inferior, centre voxel at the origin
+    assert_eq!(h.srow_x, [-1.0, 0.0, 0.0, 15.5]);
+    assert_eq!(h.srow_y, [0.0, -1.5, 0.0, 1.5 * 15.5]);
+    assert_eq!(h.srow_z, [0.0, 0.0, -2.0, 15.0]);
+    // The qform, rebuilt as nifti1.h defines it, is the same affine.
+    let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+    let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+    let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+    let r = [
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
+    ];
+    let srow = [h.srow_x, h.srow_y, h.srow_z];
+    let q_offset = [h.quatern_x, h.quatern_y, h.quatern_z];
+    for row in 0..3 {
+        for col in 0..3 {
+            let zoom = h.pixdim[col + 1] as f64 * if col == 2 { qfac } else { 1.0 };
+            let q = r[row][col] * zoom;
+            assert!(
+                (q - srow[row][col] as f64).abs() < 1e-6,
+                "row {row} col {col}: qform {q} sform {}",
+                srow[row][col]
+            );
+        }
+        assert_eq!(q_offset[row], srow[row][3]);
+    }
+}
+
+#[test]
 fn same_seed_gives_byte_identical_files_at_any_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture_blob(tmp.path());

@@ -61,7 +61,11 @@ pub fn fixture_config() -> ModelConfig {
 
 /// Writes the fixture blob to `dir/fixture.blob` and returns its path.
 pub fn fixture_blob(dir: &Path) -> PathBuf {
-    let cfg = fixture_config();
+    fixture_blob_with(dir, "fixture.blob", fixture_config())
+}
+
+/// Writes the fixture networks' tensors with `cfg` (e.g. another output geometry) to `dir/name`.
+pub fn fixture_blob_with(dir: &Path, name: &str, cfg: ModelConfig) -> PathBuf {
     let ae = std::fs::read(fixtures().join("autoencoder/autoencoder.safetensors")).unwrap();
     let unet = std::fs::read(fixtures().join("unet/unet.safetensors")).unwrap();
     let ae = safetensors::SafeTensors::deserialize(&ae).unwrap();
@@ -85,7 +89,7 @@ pub fn fixture_blob(dir: &Path) -> PathBuf {
             TensorData::from_f32(spec.name.clone(), spec.shape.clone(), &values, DType::F32)
         })
         .collect();
-    let path = dir.join("fixture.blob");
+    let path = dir.join(name);
     ldm_weights::write_blob_file(&path, &cfg, &tensors).unwrap();
     path
 }
