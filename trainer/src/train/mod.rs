@@ -2,6 +2,20 @@
 //! diffusion stage, each a trainer object holding models, flat parameters, Adam state and the
 //! step counter, with seeded counter-based randomness (see [`crate::init`]) so that a run
 //! resumed from a checkpoint continues bit-exactly.
+//!
+//! Wiring a training loop (what `brats-ldm train` does):
+//! - autoencoder: `VaeGanTrainer::new(VaeGanConfig, seed)` (or `VaeGanTrainer::resume(ckpt)`),
+//!   then per batch `train_step(&images, Dims)` -> [`vae_gan::VaeStepLog`] (serde: one JSON line),
+//!   `save(ckpt, extra)` every so often (atomic; `extra` = the loop's data cursor), and finally
+//!   [`crate::export::export_blob`] with `autoencoder: Some((&t.ae, &t.ae_params))`;
+//! - diffusion: rebuild the autoencoder (`AutoencoderKL::new` + [`crate::export::load_from_blob`]),
+//!   encode batches with [`diffusion::encode_latents`], take `s = diffusion::scale_factor(&z)`
+//!   from the first batch(es), `DiffusionTrainer::new(DiffusionConfig { scale_factor: s, .. })`,
+//!   and per batch `train_step(&(z * s), Dims)`; export both networks with `scale_factor: s`
+//!   (the runtime decodes `latent / s`).
+//!
+//! Every step validates its input, refuses non-finite losses or gradients without updating
+//! anything, and counts only completed steps.
 
 pub mod diffusion;
 pub mod vae_gan;
