@@ -14,8 +14,11 @@
 //!   and per batch `train_step(&(z * s), Dims)`; export both networks with `scale_factor: s`
 //!   (the runtime decodes `latent / s`).
 //!
-//! Every step validates its input, refuses non-finite losses or gradients without updating
-//! anything, and counts only completed steps.
+//! Every step validates its input (shape, finite values) before touching anything and returns
+//! [`TrainError::NonFinite`] on a non-finite loss or gradient, counting only completed steps.
+//! A diffusion step and the generator update are then not applied; in the VAE-GAN step the
+//! discriminator updates come first (bundle order), so after such an error resume from the last
+//! checkpoint.
 
 pub mod diffusion;
 pub mod vae_gan;
