@@ -343,3 +343,26 @@ fn conv_without_input_grad_gives_same_parameter_gradients() {
         assert_eq!(g1, g2);
     }
 }
+
+#[test]
+fn parallel_gemm_is_bitwise_the_serial_gemm() {
+    use ldm_trainer::layers::gemm::{par_sgemm, sgemm_strided};
+    let (m, k, n) = (100usize, 70usize, 90usize);
+    let a = Rng(60).vec(m * k, 1.0);
+    let b = Rng(61).vec(k * n, 1.0);
+    let mut serial = vec![0.0f32; m * n];
+    sgemm_strided(m, k, n, 1.0, &a, k, 1, &b, n, 1, 0.0, &mut serial, n, 1);
+    for threads in [1usize, 2, 3, 7] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut c = vec![0.0f32; m * n];
+        // Transposed A view too: a^T stored as [k, m] is read with rsa = 1, csa = m.
+        pool.install(|| par_sgemm(m, k, n, 1.0, &a, k, 1, &b, n, 1, 0.0, &mut c, n, 1));
+        assert!(c.iter().zip(&serial).all(|(x, y)| x.to_bits() == y.to_bits()), "{threads} threads");
+    }
+    let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let mut c = vec![0.0f32; m * n];
+    pool.install(|| par_sgemm(m, k, n, 1.0, &at, 1, m, &b, n, 1, 0.0, &mut c, n, 1));
+    let e = rel_l2(&c, &serial);
+    assert!(e < 1e-6, "transposed A: {e:e}");
+}

@@ -269,3 +269,32 @@ fn models_refuse_short_parameter_buffers() {
     let mut short = vec![0.0f32; 3];
     assert!(unet.backward(&store.data, &mut short, &fw, &fw.eps).is_err());
 }
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let s = 16;
+    let dims = Dims::new(1, 1, s, s, s);
+    let images: Vec<Vec<f32>> = (0..2).map(|i| phantom(i, s)).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut t = VaeGanTrainer::new(tiny_vae_config(), 3).unwrap();
+            for step in 0..4 {
+                t.train_step(&images[step % 2], dims).unwrap();
+            }
+            let mut d = DiffusionTrainer::new(tiny_diffusion_config(), 4).unwrap();
+            let ld = Dims::new(2, 4, 8, 8, 8);
+            let lat: Vec<f32> = (0..ld.numel()).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            for _ in 0..2 {
+                d.train_step(&lat, ld).unwrap();
+            }
+            (t.ae_params.data, t.disc_params.data, d.params.data)
+        })
+    };
+    let one = run(1);
+    let three = run(3);
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(same(&one.0, &three.0), "autoencoder weights depend on the thread count");
+    assert!(same(&one.1, &three.1), "discriminator weights depend on the thread count");
+    assert!(same(&one.2, &three.2), "unet weights depend on the thread count");
+}
