@@ -43,7 +43,7 @@ pub fn attention(pool: &Pool, qkv: &[f32], x: Option<&[f32]>, c: usize, n: usize
     let wsp = Ptr(ws.as_mut_ptr());
     let outp = Ptr(out.as_mut_ptr());
     let dp = dh_pad(dh);
-    pool.for_each(heads * qblocks, &|task, tid| {
+    pool.for_each_sized(heads * qblocks, 2 * n * n * c, &|task, tid| {
         let h = task / qblocks;
         let i0 = (task % qblocks) * BQ;
         let bq = BQ.min(n - i0);

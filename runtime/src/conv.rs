@@ -144,7 +144,8 @@ pub fn conv(
     let m_blocks = m_panels.div_ceil(panels_per);
     let outp = OutPtr(out.as_mut_ptr(), out.len());
     let tasks = n_blocks * m_blocks;
-    pool.for_each(tasks, &|task, tid| {
+    let work = m * k * n;
+    pool.for_each_sized(tasks, work, &|task, tid| {
         let nb = task / m_blocks;
         let mb = task % m_blocks;
         let c_begin = n0 + nb * nc_blk;

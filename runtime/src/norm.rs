@@ -45,7 +45,7 @@ pub fn gn_stats(pool: &Pool, x: &[f32], c: usize, p: usize, groups: usize, eps: 
     debug_assert!(scale_shift.len() >= 2 * c && x.len() >= c * p);
     let cg = c / groups;
     let out = Out(scale_shift.as_mut_ptr());
-    pool.for_each(groups, &|g, _| {
+    pool.for_each_sized(groups, c * p, &|g, _| {
         let xs = &x[g * cg * p..(g + 1) * cg * p];
         let (s, ss) = moments(xs);
         // SAFETY: each group writes only its own channels.
@@ -81,7 +81,7 @@ pub fn accumulate_moments(pool: &Pool, data: &[f32], c: usize, groups: usize, pl
         }
     }
     let a = Acc(acc.as_mut_ptr());
-    pool.for_each(groups, &|g, _| {
+    pool.for_each_sized(groups, c * (z1 - z0) * plane, &|g, _| {
         let (mut s, mut ss) = (0f64, 0f64);
         for ch in g * cg..(g + 1) * cg {
             let (x, y) = moments(&data[(ch * planes + z0) * plane..(ch * planes + z1) * plane]);
@@ -127,7 +127,7 @@ pub fn apply(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, act: bool) {
 pub fn apply_planes(pool: &Pool, x: &[f32], c: usize, d: usize, plane: usize, z0: usize, z1: usize, scale_shift: &[f32], act: bool, dst: &mut [f32]) {
     let nz = z1 - z0;
     let out = Out(dst.as_mut_ptr());
-    pool.for_each(c, &|ch, _| {
+    pool.for_each_sized(c, c * nz * plane * 8, &|ch, _| {
         let src = &x[(ch * d + z0) * plane..(ch * d + z1) * plane];
         // SAFETY: each channel writes its own range.
         let dst = unsafe { std::slice::from_raw_parts_mut(out.at(ch * nz * plane), nz * plane) };

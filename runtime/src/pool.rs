@@ -9,6 +9,9 @@ use std::thread::JoinHandle;
 
 type Job = dyn Fn(usize) + Sync;
 
+/// Jobs smaller than this (multiply-adds or elements) run on the calling thread.
+pub const SERIAL_WORK: usize = 1 << 18;
+
 #[derive(Clone, Copy)]
 struct JobPtr(*const Job);
 // SAFETY: the pointee is Sync and `run` keeps it alive until every worker has finished with it.
@@ -90,10 +93,16 @@ impl Pool {
 
     /// Runs `body(task, thread_id)` for every task in `0..n`, spread over the pool.
     pub fn for_each(&self, n: usize, body: &(dyn Fn(usize, usize) + Sync)) {
+        self.for_each_sized(n, usize::MAX, body)
+    }
+
+    /// Like `for_each`, but runs everything on the calling thread when the whole job is small
+    /// (`work` in multiply-adds or elements, under `SERIAL_WORK`): waking workers costs more.
+    pub fn for_each_sized(&self, n: usize, work: usize, body: &(dyn Fn(usize, usize) + Sync)) {
         if n == 0 {
             return;
         }
-        if n == 1 || self.workers.is_empty() {
+        if n == 1 || self.workers.is_empty() || work < SERIAL_WORK {
             for i in 0..n {
                 body(i, 0);
             }
