@@ -99,3 +99,17 @@ fn small_cpu_training_steps() {
     let s = time(|| drop(d.train_step(&lat, ld).unwrap()), 2);
     println!("diffusion step, UNet [32,64,64] attn [F,T,T], 1 res block, batch 2 x 4x16x16x12: {:.2} s ({} parameters)", s, d.params.len());
 }
+
+/// Building (registering + initialising) the bundle-size trainers.
+#[test]
+#[ignore]
+fn bundle_trainers_build() {
+    use ldm_trainer::train::diffusion::{DiffusionConfig, DiffusionTrainer};
+    use ldm_trainer::train::vae_gan::{VaeGanConfig, VaeGanTrainer};
+    let t = Instant::now();
+    let v = VaeGanTrainer::new(VaeGanConfig::bundle(), 0).unwrap();
+    println!("bundle VAE-GAN: {} + {} parameters, built in {:.2} s", v.ae_params.len(), v.disc_params.len(), t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let d = DiffusionTrainer::new(DiffusionConfig::bundle(1.0), 0).unwrap();
+    println!("bundle UNet: {} parameters, built in {:.2} s", d.params.len(), t.elapsed().as_secs_f64());
+}

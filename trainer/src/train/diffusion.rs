@@ -89,12 +89,19 @@ pub fn scale_factor(z: &[f32]) -> Result<f32, TrainError> {
 
 impl DiffusionTrainer {
     pub fn new(config: DiffusionConfig, seed: u64) -> Result<Self, TrainError> {
+        Self::build(config, seed, true)
+    }
+
+    /// Builds the UNet; `init == false` leaves parameters at zero (resume overwrites them).
+    fn build(config: DiffusionConfig, seed: u64, init: bool) -> Result<Self, TrainError> {
         if config.scheduler.num_train_timesteps == 0 {
             return Err(TrainError::Invalid("scheduler has 0 training timesteps".into()));
         }
         let mut params = ParamStore::new();
         let unet = DiffusionUnet::new(&mut params, &config.unet)?;
-        init_params(&mut params, seed);
+        if init {
+            init_params(&mut params, seed);
+        }
         let opt = Adam::new(config.adam, params.len());
         let alphas_cumprod = alphas_cumprod(&config.scheduler);
         Ok(DiffusionTrainer { config, seed, step: 0, unet, params, opt, alphas_cumprod })
@@ -157,7 +164,7 @@ impl DiffusionTrainer {
         }
         let config: DiffusionConfig =
             serde_json::from_value(h.config.clone()).map_err(|e| TrainError::Invalid(format!("{}: config: {e}", path.display())))?;
-        let mut t = DiffusionTrainer::new(config, h.seed)?;
+        let mut t = DiffusionTrainer::build(config, h.seed, false)?;
         if h.tensors != tensor_table(&t.params) || secs.iter().any(|s| s.len() != t.params.len()) {
             return Err(TrainError::Invalid(format!("{}: tensors do not match the configuration", path.display())));
         }

@@ -106,12 +106,19 @@ pub struct VaeGanTrainer {
 impl VaeGanTrainer {
     /// Builds the networks and initialises them deterministically from `seed`.
     pub fn new(config: VaeGanConfig, seed: u64) -> Result<Self, TrainError> {
+        Self::build(config, seed, true)
+    }
+
+    /// Builds the networks; `init == false` leaves parameters at zero (resume overwrites them).
+    fn build(config: VaeGanConfig, seed: u64, init: bool) -> Result<Self, TrainError> {
         let mut ae_params = ParamStore::new();
         let ae = AutoencoderKL::new(&mut ae_params, &config.encoder, &config.decoder)?;
         let mut disc_params = ParamStore::new();
         let disc = PatchDiscriminator::new(&mut disc_params, &config.discriminator)?;
-        init_params(&mut ae_params, seed);
-        init_params(&mut disc_params, seed ^ 0xD15C);
+        if init {
+            init_params(&mut ae_params, seed);
+            init_params(&mut disc_params, seed ^ 0xD15C);
+        }
         let opt_g = Adam::new(config.adam_g, ae_params.len());
         let opt_d = Adam::new(config.adam_d, disc_params.len());
         Ok(VaeGanTrainer { config, seed, step: 0, ae, ae_params, disc, disc_params, opt_g, opt_d, perceptual: None })
@@ -228,7 +235,7 @@ impl VaeGanTrainer {
         }
         let config: VaeGanConfig =
             serde_json::from_value(h.config.clone()).map_err(|e| TrainError::Invalid(format!("{}: config: {e}", path.display())))?;
-        let mut t = VaeGanTrainer::new(config, h.seed)?;
+        let mut t = VaeGanTrainer::build(config, h.seed, false)?;
         if h.tensors != serde_json::json!({"autoencoder": tensor_table(&t.ae_params), "discriminator": tensor_table(&t.disc_params)}) {
             return Err(TrainError::Invalid(format!("{}: tensor table does not match the configuration", path.display())));
         }
