@@ -68,6 +68,18 @@ fn fnv1a(h: &mut u64, bytes: &[u8]) {
 
 const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
 
+struct HashingWriter<W: Write> {
+    inner: W,
+    hash: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        fnv1a(&mut self.hash, bytes);
+        self.inner.write_all(bytes)
+    }
+}
+
 /// Writes `header` and the sections (same order and lengths as `header.sections`) atomically.
 pub fn save(path: &Path, header: &CheckpointHeader, sections: &[&[f32]]) -> Result<(), CheckpointError> {
     let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
@@ -77,24 +89,27 @@ pub fn save(path: &Path, header: &CheckpointHeader, sections: &[&[f32]]) -> Resu
         return Err(CheckpointError::Mismatch("section table does not describe the buffers".into()));
     }
     let json = serde_json::to_vec(header).map_err(|e| CheckpointError::Mismatch(e.to_string()))?;
-    let mut bytes = Vec::with_capacity(16 + json.len() + sections.iter().map(|s| s.len() * 4).sum::<usize>() + 8);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&json);
-    for s in sections {
-        for v in s.iter() {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    let mut h = FNV_OFFSET;
-    fnv1a(&mut h, &bytes);
-    bytes.extend_from_slice(&h.to_le_bytes());
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        // Streamed through a buffer (no second copy of the state in memory), hashed as written.
+        let mut w = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?), hash: FNV_OFFSET };
+        w.put(MAGIC)?;
+        w.put(&(json.len() as u64).to_le_bytes())?;
+        w.put(&json)?;
+        let mut buf = Vec::with_capacity(1 << 16);
+        for s in sections {
+            for chunk in s.chunks(1 << 14) {
+                buf.clear();
+                chunk.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+                w.put(&buf)?;
+            }
+        }
+        let hash = w.hash;
+        let mut inner = w.inner;
+        inner.write_all(&hash.to_le_bytes())?;
+        let f = inner.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
