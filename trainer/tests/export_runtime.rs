@@ -68,6 +68,14 @@ fn exported_blob_runs_in_the_runtime_and_matches_the_trainer() {
     let path = dir.join("tiny.ldm");
     export_blob(&path, &spec).unwrap();
     let blob = Blob::open(&path).unwrap();
+    // The stores hold exactly the contract's tensors (nothing dropped silently on export).
+    let mut want: Vec<(String, Vec<usize>)> =
+        ldm_weights::expected_tensors(blob.config()).into_iter().map(|t| (t.name, t.shape)).collect();
+    let mut have: Vec<(String, Vec<usize>)> =
+        ae_store.entries.iter().chain(&u_store.entries).map(|e| (e.name.clone(), e.shape.clone())).collect();
+    want.sort();
+    have.sort();
+    assert_eq!(have, want);
     assert_eq!(blob.config().unet.as_ref(), Some(&ucfg));
     assert_eq!(blob.config().encoder.as_ref(), Some(&enc));
     let opts = Options { threads: Some(2), ..Options::default() };
