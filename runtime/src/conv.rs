@@ -217,6 +217,7 @@ mod simd_pack {
     }
 
     /// `d[i] = row[zw0 + i]` for `i` in `lo..hi`, 0 for other `i < len` (`len <= 32`).
+    #[inline]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn run_copy(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize) {
         let v = bits(lo, hi);
@@ -229,6 +230,7 @@ mod simd_pack {
     }
 
     /// Nearest x2 upsampling: `d[i] = row[(zw0 + i) >> 1]` for `i` in `lo..hi`, 0 elsewhere.
+    #[inline]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn run_up2(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize, win: usize) {
         let base = zw0 >> 1;
@@ -279,6 +281,28 @@ fn copy_run(d: &mut [f32], s: &[f32]) {
 /// `dst[(j / NR) * kc * NR + kk * NR + j % NR]`, zero-padded to whole panels.
 #[allow(clippy::too_many_arguments)]
 fn pack_b(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if g.stride == 1 && g.up <= 1 && has_avx512() {
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { pack_b_avx512(g, input, k0, kc, c0, nc, o, dst) };
+            return;
+        }
+    }
+    pack_b_body(g, input, k0, kc, c0, nc, o, dst, false)
+}
+
+/// `pack_b_body` compiled with AVX-512 so that the run copies inline into it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_b_avx512(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
+    pack_b_body(g, input, k0, kc, c0, nc, o, dst, true)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pack_b_body(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32], simd: bool) {
     let (ho, wo) = (o[1], o[2]);
     let plane_o = ho * wo;
     let v = g.virt();
@@ -304,7 +328,6 @@ fn pack_b(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: 
     }
     let segs = &segs[..nseg];
     let fast = s == 1 && up == 0;
-    let simd = s == 1 && up <= 1 && has_avx512();
     let (mut ci, mut kd, mut kh, mut kw) = {
         let kk3 = g.k * g.k * g.k;
         let t = k0 % kk3;
