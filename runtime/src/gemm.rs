@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 /// Rows of the register tile (output channels).
-pub const MR: usize = 12;
+pub const MR: usize = 8;
 /// Columns of the register tile (output voxels): two 16-lane vectors.
 pub const NR: usize = 32;
 /// Depth of one packed block.
