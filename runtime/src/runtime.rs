@@ -100,6 +100,7 @@ impl Runtime {
 
     /// Builds a runtime from a model configuration and its tensors (names as in the blob).
     pub fn from_store(config: &ModelConfig, store: &WeightStore, opts: Options) -> Result<Runtime, RuntimeError> {
+        config.validate().map_err(|e| RuntimeError::InvalidConfig(e.to_string()))?;
         match opts.device {
             Device::Cpu => {}
             Device::Cuda(i) => return Err(RuntimeError::DeviceUnavailable(format!("cuda:{i}"))),
