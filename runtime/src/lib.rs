@@ -28,4 +28,4 @@ pub use error::RuntimeError;
 pub use options::{Device, Options, Precision, Progress, Sampler};
 pub use philox::philox_normal;
 pub use runtime::{PlanReport, Runtime};
-pub use weights::WeightStore;
+pub use weights::{WeightSource, WeightStore};

@@ -7,7 +7,7 @@ use crate::conv::ConvGeom;
 use crate::error::RuntimeError;
 use crate::gemm::PackedA;
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
-use crate::weights::WeightStore;
+use crate::weights::WeightSource;
 use ldm_weights::{DecoderConfig, UnetConfig};
 
 /// Packed convolution weights and plain vectors (biases, norms, linear layers).
@@ -55,7 +55,7 @@ pub struct TembSlot {
 }
 
 struct Builder<'a> {
-    store: &'a WeightStore,
+    store: &'a dyn WeightSource,
     prefix: &'static str,
     params: &'a mut Params,
     g: Graph,
@@ -72,15 +72,15 @@ fn checked(v: &[usize]) -> Result<usize, RuntimeError> {
 impl<'a> Builder<'a> {
     fn vec(&mut self, name: &str, shape: &[usize]) -> Result<usize, RuntimeError> {
         let full = format!("{}{}", self.prefix, name);
-        let d = self.store.get(&full, shape)?;
-        self.params.vecs.push(d.to_vec());
+        let d = self.store.tensor(&full, shape)?;
+        self.params.vecs.push(d.into_owned());
         Ok(self.params.vecs.len() - 1)
     }
 
     fn matrix(&mut self, name: &str, shape: &[usize], m: usize, k: usize) -> Result<usize, RuntimeError> {
         let full = format!("{}{}", self.prefix, name);
-        let d = self.store.get(&full, shape)?;
-        self.params.convs.push(PackedA::pack(d, m, k));
+        let d = self.store.tensor(&full, shape)?;
+        self.params.convs.push(PackedA::pack(&d, m, k));
         Ok(self.params.convs.len() - 1)
     }
 
@@ -199,7 +199,7 @@ fn dec_res(b: &mut Builder, pre: &str, x: Tensor, cout: usize) -> Result<Tensor,
 
 pub fn build_decoder(
     cfg: &DecoderConfig,
-    store: &WeightStore,
+    store: &dyn WeightSource,
     latent: [usize; 4],
     params: &mut Params,
     slab_bytes: usize,
@@ -306,9 +306,9 @@ fn unet_attn(b: &mut Builder, pre: &str, x: Tensor, dh: usize, proj: bool) -> Re
     let mut bqkv = Vec::with_capacity(3 * c);
     for part in ["to_q", "to_k", "to_v"] {
         let full = format!("{}{pre}.{part}.weight", b.prefix);
-        wqkv.extend_from_slice(b.store.get(&full, &[c, c])?);
+        wqkv.extend_from_slice(&b.store.tensor(&full, &[c, c])?);
         let full = format!("{}{pre}.{part}.bias", b.prefix);
-        bqkv.extend_from_slice(b.store.get(&full, &[c])?);
+        bqkv.extend_from_slice(&b.store.tensor(&full, &[c])?);
     }
     b.params.convs.push(PackedA::pack(&wqkv, 3 * c, c));
     let w = b.params.convs.len() - 1;
@@ -332,7 +332,7 @@ fn unet_attn(b: &mut Builder, pre: &str, x: Tensor, dh: usize, proj: bool) -> Re
 
 pub fn build_unet(
     cfg: &UnetConfig,
-    store: &WeightStore,
+    store: &dyn WeightSource,
     latent: [usize; 4],
     params: &mut Params,
     slab_bytes: usize,

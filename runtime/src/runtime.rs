@@ -9,7 +9,7 @@ use crate::philox::philox_normal;
 use crate::pool::Pool;
 use crate::schedule::{ddim_step, ddim_timesteps, ddpm_step, Schedule};
 use crate::slab::SlabPlan;
-use crate::weights::WeightStore;
+use crate::weights::{WeightSource, WeightStore};
 use crate::{attention, conv, gemm};
 use ldm_weights::{Blob, ModelConfig, OutputGeometry, SamplerKind};
 
@@ -94,12 +94,16 @@ impl Runtime {
     /// Builds a runtime from a validated blob: plans every buffer, reports the plan, then
     /// allocates the arena and workspaces once.
     pub fn new(blob: &Blob, opts: Options) -> Result<Runtime, RuntimeError> {
-        let store = WeightStore::from_blob(blob)?;
-        Runtime::from_store(blob.config(), &store, opts)
+        Runtime::from_source(blob.config(), blob, opts)
     }
 
     /// Builds a runtime from a model configuration and its tensors (names as in the blob).
     pub fn from_store(config: &ModelConfig, store: &WeightStore, opts: Options) -> Result<Runtime, RuntimeError> {
+        Runtime::from_source(config, store, opts)
+    }
+
+    /// Builds a runtime taking tensors from any `WeightSource`.
+    pub fn from_source(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<Runtime, RuntimeError> {
         config.validate().map_err(|e| RuntimeError::InvalidConfig(e.to_string()))?;
         match opts.device {
             Device::Cpu => {}

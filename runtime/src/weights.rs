@@ -2,7 +2,45 @@
 //! with shape checks that name the offending tensor.
 
 use crate::error::RuntimeError;
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// Where the model builders take tensors from: a `WeightStore`, or a `Blob` directly (its f32
+/// tensors are borrowed in place, others converted one at a time, so loading never holds a
+/// second full copy of the weights).
+pub trait WeightSource {
+    /// The tensor `name`, which must have exactly `shape` and finite values.
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Cow<'_, [f32]>, RuntimeError>;
+}
+
+impl WeightSource for WeightStore {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Cow<'_, [f32]>, RuntimeError> {
+        self.get(name, shape).map(Cow::Borrowed)
+    }
+}
+
+impl WeightSource for ldm_weights::Blob {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Cow<'_, [f32]>, RuntimeError> {
+        let view = ldm_weights::Blob::tensor(self, name).ok_or_else(|| RuntimeError::MissingTensor(name.to_string()))?;
+        if view.shape != shape {
+            return Err(RuntimeError::TensorShape { name: name.to_string(), got: view.shape.to_vec(), expected: shape.to_vec() });
+        }
+        let n = view.numel();
+        let aligned = view.bytes.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0;
+        let data: Cow<'_, [f32]> = if view.dtype == ldm_weights::DType::F32 && aligned && cfg!(target_endian = "little") && view.bytes.len() == 4 * n {
+            // SAFETY: aligned, in bounds (len checked), little-endian f32 bytes, any bit pattern is an f32.
+            Cow::Borrowed(unsafe { std::slice::from_raw_parts(view.bytes.as_ptr() as *const f32, n) })
+        } else {
+            let mut v = vec![0f32; n];
+            view.copy_to_f32(&mut v).map_err(|e| RuntimeError::TensorRead(name.to_string(), e.to_string()))?;
+            Cow::Owned(v)
+        };
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(RuntimeError::TensorRead(name.to_string(), format!("element {i} is not finite")));
+        }
+        Ok(data)
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct WeightStore {

@@ -76,3 +76,19 @@ fn same_seed_same_volume_other_seed_other_volume() {
     assert_ne!(a, d);
     assert!(a.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn half_precision_blobs_load_and_decode_close_to_monai() {
+    let (zs, z) = npy("autoencoder/decode_z.npy");
+    let (_, want) = npy("autoencoder/decode_image.npy");
+    let latent = [zs[1], zs[2], zs[3], zs[4]];
+    let cfg = config(true, false, 1.0, latent.map(|v| v as u32));
+    for dtype in [ldm_weights::DType::F16, ldm_weights::DType::BF16] {
+        let mut rt = Runtime::new(&fixture_blob_dtype(&cfg, dtype), Options { latent_shape: Some(latent), ..Options::default() }).unwrap();
+        let mut out = vec![0f32; want.len()];
+        rt.decode(&z, &mut out).unwrap();
+        let e = rel_l2(&out, &want);
+        println!("{dtype:?} weights: decode rel L2 {e:.2e}");
+        assert!(e < 3e-2, "{dtype:?}: {e}");
+    }
+}

@@ -90,6 +90,11 @@ pub fn config(decoder: bool, unet: bool, scale: f32, latent: [u32; 4]) -> ModelC
 
 /// A blob holding exactly the tensors `cfg` needs, taken from the MONAI fixture checkpoints.
 pub fn fixture_blob(cfg: &ModelConfig) -> Blob {
+    fixture_blob_dtype(cfg, DType::F32)
+}
+
+/// Like `fixture_blob`, storing every tensor as `dtype`.
+pub fn fixture_blob_dtype(cfg: &ModelConfig, dtype: DType) -> Blob {
     let mut all = HashMap::new();
     for (k, v) in safetensors("autoencoder/autoencoder.safetensors") {
         all.insert(format!("autoencoder.{k}"), v);
@@ -102,7 +107,7 @@ pub fn fixture_blob(cfg: &ModelConfig) -> Blob {
         .map(|spec| {
             let (shape, data) = all.get(&spec.name).unwrap_or_else(|| panic!("fixture lacks {}", spec.name));
             assert_eq!(shape, &spec.shape, "{}", spec.name);
-            TensorData::from_f32(spec.name.clone(), shape.clone(), data, DType::F32)
+            TensorData::from_f32(spec.name.clone(), shape.clone(), data, dtype)
         })
         .collect();
     let mut bytes = Vec::new();
