@@ -29,6 +29,10 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Measure latency per sampling step, decode time, memory and GFLOP/s.
     Bench(cmd::bench::Args),
+    /// Train the autoencoder (VAE-GAN) or the latent diffusion UNet (CPU).
+    Train(cmd::train::TrainArgs),
+    /// Export trained checkpoints to a weight blob.
+    Export(cmd::export::ExportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +45,8 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Export(a) => cmd::export::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,3 +7,5 @@ pub mod inspect;
 pub mod download;
 pub mod phantoms;
 pub mod prepare;
+pub mod train;
+pub mod export;

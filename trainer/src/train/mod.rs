@@ -21,6 +21,8 @@
 //! checkpoint.
 
 pub mod diffusion;
+pub mod run;
+pub mod setup;
 pub mod vae_gan;
 
 use thiserror::Error;

@@ -1,0 +1,473 @@
+//! The training loop driver behind `brats-ldm train`: for one stage (autoencoder or diffusion) it
+//! draws batches from preprocessed volumes, runs the trainer's steps, appends one JSON line per
+//! step to `RUN_DIR/log.jsonl`, writes `RUN_DIR/checkpoint.ckpt` every `checkpoint_every` steps
+//! and at the end, and resumes a killed run bit-exactly.
+//!
+//! Bit-exact resume needs no sampler state in the checkpoint: the k-th training sample is a
+//! pure function of (seed, k) — epoch e = k / n visits the volumes in a permutation drawn from
+//! (seed, e), and the patch position (autoencoder) or latent sampling noise (diffusion) comes
+//! from (seed, k) — and the trainers' own randomness is keyed by (seed, step). On resume the log
+//! is cut back to the checkpoint's step, so it reads as if the run had never stopped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::diffusion::{scale_factor, DiffusionConfig, DiffusionTrainer};
+use super::setup::{DataSection, TrainConfig};
+use super::vae_gan::VaeGanTrainer;
+use super::TrainError;
+use crate::data::{random_crop, SplitMix64, Volume};
+use crate::init::{normals, Stream};
+use crate::layers::Dims;
+
+/// File names inside a run directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.ckpt";
+pub const LOG_FILE: &str = "log.jsonl";
+pub const CONFIG_FILE: &str = "config.json";
+pub const LOSS_PNG: &str = "loss.png";
+
+/// The two training stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Autoencoder,
+    Diffusion,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Autoencoder => "autoencoder",
+            Stage::Diffusion => "diffusion",
+        }
+    }
+}
+
+/// Where the training data came from, recorded in checkpoints (and from there in exported blobs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataRecord {
+    /// Free text: dataset path and kind, number of volumes.
+    pub description: String,
+    pub volumes: usize,
+    pub preprocess: DataSection,
+}
+
+/// The loop's own state stored in each checkpoint's `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub stage: Stage,
+    pub data: DataRecord,
+    pub batch_size: usize,
+    /// Autoencoder stage: the training patch. Diffusion stage: the latent [C, D, H, W].
+    pub sample_shape: Vec<usize>,
+    /// Diffusion stage: the autoencoder checkpoint the latents came from, its step, and a hash of
+    /// its parameters (export checks that the same autoencoder is given).
+    pub autoencoder: Option<AutoencoderRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoencoderRef {
+    pub path: String,
+    pub step: u64,
+    pub params_hash: String,
+}
+
+/// FNV-1a over the bit patterns of a parameter buffer, as hex.
+pub fn params_hash(p: &[f32]) -> String {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for v in p {
+        for b in v.to_bits().to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// What the driver tells its caller while it runs.
+pub enum Event<'a> {
+    /// One step finished; `line` is what was appended to the log.
+    Step { step: u64, total: u64, loss: f32, line: &'a serde_json::Value },
+    /// A checkpoint was written after `step` completed steps.
+    Checkpoint { step: u64 },
+}
+
+/// A finished (or already complete) run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// Step the run started from (0, or the checkpoint's when resumed).
+    pub start_step: u64,
+    pub end_step: u64,
+    /// Loss of the first and last step run in this invocation (None when nothing ran).
+    pub first_loss: Option<f32>,
+    pub last_loss: Option<f32>,
+    pub wall_s: f64,
+    pub checkpoint: PathBuf,
+}
+
+/// Settings of one invocation.
+pub struct RunOptions<'a> {
+    pub config: &'a TrainConfig,
+    pub volumes: &'a [Volume],
+    pub data_description: String,
+    pub out: &'a Path,
+    /// Continue from `out/checkpoint.ckpt` (which must exist).
+    pub resume: bool,
+    /// Total steps to reach (defaults to the stage's `steps`).
+    pub steps: Option<u64>,
+    /// Overrides the stage's seed (new runs only; a resumed run keeps its checkpoint's seed).
+    pub seed: Option<u64>,
+}
+
+/// `p` itself when it is a file, else `p/checkpoint.ckpt`.
+pub fn checkpoint_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join(CHECKPOINT_FILE)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> TrainError {
+    TrainError::Invalid(format!("{}: {e}", path.display()))
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Which volume the k-th sample uses: epoch-wise permutations, a pure function of (seed, k).
+struct Order {
+    seed: u64,
+    n: usize,
+    epoch: Option<u64>,
+    perm: Vec<usize>,
+}
+
+impl Order {
+    fn new(seed: u64, n: usize) -> Self {
+        Order { seed, n, epoch: None, perm: Vec::new() }
+    }
+
+    fn volume(&mut self, k: u64) -> usize {
+        let n = self.n as u64;
+        let epoch = k / n;
+        if self.epoch != Some(epoch) {
+            let mut rng = SplitMix64::new(mix(self.seed ^ 0x0E0C_0000_0000_0000 ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            self.perm = (0..self.n).collect();
+            for i in (1..self.n).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                self.perm.swap(i, j);
+            }
+            self.epoch = Some(epoch);
+        }
+        self.perm[(k % n) as usize]
+    }
+}
+
+/// Per-sample generator for crop positions, keyed by (seed, k).
+fn sample_rng(seed: u64, k: u64) -> SplitMix64 {
+    SplitMix64::new(mix(seed ^ 0xC409_0000_0000_0000 ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03)))
+}
+
+/// Cuts the log back to the lines with `step < keep_below` (atomic rewrite).
+fn trim_log(path: &Path, keep_below: u64) -> Result<(), TrainError> {
+    let Ok(f) = File::open(path) else { return Ok(()) };
+    let mut kept = String::new();
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(|e| io_err(path, e))?;
+        let step = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+        if step.is_some_and(|s| s < keep_below) {
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    fs::write(&tmp, kept).and_then(|()| fs::rename(&tmp, path)).map_err(|e| io_err(path, e))
+}
+
+/// Reads a run's log (skipping lines that are not JSON objects, e.g. a torn last line).
+pub fn read_log(path: &Path) -> Result<Vec<serde_json::Value>, TrainError> {
+    let f = File::open(path).map_err(|e| io_err(path, e))?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(|e| io_err(path, e))?;
+        if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str(&line) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Common preparation: run directory, config copy, checkpoint presence, log trimming.
+fn prepare_dir(o: &RunOptions, stage: Stage) -> Result<PathBuf, TrainError> {
+    fs::create_dir_all(o.out).map_err(|e| io_err(o.out, e))?;
+    let ckpt = o.out.join(CHECKPOINT_FILE);
+    if o.resume && !ckpt.is_file() {
+        return Err(TrainError::Invalid(format!("--resume: {} holds no checkpoint ({CHECKPOINT_FILE})", o.out.display())));
+    }
+    if !o.resume && ckpt.exists() {
+        return Err(TrainError::Invalid(format!(
+            "{} already holds a {} checkpoint; pass --resume to continue it or choose another output folder",
+            o.out.display(),
+            stage.name()
+        )));
+    }
+    if o.volumes.is_empty() {
+        return Err(TrainError::Invalid("no training volumes".into()));
+    }
+    if let Some(v) = o.volumes.iter().find(|v| v.dims != o.config.data.roi) {
+        return Err(TrainError::Invalid(format!("a training volume has shape {:?}, data.roi is {:?}", v.dims, o.config.data.roi)));
+    }
+    if !o.resume {
+        let text = serde_json::to_string_pretty(o.config).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let p = o.out.join(CONFIG_FILE);
+        let tmp = o.out.join(".config.json.tmp");
+        fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, &p)).map_err(|e| io_err(&p, e))?;
+        let log = o.out.join(LOG_FILE);
+        if log.exists() {
+            fs::remove_file(&log).map_err(|e| io_err(&log, e))?;
+        }
+    }
+    Ok(ckpt)
+}
+
+fn open_log(out: &Path) -> Result<File, TrainError> {
+    let p = out.join(LOG_FILE);
+    OpenOptions::new().create(true).append(true).open(&p).map_err(|e| io_err(&p, e))
+}
+
+fn log_line<T: Serialize>(log: &mut File, out: &Path, stage: Stage, rec: &T, elapsed: f64) -> Result<serde_json::Value, TrainError> {
+    let mut v = serde_json::to_value(rec).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("stage".into(), serde_json::json!(stage.name()));
+        m.insert("elapsed_s".into(), serde_json::json!((elapsed * 1000.0).round() / 1000.0));
+    }
+    let mut s = v.to_string();
+    s.push('\n');
+    log.write_all(s.as_bytes()).map_err(|e| io_err(&out.join(LOG_FILE), e))?;
+    Ok(v)
+}
+
+/// Trains (or resumes) the autoencoder stage on roi-sized preprocessed volumes.
+pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Result<RunSummary, TrainError> {
+    let started = Instant::now();
+    let cfg = o.config;
+    cfg.validate()?;
+    let st = &cfg.autoencoder;
+    let ckpt = prepare_dir(o, Stage::Autoencoder)?;
+    let record = RunRecord {
+        stage: Stage::Autoencoder,
+        data: DataRecord { description: o.data_description.clone(), volumes: o.volumes.len(), preprocess: cfg.data.clone() },
+        batch_size: st.batch_size,
+        sample_shape: st.patch.to_vec(),
+        autoencoder: None,
+    };
+    let mut t = if o.resume {
+        let (t, extra) = VaeGanTrainer::resume(&ckpt)?;
+        if t.config != st.trainer {
+            return Err(TrainError::Invalid(format!("{}: the checkpoint's autoencoder configuration differs from the given one", ckpt.display())));
+        }
+        check_record(&ckpt, &extra, &record)?;
+        trim_log(&o.out.join(LOG_FILE), t.step)?;
+        t
+    } else {
+        VaeGanTrainer::new(st.trainer.clone(), o.seed.unwrap_or(st.seed))?
+    };
+    let extra = serde_json::to_value(&record).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let total = o.steps.unwrap_or(st.steps);
+    let start_step = t.step;
+    let mut log = open_log(o.out)?;
+    let mut order = Order::new(t.seed, o.volumes.len());
+    let b = st.batch_size;
+    let [px, py, pz] = st.patch;
+    let dims = Dims::new(b, 1, px, py, pz);
+    let (mut first, mut last) = (None, None);
+    while t.step < total {
+        let mut images = Vec::with_capacity(dims.numel());
+        for i in 0..b {
+            let k = t.step * b as u64 + i as u64;
+            let v = &o.volumes[order.volume(k)];
+            let mut rng = sample_rng(t.seed, k);
+            images.extend_from_slice(&random_crop(v, st.patch, &mut rng).data);
+        }
+        let rec = t.train_step(&images, dims)?;
+        let loss = rec.loss_g;
+        first.get_or_insert(loss);
+        last = Some(loss);
+        let line = log_line(&mut log, o.out, Stage::Autoencoder, &rec, started.elapsed().as_secs_f64())?;
+        on_event(Event::Step { step: rec.step, total, loss, line: &line });
+        if t.step % st.checkpoint_every == 0 || t.step == total {
+            log.sync_data().map_err(|e| io_err(&o.out.join(LOG_FILE), e))?;
+            t.save(&ckpt, extra.clone())?;
+            on_event(Event::Checkpoint { step: t.step });
+        }
+    }
+    if !ckpt.is_file() {
+        t.save(&ckpt, extra)?;
+    }
+    Ok(RunSummary { start_step, end_step: t.step, first_loss: first, last_loss: last, wall_s: started.elapsed().as_secs_f64(), checkpoint: ckpt })
+}
+
+/// The recorded loop state must match this invocation's (same data, batch and shapes).
+fn check_record(ckpt: &Path, extra: &serde_json::Value, now: &RunRecord) -> Result<(), TrainError> {
+    let saved: RunRecord = serde_json::from_value(extra.clone())
+        .map_err(|e| TrainError::Invalid(format!("{}: no training-loop record in the checkpoint: {e}", ckpt.display())))?;
+    if saved.stage != now.stage {
+        return Err(TrainError::Invalid(format!("{}: is a {} checkpoint, not {}", ckpt.display(), saved.stage.name(), now.stage.name())));
+    }
+    if saved.data.volumes != now.data.volumes || saved.data.preprocess != now.data.preprocess {
+        return Err(TrainError::Invalid(format!(
+            "{}: the run was trained on {} volumes ({}); resuming with {} volumes ({}) would not continue it",
+            ckpt.display(),
+            saved.data.volumes,
+            saved.data.description,
+            now.data.volumes,
+            now.data.description
+        )));
+    }
+    if saved.batch_size != now.batch_size || saved.sample_shape != now.sample_shape {
+        return Err(TrainError::Invalid(format!("{}: batch size or sample shape differs from the configuration", ckpt.display())));
+    }
+    Ok(())
+}
+
+/// Latent statistics of every volume under the autoencoder (mu, sigma per volume).
+struct Latents {
+    mu: Vec<Vec<f32>>,
+    sigma: Vec<Vec<f32>>,
+    dims: Dims,
+}
+
+fn encode_all(ae: &VaeGanTrainer, volumes: &[Volume]) -> Result<Latents, TrainError> {
+    let mut mu = Vec::with_capacity(volumes.len());
+    let mut sigma = Vec::with_capacity(volumes.len());
+    let mut dims = Dims::new(1, 0, 0, 0, 0);
+    for v in volumes {
+        let [x, y, z] = v.dims;
+        let (m, s, ld) = ae.ae.encode(&ae.ae_params.data, &v.data, Dims::new(1, 1, x, y, z))?;
+        mu.push(m);
+        sigma.push(s);
+        dims = ld;
+    }
+    Ok(Latents { mu, sigma, dims })
+}
+
+/// Salt of the latent draws used for the scale factor (kept apart from the training draws).
+const SCALE_SALT: u64 = 0x5CA1_E000_0000_0000;
+
+/// Trains (or resumes) the diffusion stage on latents of the volumes under the autoencoder in
+/// `autoencoder` (a run directory or checkpoint). The scale factor `1 / std(z)` is computed once
+/// over one latent draw of every volume and stored in the checkpoint's configuration.
+pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMut(Event)) -> Result<RunSummary, TrainError> {
+    let started = Instant::now();
+    let cfg = o.config;
+    cfg.validate()?;
+    let st = &cfg.diffusion;
+    let ae_path = checkpoint_path(autoencoder);
+    if !ae_path.is_file() {
+        return Err(TrainError::Invalid(format!("--autoencoder {}: no autoencoder checkpoint there", autoencoder.display())));
+    }
+    let (ae, _) = VaeGanTrainer::resume(&ae_path)?;
+    let enc = &ae.config.encoder;
+    if enc.latent_channels != st.unet.in_channels {
+        return Err(TrainError::Invalid(format!(
+            "{}: the autoencoder has {} latent channels, diffusion.unet takes {}",
+            ae_path.display(),
+            enc.latent_channels,
+            st.unet.in_channels
+        )));
+    }
+    let ckpt = prepare_dir(o, Stage::Diffusion)?;
+    let lat = encode_all(&ae, o.volumes)?;
+    let ld = lat.dims;
+    let uf = 1usize << st.unet.num_channels.len().saturating_sub(1);
+    if [ld.d, ld.h, ld.w].iter().any(|&s| s % uf != 0) {
+        return Err(TrainError::Invalid(format!("latent size {:?} is not divisible by {uf} for the UNet", [ld.d, ld.h, ld.w])));
+    }
+    let record = RunRecord {
+        stage: Stage::Diffusion,
+        data: DataRecord { description: o.data_description.clone(), volumes: o.volumes.len(), preprocess: cfg.data.clone() },
+        batch_size: st.batch_size,
+        sample_shape: vec![ld.c, ld.d, ld.h, ld.w],
+        autoencoder: Some(AutoencoderRef { path: ae_path.display().to_string(), step: ae.step, params_hash: params_hash(&ae.ae_params.data) }),
+    };
+    let mut t = if o.resume {
+        let (t, extra) = DiffusionTrainer::resume(&ckpt)?;
+        check_record(&ckpt, &extra, &record)?;
+        let saved: RunRecord = serde_json::from_value(extra).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        if saved.autoencoder.as_ref().map(|a| &a.params_hash) != record.autoencoder.as_ref().map(|a| &a.params_hash) {
+            return Err(TrainError::Invalid(format!(
+                "{}: this run's latents came from another autoencoder ({}); give the same --autoencoder",
+                ckpt.display(),
+                saved.autoencoder.map(|a| a.path).unwrap_or_default()
+            )));
+        }
+        let want = DiffusionConfig { scale_factor: t.config.scale_factor, ..stage_config(cfg, 1.0) };
+        if t.config != want {
+            return Err(TrainError::Invalid(format!("{}: the checkpoint's diffusion configuration differs from the given one", ckpt.display())));
+        }
+        trim_log(&o.out.join(LOG_FILE), t.step)?;
+        t
+    } else {
+        let seed = o.seed.unwrap_or(st.seed);
+        let mut all = Vec::with_capacity(lat.mu.len() * ld.numel());
+        for (i, (m, s)) in lat.mu.iter().zip(&lat.sigma).enumerate() {
+            let n = normals(seed ^ SCALE_SALT, i as u64, Stream::Encode, m.len());
+            all.extend(m.iter().zip(s).zip(&n).map(|((m, s), e)| m + s * e));
+        }
+        DiffusionTrainer::new(stage_config(cfg, scale_factor(&all)?), seed)?
+    };
+    let extra = serde_json::to_value(&record).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let total = o.steps.unwrap_or(st.steps);
+    let start_step = t.step;
+    let mut log = open_log(o.out)?;
+    let mut order = Order::new(t.seed, o.volumes.len());
+    let b = st.batch_size;
+    let dims = Dims::new(b, ld.c, ld.d, ld.h, ld.w);
+    let per = ld.numel();
+    let s = t.config.scale_factor;
+    let (mut first, mut last) = (None, None);
+    while t.step < total {
+        let mut z = Vec::with_capacity(b * per);
+        for i in 0..b {
+            let k = t.step * b as u64 + i as u64;
+            let v = order.volume(k);
+            let n = normals(t.seed, k, Stream::Encode, per);
+            z.extend(lat.mu[v].iter().zip(&lat.sigma[v]).zip(&n).map(|((m, sg), e)| (m + sg * e) * s));
+        }
+        let rec = t.train_step(&z, dims)?;
+        let loss = rec.loss;
+        first.get_or_insert(loss);
+        last = Some(loss);
+        let line = log_line(&mut log, o.out, Stage::Diffusion, &rec, started.elapsed().as_secs_f64())?;
+        on_event(Event::Step { step: rec.step, total, loss, line: &line });
+        if t.step % st.checkpoint_every == 0 || t.step == total {
+            log.sync_data().map_err(|e| io_err(&o.out.join(LOG_FILE), e))?;
+            t.save(&ckpt, extra.clone())?;
+            on_event(Event::Checkpoint { step: t.step });
+        }
+    }
+    if !ckpt.is_file() {
+        t.save(&ckpt, extra)?;
+    }
+    Ok(RunSummary { start_step, end_step: t.step, first_loss: first, last_loss: last, wall_s: started.elapsed().as_secs_f64(), checkpoint: ckpt })
+}
+
+/// The trainer configuration of the diffusion stage with scale factor `s`.
+pub fn stage_config(cfg: &TrainConfig, s: f32) -> DiffusionConfig {
+    let st = &cfg.diffusion;
+    DiffusionConfig { unet: st.unet.clone(), scheduler: st.scheduler.clone(), adam: st.adam, lr: st.lr.clone(), scale_factor: s }
+}
+
+/// Reads the loop record of a checkpoint written by this driver.
+pub fn read_record(extra: &serde_json::Value, ckpt: &Path) -> Result<RunRecord, TrainError> {
+    serde_json::from_value(extra.clone())
+        .map_err(|e| TrainError::Invalid(format!("{}: not written by `brats-ldm train` (no run record): {e}", ckpt.display())))
+}
