@@ -28,11 +28,12 @@ fn main() {
         let o = g.out_dims();
         let mut y = vec![0f32; g.cout * o[0] * o[1] * o[2]];
         let mut ws = vec![0f32; threads * pack_len()];
+        let mut sh = vec![0f32; ldm_runtime::conv::shared_pack_len(&g)];
         let input = ConvInput { data: &x, z0: 0, planes: g.din };
         let mut best = f64::MAX;
         for _ in 0..3 {
             let t = Instant::now();
-            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()));
+            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()), PackWs(sh.as_mut_ptr(), sh.len()));
             best = best.min(t.elapsed().as_secs_f64());
         }
         println!("{name}: {:.1} ms, {:.1} GFLOP/s", best * 1e3, g.flops() / best / 1e9);

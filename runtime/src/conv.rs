@@ -93,6 +93,16 @@ impl PackWs {
     pub unsafe fn thread_slice(&self, tid: usize, len: usize) -> &mut [f32] {
         std::slice::from_raw_parts_mut(self.0.add(tid * len), len)
     }
+
+    /// Floats `start .. start + len` of the buffer.
+    ///
+    /// # Safety
+    /// The range must be in bounds and used by one thread at a time.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn range(&self, start: usize, len: usize) -> &mut [f32] {
+        debug_assert!(start + len <= self.1);
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
 }
 
 /// Where the output lives: planes `z0 .. z0 + planes` of the output volume, `[cout, planes, H, W]`.
@@ -117,11 +127,20 @@ pub fn conv(
     win: OutWindow,
     init: Init,
     ws: PackWs,
+    shared: PackWs,
 ) {
     let o = g.out_dims();
     let plane = o[1] * o[2];
     // Row stride of the output window; columns are counted from the window's first plane.
     let p_total = win.planes * plane;
+    {
+        let n = (od1 - od0) * plane;
+        let (k, m_panels) = (g.kdim(), g.cout.div_ceil(MR));
+        if n > 0 && n <= NC && n.div_ceil(NR) < 4 * pool.threads() && m_panels > 1 && k * n.div_ceil(NR) * NR <= shared.1 {
+            conv_shared(pool, g, w, bias, input, od0, od1, out, win, init, shared);
+            return;
+        }
+    }
     debug_assert!(out.len() >= g.cout * p_total);
     debug_assert!(od0 >= win.z0 && od1 <= win.z0 + win.planes);
     debug_assert!(ws.1 >= pool.threads() * pack_len());
@@ -274,6 +293,94 @@ fn copy_run(d: &mut [f32], s: &[f32]) {
     }
     for (x, &y) in d.iter_mut().zip(s) {
         *x = y;
+    }
+}
+
+/// Few output columns (deep, small levels): pack the whole im2col matrix once into `shared`
+/// (one task per KC block), then split the output rows over the threads, instead of packing the
+/// same columns once per row block.
+#[allow(clippy::too_many_arguments)]
+fn conv_shared(
+    pool: &Pool,
+    g: &ConvGeom,
+    w: &PackedA,
+    bias: &[f32],
+    input: &ConvInput,
+    od0: usize,
+    od1: usize,
+    out: &mut [f32],
+    win: OutWindow,
+    init: Init,
+    shared: PackWs,
+) {
+    let o = g.out_dims();
+    let plane = o[1] * o[2];
+    let p_total = win.planes * plane;
+    let c_begin = (od0 - win.z0) * plane;
+    let n = (od1 - od0) * plane;
+    let npad = n.div_ceil(NR) * NR;
+    let (m, k) = (g.cout, g.kdim());
+    let kblocks = k.div_ceil(KC);
+    let work = m * k * n;
+    pool.for_each_sized(kblocks, work / m.max(1), &|kb, _| {
+        let k0 = kb * KC;
+        let kc = KC.min(k - k0);
+        // SAFETY: each KC block owns its own range of the shared buffer (checked to fit).
+        let dst = unsafe { shared.range(k0 * npad, kc * npad) };
+        pack_b(g, input, k0, kc, c_begin + win.z0 * plane, n, o, dst);
+    });
+    let m_panels = m.div_ceil(MR);
+    let m_blocks = m_panels.min(4 * pool.threads());
+    let panels_per = m_panels.div_ceil(m_blocks);
+    let m_blocks = m_panels.div_ceil(panels_per);
+    let outp = OutPtr(out.as_mut_ptr(), out.len());
+    // SAFETY: read-only from here on.
+    let packed: &[f32] = unsafe { std::slice::from_raw_parts(shared.0, k * npad) };
+    pool.for_each_sized(m_blocks, work, &|mb, _| {
+        let p_begin = mb * panels_per;
+        let p_end = (p_begin + panels_per).min(m_panels);
+        // SAFETY: each task writes its own rows.
+        let outs = unsafe { outp.slice() };
+        for r in p_begin * MR..(p_end * MR).min(m) {
+            let row = &mut outs[r * p_total + c_begin..r * p_total + c_begin + n];
+            let b = bias[r];
+            match init {
+                Init::Bias => row.fill(b),
+                Init::BiasResidual(res) => {
+                    let rr = &res[r * p_total + c_begin..r * p_total + c_begin + n];
+                    for (y, &x) in row.iter_mut().zip(rr) {
+                        *y = x + b;
+                    }
+                }
+                Init::Accumulate => row.iter_mut().for_each(|y| *y += b),
+            }
+        }
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            let block = &packed[k0 * npad..(k0 + kc) * npad];
+            for jp in 0..npad / NR {
+                let bpanel = &block[jp * kc * NR..(jp + 1) * kc * NR];
+                let col = c_begin + jp * NR;
+                let cols = NR.min(c_begin + n - col);
+                for p in p_begin..p_end {
+                    let rows = MR.min(m - p * MR);
+                    microkernel(kc, rows, w.panel(k0, kc, p), bpanel, &mut outs[p * MR * p_total + col..], p_total, cols);
+                }
+            }
+            k0 += kc;
+        }
+    });
+}
+
+/// Floats of the shared pack buffer a convolution needs when it has few output columns.
+pub fn shared_pack_len(g: &ConvGeom) -> usize {
+    let o = g.out_dims();
+    let n = o[0] * o[1] * o[2];
+    if n <= NC {
+        g.kdim() * n.div_ceil(NR) * NR
+    } else {
+        0
     }
 }
 
@@ -461,10 +568,15 @@ mod tests {
             let mut y = vec![0f32; g.cout * o[0] * o[1] * o[2]];
             let mut ws = vec![0f32; 2 * pack_len()];
             let input = ConvInput { data: &x, z0: 0, planes: g.din };
-            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()));
             let want = naive(&g, &x, &w, &b);
-            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
-                assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{g:?} at {i}: {a} vs {b}");
+            // Without and with the shared pack buffer (few columns).
+            for shared_len in [0, shared_pack_len(&g)] {
+                let mut sh = vec![0f32; shared_len];
+                y.fill(0.0);
+                conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()), PackWs(sh.as_mut_ptr(), sh.len()));
+                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{g:?} shared {shared_len} at {i}: {a} vs {b}");
+                }
             }
         }
     }

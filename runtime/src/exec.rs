@@ -12,13 +12,15 @@ use crate::pool::Pool;
 /// Preallocated scratch shared by every op.
 pub struct Workspaces {
     pub pack: Vec<f32>,
+    /// One im2col matrix of a convolution with few output columns (see `conv::conv_shared`).
+    pub shared: Vec<f32>,
     pub norm: Vec<f32>,
     pub attn: Vec<f32>,
 }
 
 impl Workspaces {
     pub fn bytes(&self) -> usize {
-        (self.pack.len() + self.norm.len() + self.attn.len()) * 4
+        (self.pack.len() + self.shared.len() + self.norm.len() + self.attn.len()) * 4
     }
 }
 
@@ -53,6 +55,7 @@ pub fn run(pool: &Pool, g: &Graph, params: &Params, dynamic: &[Vec<f32>], arena:
     assert!(arena.len() >= g.arena_len, "arena smaller than its plan");
     let a = Arena { base: arena.as_mut_ptr(), len: arena.len() };
     let pack = PackWs(ws.pack.as_mut_ptr(), ws.pack.len());
+    let shared = PackWs(ws.shared.as_mut_ptr(), ws.shared.len());
     for op in &g.ops {
         // SAFETY: see `Arena::get`.
         unsafe {
@@ -85,7 +88,7 @@ pub fn run(pool: &Pool, g: &Graph, params: &Params, dynamic: &[Vec<f32>], arena:
                     let xin = if staged { None } else { Some(View { data: a.get(g, x), z0: 0, planes: geom.din }) };
                     let nrm = nrm.map(|(s, act)| (a.get(g, s), act));
                     let o = a.get_mut(g, out);
-                    conv_op(pool, &geom, &params.convs[w], bias, xin, nrm, slab, o, win, 0, od, init, &mut ws.norm, pack);
+                    conv_op(pool, &geom, &params.convs[w], bias, xin, nrm, slab, o, win, 0, od, init, &mut ws.norm, pack, shared);
                 }
             }
         }
@@ -119,6 +122,7 @@ pub fn conv_op(
     init: Init,
     norm_ws: &mut [f32],
     pack: PackWs,
+    shared: PackWs,
 ) {
     let plane = geom.hin * geom.win;
     let op_len = geom.cout * win.planes * geom.out_dims()[1] * geom.out_dims()[2];
@@ -134,13 +138,13 @@ pub fn conv_op(
                     norm_ws[ch * len..(ch + 1) * len].copy_from_slice(&out[src..src + len]);
                 }
                 let input = ConvInput { data: &norm_ws[..geom.cin * len], z0: s0, planes: s1 - s0 };
-                conv::conv(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack);
+                conv::conv(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack, shared);
                 s0 = s1;
             }
         }
         (Some(xv), None) => {
             let input = ConvInput { data: xv.data, z0: xv.z0, planes: xv.planes };
-            conv::conv(pool, geom, wts, bias, &input, o0, o1, &mut out[..op_len], win, init, pack);
+            conv::conv(pool, geom, wts, bias, &input, o0, o1, &mut out[..op_len], win, init, pack, shared);
         }
         (Some(xv), Some((ss, act))) => {
             let mut s0 = o0;
@@ -152,7 +156,7 @@ pub fn conv_op(
                 let nbuf = &mut norm_ws[..nws];
                 norm::apply_planes(pool, xv.data, geom.cin, xv.planes, plane, z0 - xv.z0, z1 - xv.z0, ss, act, nbuf);
                 let input = ConvInput { data: nbuf, z0, planes: z1 - z0 };
-                conv::conv(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack);
+                conv::conv(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack, shared);
                 s0 = s1;
             }
         }

@@ -85,6 +85,20 @@ pub struct Graph {
     pub flops: f64,
 }
 
+impl Graph {
+    /// Largest shared im2col buffer any convolution of this graph can use (floats).
+    pub fn shared_pack_len(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Conv { g, .. } => crate::conv::shared_pack_len(g),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 const ALIGN: usize = 16;
 
 impl Graph {

@@ -174,7 +174,8 @@ impl Runtime {
             .as_ref()
             .map(|u| u.num_head_channels.iter().copied().max().unwrap_or(0) as usize)
             .unwrap_or(0);
-        let pack_len = threads * conv::pack_len();
+        let pack_len = threads * conv::pack_len() + graphs.clone().map(|g| g.shared_pack_len()).max().unwrap_or(0);
+        let shared_len = graphs.clone().map(|g| g.shared_pack_len()).max().unwrap_or(0);
         let attn_len = if max_dh > 0 { threads * attention::ws_len(max_dh) } else { 0 };
         let n = numel(latent);
         let temb = unet.as_ref().map_or(0, |u| 4 * u.c0);
@@ -239,7 +240,8 @@ impl Runtime {
             params,
             arena: try_vec(arena_len, "arena")?,
             ws: Workspaces {
-                pack: try_vec(pack_len, "pack workspace")?,
+                pack: try_vec(pack_len - shared_len, "pack workspace")?,
+                shared: try_vec(shared_len, "shared pack workspace")?,
                 norm: try_vec(norm_len, "norm workspace")?,
                 attn: try_vec(attn_len, "attention workspace")?,
             },

@@ -279,6 +279,7 @@ impl SlabPlan {
         crate::exec::run(pool, &self.prefix, params, &[], &mut arena[..self.prefix.arena_len], ws);
         let (pre, tail_arena) = arena.split_at_mut(self.prefix.arena_len);
         let pack = PackWs(ws.pack.as_mut_ptr(), ws.pack.len());
+        let shared = PackWs(ws.shared.as_mut_ptr(), ws.shared.len());
         let base = tail_arena.as_mut_ptr();
         let pre_base = pre.as_ptr();
         for pass in &self.passes {
@@ -323,7 +324,7 @@ impl SlabPlan {
                         let (w0, w1) = s.window[out];
                         let oinfo = &self.tail.bufs[out];
                         let o = std::slice::from_raw_parts_mut(base.add(oinfo.offset), oinfo.len);
-                        conv_op(pool, &geom, &params.convs[w], bias, xin, nrm, slab, o, OutWindow { z0: w0, planes: w1 - w0 }, o0, o1, init, &mut ws.norm, pack);
+                        conv_op(pool, &geom, &params.convs[w], bias, xin, nrm, slab, o, OutWindow { z0: w0, planes: w1 - w0 }, o0, o1, init, &mut ws.norm, pack, shared);
                     }
                 }
                 match pass.target {
