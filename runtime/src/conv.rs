@@ -440,63 +440,74 @@ fn pack_b_body(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize,
         let t = k0 % kk3;
         (k0 / kk3, t / (g.k * g.k), (t / g.k) % g.k, t % g.k)
     };
-    for kk in 0..kc {
+    let mut kk = 0;
+    while kk < kc {
         let chan = &input.data[ci * in_chan..(ci + 1) * in_chan];
+        // With SIMD, the three kw taps of a kernel row share one source row: do them together.
+        let taps = if simd && g.k == 3 && kw == 0 && kk + 3 <= kc { 3 } else { 1 };
         for sg in segs {
             let len = sg.len as usize;
-            let at = sg.dst as usize + kk * NR;
-            let d = &mut dst[at..at + len];
             let zd = sg.od as isize * s + kd as isize - pad;
             let zh = sg.oh as isize * s + kh as isize - pad;
             if zd < 0 || zd >= vd || zh < 0 || zh >= vh {
-                d.fill(0.0);
+                for t in 0..taps {
+                    let at = sg.dst as usize + (kk + t) * NR;
+                    dst[at..at + len].fill(0.0);
+                }
                 continue;
             }
             let sd = (zd >> up) as usize - input.z0;
             let sh = (zh >> up) as usize;
             let row = &chan[sd * in_plane + sh * g.win..sd * in_plane + (sh + 1) * g.win];
-            let zw0 = sg.ow as isize * s + kw as isize - pad;
-            if simd {
-                let lo = (-zw0).clamp(0, len as isize) as usize;
-                let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
-                // SAFETY: lanes outside [lo, hi) are masked (never read); d has `len` lanes.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    if up == 0 {
-                        simd_pack::run_copy(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi);
-                    } else {
-                        simd_pack::run_up2(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi, g.win);
+            for t in 0..taps {
+                let at = sg.dst as usize + (kk + t) * NR;
+                let d = &mut dst[at..at + len];
+                let zw0 = sg.ow as isize * s + (kw + t) as isize - pad;
+                if simd {
+                    let lo = (-zw0).clamp(0, len as isize) as usize;
+                    let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
+                    // SAFETY: lanes outside [lo, hi) are masked (never read); d has `len` lanes.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        if up == 0 {
+                            simd_pack::run_copy(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi);
+                        } else {
+                            simd_pack::run_up2(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi, g.win);
+                        }
+                    }
+                } else if fast {
+                    let lo = (-zw0).clamp(0, len as isize) as usize;
+                    let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
+                    d[..lo].fill(0.0);
+                    if hi > lo {
+                        let src0 = (zw0 + lo as isize) as usize;
+                        copy_run(&mut d[lo..hi], &row[src0..src0 + hi - lo]);
+                    }
+                    d[hi..].fill(0.0);
+                } else {
+                    for (i, x) in d.iter_mut().enumerate() {
+                        let zw = zw0 + i as isize * s;
+                        *x = if zw < 0 || zw >= vw { 0.0 } else { row[(zw >> up) as usize] };
                     }
                 }
-            } else if fast {
-                let lo = (-zw0).clamp(0, len as isize) as usize;
-                let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
-                d[..lo].fill(0.0);
-                if hi > lo {
-                    let src0 = (zw0 + lo as isize) as usize;
-                    copy_run(&mut d[lo..hi], &row[src0..src0 + hi - lo]);
-                }
-                d[hi..].fill(0.0);
-            } else {
-                for (i, x) in d.iter_mut().enumerate() {
-                    let zw = zw0 + i as isize * s;
-                    *x = if zw < 0 || zw >= vw { 0.0 } else { row[(zw >> up) as usize] };
+            }
+        }
+        for _ in 0..taps {
+            kw += 1;
+            if kw == g.k {
+                kw = 0;
+                kh += 1;
+                if kh == g.k {
+                    kh = 0;
+                    kd += 1;
+                    if kd == g.k {
+                        kd = 0;
+                        ci += 1;
+                    }
                 }
             }
         }
-        kw += 1;
-        if kw == g.k {
-            kw = 0;
-            kh += 1;
-            if kh == g.k {
-                kh = 0;
-                kd += 1;
-                if kd == g.k {
-                    kd = 0;
-                    ci += 1;
-                }
-            }
-        }
+        kk += taps;
     }
     // Zero the padding columns of the last panel.
     let tail = panels * NR - nc;
