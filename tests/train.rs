@@ -130,7 +130,8 @@ fn train_lowers_loss_resumes_exactly_and_exports() {
 
     // The same run, killed after a checkpoint and resumed.
     let b = st.path("ae_b");
-    let mut child = bin().args(args(&st.train("autoencoder", &b, &["--config", &cfg]))).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        bin().args(args(&st.train("autoencoder", &b, &["--config", &cfg]))).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let t0 = Instant::now();
     while !(b.join("checkpoint.ckpt").is_file()) && t0.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(2));
@@ -184,10 +185,12 @@ fn train_lowers_loss_resumes_exactly_and_exports() {
     assert!(mc.encoder.is_none());
     let out = st.path("gen");
     ok(&["generate", "--model", &s(&blob), "--out", &s(&out), "--format", "npy", "--threads", "2"]);
-    let files: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "npy")).collect();
+    let files: Vec<_> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "npy")).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let bytes = std::fs::read(&files[0]).unwrap();
-    let vals: Vec<f32> = bytes[bytes.len() - 16 * 16 * 12 * 4..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let vals: Vec<f32> =
+        bytes[bytes.len() - 16 * 16 * 12 * 4..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     assert!(vals.iter().all(|v| v.is_finite()));
     assert!(vals.iter().any(|&v| v != vals[0]));
 

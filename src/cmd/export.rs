@@ -85,11 +85,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         other => bail!("{}: recorded latent shape {other:?} is not [C, D, H, W]", df_path.display()),
     };
     let pre = &df_rec.data.preprocess;
-    let geometry = OutputGeometry {
-        spacing_mm: pre.spacing_mm.map(|s| s as f32),
-        orientation: "RAS".into(),
-        intensity_range: [0.0, 1.0],
-    };
+    let geometry = OutputGeometry { spacing_mm: pre.spacing_mm.map(|s| s as f32), orientation: "RAS".into(), intensity_range: [0.0, 1.0] };
     let provenance = Provenance {
         producer: format!("brats-ldm {} train", env!("CARGO_PKG_VERSION")),
         data: format!(

@@ -14,6 +14,9 @@ const MARGIN: usize = 24;
 pub const SERIES: [(&str, [u8; 3]); 4] =
     [("loss", [200, 30, 30]), ("loss_g", [200, 30, 30]), ("l1", [30, 90, 200]), ("disc", [40, 150, 60])];
 
+/// Points (step, log10 loss) and a colour.
+type Series = (Vec<(f64, f64)>, [u8; 3]);
+
 struct Canvas {
     px: Vec<u8>,
 }
@@ -28,9 +31,9 @@ impl Canvas {
             return;
         }
         let i = (y as usize * W + x as usize) * 3;
-        for k in 0..3 {
-            let old = self.px[i + k] as f32;
-            self.px[i + k] = (old + (c[k] as f32 - old) * alpha).round() as u8;
+        for (px, &target) in self.px[i..i + 3].iter_mut().zip(&c) {
+            let old = *px as f32;
+            *px = (old + (target as f32 - old) * alpha).round() as u8;
         }
     }
 
@@ -45,7 +48,7 @@ impl Canvas {
 
 /// Draws the loss curves of `log` (JSON objects with `step` and loss fields) to `out` (atomic).
 pub fn write_loss_png(log: &[serde_json::Value], out: &Path) -> anyhow::Result<()> {
-    let mut series: Vec<(Vec<(f64, f64)>, [u8; 3])> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for (name, colour) in SERIES {
         let pts: Vec<(f64, f64)> = log
             .iter()

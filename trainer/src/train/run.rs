@@ -272,7 +272,10 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
     let mut t = if o.resume {
         let (t, extra) = VaeGanTrainer::resume(&ckpt)?;
         if t.config != st.trainer {
-            return Err(TrainError::Invalid(format!("{}: the checkpoint's autoencoder configuration differs from the given one", ckpt.display())));
+            return Err(TrainError::Invalid(format!(
+                "{}: the checkpoint's autoencoder configuration differs from the given one",
+                ckpt.display()
+            )));
         }
         check_record(&ckpt, &extra, &record)?;
         trim_log(&o.out.join(LOG_FILE), t.step)?;
@@ -312,7 +315,14 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
     if !ckpt.is_file() {
         t.save(&ckpt, extra)?;
     }
-    Ok(RunSummary { start_step, end_step: t.step, first_loss: first, last_loss: last, wall_s: started.elapsed().as_secs_f64(), checkpoint: ckpt })
+    Ok(RunSummary {
+        start_step,
+        end_step: t.step,
+        first_loss: first,
+        last_loss: last,
+        wall_s: started.elapsed().as_secs_f64(),
+        checkpoint: ckpt,
+    })
 }
 
 /// The recorded loop state must match this invocation's (same data, batch and shapes).
@@ -396,7 +406,11 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
         data: DataRecord { description: o.data_description.clone(), volumes: o.volumes.len(), preprocess: cfg.data.clone() },
         batch_size: st.batch_size,
         sample_shape: vec![ld.c, ld.d, ld.h, ld.w],
-        autoencoder: Some(AutoencoderRef { path: ae_path.display().to_string(), step: ae.step, params_hash: params_hash(&ae.ae_params.data) }),
+        autoencoder: Some(AutoencoderRef {
+            path: ae_path.display().to_string(),
+            step: ae.step,
+            params_hash: params_hash(&ae.ae_params.data),
+        }),
     };
     let mut t = if o.resume {
         let (t, extra) = DiffusionTrainer::resume(&ckpt)?;
@@ -411,7 +425,10 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
         }
         let want = DiffusionConfig { scale_factor: t.config.scale_factor, ..stage_config(cfg, 1.0) };
         if t.config != want {
-            return Err(TrainError::Invalid(format!("{}: the checkpoint's diffusion configuration differs from the given one", ckpt.display())));
+            return Err(TrainError::Invalid(format!(
+                "{}: the checkpoint's diffusion configuration differs from the given one",
+                ckpt.display()
+            )));
         }
         trim_log(&o.out.join(LOG_FILE), t.step)?;
         t
@@ -457,7 +474,14 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
     if !ckpt.is_file() {
         t.save(&ckpt, extra)?;
     }
-    Ok(RunSummary { start_step, end_step: t.step, first_loss: first, last_loss: last, wall_s: started.elapsed().as_secs_f64(), checkpoint: ckpt })
+    Ok(RunSummary {
+        start_step,
+        end_step: t.step,
+        first_loss: first,
+        last_loss: last,
+        wall_s: started.elapsed().as_secs_f64(),
+        checkpoint: ckpt,
+    })
 }
 
 /// The trainer configuration of the diffusion stage with scale factor `s`.

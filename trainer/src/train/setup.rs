@@ -210,14 +210,19 @@ impl TrainConfig {
         let f = 1usize << (enc.num_channels.len() - 1);
         for (what, shape) in [("autoencoder.patch", ae.patch), ("data.roi", self.data.roi)] {
             if shape.iter().any(|&s| s == 0 || s % f != 0) {
-                return bad(format!("{what} {shape:?} must be positive and divisible by {f} (the autoencoder downsamples {} times)", enc.num_channels.len() - 1));
+                return bad(format!(
+                    "{what} {shape:?} must be positive and divisible by {f} (the autoencoder downsamples {} times)",
+                    enc.num_channels.len() - 1
+                ));
             }
         }
         if ae.patch.iter().zip(self.data.roi).any(|(&p, r)| p > r) {
             return bad(format!("autoencoder.patch {:?} is larger than data.roi {:?}", ae.patch, self.data.roi));
         }
         let df = &self.diffusion;
-        for (what, b, s, k) in [("autoencoder", ae.batch_size, ae.steps, ae.checkpoint_every), ("diffusion", df.batch_size, df.steps, df.checkpoint_every)] {
+        for (what, b, s, k) in
+            [("autoencoder", ae.batch_size, ae.steps, ae.checkpoint_every), ("diffusion", df.batch_size, df.steps, df.checkpoint_every)]
+        {
             if b == 0 || s == 0 || k == 0 {
                 return bad(format!("{what}: batch_size, steps and checkpoint_every must be at least 1"));
             }
@@ -231,7 +236,10 @@ impl TrainConfig {
         let lat = self.latent_spatial();
         let uf = 1usize << df.unet.num_channels.len().saturating_sub(1);
         if lat.iter().any(|&s| s % uf != 0) {
-            return bad(format!("latent size {lat:?} (data.roi / {f}) must be divisible by {uf} for the UNet's {} levels", df.unet.num_channels.len()));
+            return bad(format!(
+                "latent size {lat:?} (data.roi / {f}) must be divisible by {uf} for the UNet's {} levels",
+                df.unet.num_channels.len()
+            ));
         }
         if df.scheduler.num_train_timesteps == 0 {
             return bad("diffusion.scheduler.num_train_timesteps must be at least 1".into());
