@@ -12,10 +12,10 @@ const MAX_HEADER_BYTES: usize = 1 << 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Io {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path} is not a .npy file (no \\x93NUMPY magic)")]
     Magic { path: String },
@@ -52,9 +52,9 @@ pub struct NpyArray {
 /// Reads and validates a little-endian float32, C-order `.npy` file.
 pub fn read_f32(path: &Path) -> Result<NpyArray, NpyError> {
     let p = path.display().to_string();
-    let io = |source| NpyError::Io {
+    let io = |cause| NpyError::Io {
         path: p.clone(),
-        source,
+        cause,
     };
     let bytes = std::fs::read(path).map_err(io)?;
     parse_f32(&bytes, &p)

@@ -21,8 +21,8 @@ const MAX_HEADER: u64 = 64 << 20;
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{path}: not a brats-ldm checkpoint (bad magic)")]
     Magic { path: PathBuf },
     #[error("{path}: corrupt checkpoint: {msg}")]
@@ -82,7 +82,7 @@ impl<W: Write> HashingWriter<W> {
 
 /// Writes `header` and the sections (same order and lengths as `header.sections`) atomically.
 pub fn save(path: &Path, header: &CheckpointHeader, sections: &[&[f32]]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
+    let io = |cause| CheckpointError::Io { path: path.to_path_buf(), cause };
     if sections.len() != header.sections.len()
         || sections.iter().zip(&header.sections).any(|(s, i)| s.len() as u64 != i.len)
     {
@@ -127,7 +127,7 @@ pub fn save(path: &Path, header: &CheckpointHeader, sections: &[&[f32]]) -> Resu
 
 /// Reads and validates a checkpoint; returns the header and the sections.
 pub fn load(path: &Path) -> Result<(CheckpointHeader, Vec<Vec<f32>>), CheckpointError> {
-    let bytes = fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    let bytes = fs::read(path).map_err(|cause| CheckpointError::Io { path: path.to_path_buf(), cause })?;
     let corrupt = |msg: String| CheckpointError::Corrupt { path: path.to_path_buf(), msg };
     if bytes.len() < 24 || &bytes[..8] != MAGIC {
         return Err(CheckpointError::Magic { path: path.to_path_buf() });

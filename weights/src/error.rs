@@ -9,14 +9,11 @@ use crate::DType;
 
 #[derive(Debug, Error)]
 pub enum BlobError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is part of the message (not a `source()`), so `{:#}` chains print it once.
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("write failed: {0}")]
-    Write(#[source] std::io::Error),
+    Write(std::io::Error),
     #[error("file is {len} bytes, shorter than the {min}-byte minimum (prefix + checksum): truncated or not a blob")]
     TooShort { len: u64, min: u64 },
     #[error("bad magic {found:02x?}: not a brats-ldm weight blob")]

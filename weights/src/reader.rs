@@ -45,9 +45,9 @@ impl Blob {
     /// Reads the file with one read into one buffer, then validates it (`from_bytes`).
     pub fn open(path: impl AsRef<Path>) -> Result<Blob, BlobError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| BlobError::Io {
+        let bytes = std::fs::read(path).map_err(|cause| BlobError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Blob::from_bytes(bytes)
     }

@@ -54,7 +54,7 @@ pub fn write_blob_file(path: impl AsRef<Path>, config: &ModelConfig, tensors: &[
     let tmp = temp_path(path);
     let io = |p: &Path| {
         let p = p.to_path_buf();
-        move |source| BlobError::Io { path: p, source }
+        move |cause| BlobError::Io { path: p, cause }
     };
     let result = (|| {
         let file = OpenOptions::new()
@@ -66,7 +66,7 @@ pub fn write_blob_file(path: impl AsRef<Path>, config: &ModelConfig, tensors: &[
         write_blob(&mut buf, config, tensors)?;
         let file = buf.into_inner().map_err(|e| BlobError::Io {
             path: tmp.clone(),
-            source: e.into_error(),
+            cause: e.into_error(),
         })?;
         file.sync_all().map_err(io(&tmp))?;
         drop(file);

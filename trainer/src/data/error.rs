@@ -5,11 +5,10 @@ use std::path::PathBuf;
 /// Errors of NIfTI reading/writing, preprocessing, dataset discovery, phantoms and download.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: not a readable NIfTI-1 file: {reason}")]
     BadNifti { path: PathBuf, reason: String },
@@ -60,10 +59,10 @@ pub enum DataError {
 
 impl DataError {
     /// Wrap an I/O error with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }
