@@ -6,6 +6,7 @@ weights: it times one UNet step and one decode in eager fp32 on the CPU, like th
 `cargo run --release -p ldm-runtime --example bundle`.
 
 Usage: .venv-bench/bin/python benches/pytorch_reference.py [--threads 2] [--latent 12 12 8] [--reps 3]
+       [--device cuda] [--amp fp16|bf16]   (GPU baseline of issue 6: --latent 36 44 28, fp32 and AMP)
 (`python3 -m venv .venv-bench && .venv-bench/bin/pip install torch numpy` first.)
 """
 import argparse
@@ -147,13 +148,27 @@ class Unet(nn.Module):
         return self.out(h)
 
 
-def best_of(fn, reps):
+def best_of(fn, reps, sync=lambda: None):
+    fn()  # warm-up (cuDNN autotuning, lazy allocations)
+    sync()
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def timed_peak(fn, reps, device):
+    """Best time of `fn` and, on CUDA, the peak bytes allocated while it ran."""
+    if device != "cuda":
+        return best_of(fn, reps), None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    t = best_of(fn, reps, torch.cuda.synchronize)
+    return t, torch.cuda.max_memory_allocated() - base
 
 
 def main():
@@ -162,6 +177,9 @@ def main():
     ap.add_argument("--latent", type=int, nargs=3, default=[12, 12, 8])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="the tiny fixture configuration (latent 8 8 4)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"],
+                    help="torch.autocast mixed precision (the bundle's GPU baseline is AMP)")
     args = ap.parse_args()
     global GROUPS
     torch.set_num_threads(args.threads)
@@ -173,11 +191,18 @@ def main():
         dec = Decoder(ch=(16, 16, 32)).eval()
     else:
         unet, dec = Unet().eval(), Decoder().eval()
-    x = torch.randn(1, 8, *args.latent)
-    with torch.no_grad():
-        tu = best_of(lambda: unet(x, torch.tensor([500])), args.reps)
-        td = best_of(lambda: dec(x), args.reps)
-    print(f"pytorch {torch.__version__}, {args.threads} threads, latent {args.latent}, {'tiny' if args.tiny else 'bundle widths'}")
+    dev = torch.device(args.device)
+    unet, dec = unet.to(dev), dec.to(dev)
+    x = torch.randn(1, 8, *args.latent).to(dev)
+    t500 = torch.tensor([500], device=dev)
+    amp = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.amp]
+    with torch.no_grad(), torch.autocast(args.device, dtype=amp or torch.float32, enabled=amp is not None):
+        tu, mu = timed_peak(lambda: unet(x, t500), args.reps, args.device)
+        td, md = timed_peak(lambda: dec(x), args.reps, args.device)
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} threads"
+    print(f"pytorch {torch.__version__}, {where}, amp {args.amp}, latent {args.latent}, {'tiny' if args.tiny else 'bundle widths'}")
+    if mu is not None:
+        print(f"peak activations: unet step {mu / 2**30:.3f} GiB, decode {md / 2**30:.3f} GiB")
     if args.tiny or args.latent != [12, 12, 8]:
         print(f"unet step: best {tu * 1e3:.2f} ms")
         print(f"decode: best {td * 1e3:.2f} ms")
