@@ -4,10 +4,15 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
-    #[error("device {0} is not available in this build (the CPU backend is the only one compiled in)")]
+    /// The device cannot be used: the text names the device and why (a build without the
+    /// `cuda` feature, no driver, no GPU, missing cuBLAS/cuDNN, too old a GPU).
+    #[error("device unavailable: {0}")]
     DeviceUnavailable(String),
-    #[error("precision {0} is not supported on the CPU backend (only f32)")]
+    #[error("precision {0} is not supported on the CPU backend (only f32; f16/bf16 need a CUDA device)")]
     UnsupportedPrecision(String),
+    /// The backend the runtime was built for lacks this operation.
+    #[error("{operation} is not available on the {backend} backend")]
+    Unsupported { operation: &'static str, backend: &'static str },
     #[error("the blob has no {0} network, which this operation needs")]
     MissingNetwork(&'static str),
     #[error("missing tensor `{0}` in the weights")]
@@ -28,4 +33,8 @@ pub enum RuntimeError {
     Overflow(&'static str),
     #[error("could not start worker thread: {0}")]
     Thread(String),
+    /// A failure inside the CUDA backend (driver, cuBLAS, cuDNN, launch, capture).
+    #[cfg(feature = "cuda")]
+    #[error(transparent)]
+    Cuda(crate::cuda::CudaError),
 }

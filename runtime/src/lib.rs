@@ -1,12 +1,14 @@
 //! ldm-runtime: loads a blob, plans every buffer up front, runs the sampler and the decoder.
 //!
-//! Modules: `runtime` (the public `Runtime`), `model` (graph builders for the decoder and the
+//! Modules: `runtime` (the public `Runtime`, dispatching to a backend), `cpu` (the CPU backend),
+//! `cuda` (the CUDA backend, feature "cuda"), `model` (graph builders for the decoder and the
 //! UNet), `graph` (static plan and arena offsets), `exec` (CPU executor), kernels (`conv`, `gemm`,
 //! `norm`, `attention`, `fastmath`), `schedule` (DDIM/DDPM), `philox` (noise), `pool` (threads).
 
 pub mod attention;
 pub mod capi;
 pub mod conv;
+mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;

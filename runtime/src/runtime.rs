@@ -1,22 +1,18 @@
-//! `Runtime`: validates options, builds and plans both graphs, allocates everything once, and
-//! runs samplers, the UNet and the decoder with no further allocation.
+//! `Runtime`: the public API, one for every backend. `Options::device` picks the backend at
+//! construction (the CPU one in `cpu.rs`, the CUDA one in `cuda/` when built with feature
+//! `cuda`); every method then dispatches to it, and an operation a backend lacks is a typed
+//! `RuntimeError::Unsupported`, never a panic.
 
+use crate::cpu::CpuRuntime;
 use crate::error::RuntimeError;
-use crate::exec::{self, Workspaces};
-use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
-use crate::options::{Device, Options, Precision, Progress, Sampler};
-use crate::philox::philox_normal;
-use crate::pool::Pool;
-use crate::schedule::{ddim_step, ddim_timesteps, ddpm_step, Schedule};
-use crate::slab::SlabPlan;
+use crate::options::{Device, Options, Progress};
+use crate::schedule::Schedule;
 use crate::weights::{WeightSource, WeightStore};
-use crate::{attention, conv, gemm};
-use ldm_weights::{Blob, ModelConfig, OutputGeometry, SamplerKind};
+use ldm_weights::{Blob, ModelConfig, OutputGeometry};
 
-/// Default bytes of one normalisation slab (input planes normalised ahead of a convolution).
-const SLAB_BYTES: usize = 32 << 20;
-
-/// Memory of the static plan, known before anything large is allocated.
+/// Memory of the static plan, known before anything large is allocated. On the CUDA backend
+/// the bytes are device bytes: `arena_bytes` holds activations and scratch, `workspace_bytes`
+/// the cuDNN and cuBLAS workspaces, and `threads` is 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanReport {
     /// Packed weights and vectors.
@@ -43,51 +39,15 @@ pub struct PlanReport {
     pub decoder_slab_planes: usize,
 }
 
+/// Loads a model once, then samples, runs the UNet and decodes on the chosen device.
 pub struct Runtime {
-    config: ModelConfig,
-    batch: usize,
-    pool: Pool,
-    params: Params,
-    unet: Option<UnetModel>,
-    decoder: Option<DecoderModel>,
-    arena: Vec<f32>,
-    ws: Workspaces,
-    dynamic: Vec<Vec<f32>>,
-    emb: [Vec<f32>; 3],
-    schedule: Schedule,
-    timesteps: Vec<u32>,
-    sampler: Sampler,
-    latent: [usize; 4],
-    out_shape: [usize; 4],
-    x: Vec<f32>,
-    eps: Vec<f32>,
-    noise: Vec<f32>,
-    report: PlanReport,
-    slab: Option<SlabPlan>,
-    slab_stats: Vec<f32>,
-    slab_moments: Vec<f64>,
+    backend: Backend,
 }
 
-fn numel(s: [usize; 4]) -> usize {
-    s.iter().product()
-}
-
-/// A zeroed buffer that fails with an error instead of aborting when memory is short. It comes
-/// from `alloc_zeroed` (calloc), so pages become resident only when first used.
-fn try_vec(len: usize, what: &'static str) -> Result<Vec<f32>, RuntimeError> {
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| RuntimeError::Overflow(what))?;
-    // SAFETY: non-zero size; the pointer is checked; zeroed f32s are valid values; the Vec takes
-    // ownership with the same layout (capacity = len).
-    unsafe {
-        let p = std::alloc::alloc_zeroed(layout) as *mut f32;
-        if p.is_null() {
-            return Err(RuntimeError::Overflow(what));
-        }
-        Ok(Vec::from_raw_parts(p, len, len))
-    }
+enum Backend {
+    Cpu(Box<CpuRuntime>),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<cuda_backend::CudaBackend>),
 }
 
 impl Runtime {
@@ -102,322 +62,112 @@ impl Runtime {
         Runtime::from_source(config, store, opts)
     }
 
-    /// Builds a runtime taking tensors from any `WeightSource`.
+    /// Builds a runtime taking tensors from any `WeightSource`, on `opts.device`.
     pub fn from_source(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<Runtime, RuntimeError> {
-        config.validate().map_err(|e| RuntimeError::InvalidConfig(e.to_string()))?;
-        match opts.device {
-            Device::Cpu => {}
-            Device::Cuda(i) => return Err(RuntimeError::DeviceUnavailable(format!("cuda:{i}"))),
-        }
-        match opts.precision {
-            Precision::F32 => {}
-            p => return Err(RuntimeError::UnsupportedPrecision(format!("{p:?}").to_lowercase())),
-        }
-        if opts.batch == 0 || opts.batch > 1 << 20 {
-            return Err(RuntimeError::InvalidOption(format!("batch {} must be in 1..=2^20", opts.batch)));
-        }
-        let threads = match opts.threads {
-            Some(0) => return Err(RuntimeError::InvalidOption("threads must be at least 1".into())),
-            Some(t) => t.min(1024),
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        let backend = match opts.device {
+            Device::Cpu => Backend::Cpu(Box::new(CpuRuntime::from_source(config, store, opts)?)),
+            Device::Cuda(ordinal) => cuda_backend::open(config, store, &opts, ordinal)?,
         };
-        if !(config.scale_factor.is_finite() && config.scale_factor != 0.0) {
-            return Err(RuntimeError::InvalidConfig(format!("scale factor {} must be finite and non-zero", config.scale_factor)));
+        Ok(Runtime { backend })
+    }
+
+    /// The device this runtime computes on.
+    pub fn device(&self) -> Device {
+        match &self.backend {
+            Backend::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => Device::Cuda(c.ordinal),
         }
-        let latent = opts.latent_shape.unwrap_or(config.latent_shape.map(|v| v as usize));
-        if latent.iter().any(|&v| v == 0 || v > 1 << 16) {
-            return Err(RuntimeError::InvalidOption(format!("latent shape {latent:?} has a zero or huge dimension")));
-        }
-        let schedule = Schedule::new(&config.scheduler)?;
-        let t_train = schedule.num_train_timesteps();
-        let sampler = opts.sampler.unwrap_or(match config.scheduler.default_sampler {
-            SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
-            SamplerKind::Ddpm => Sampler::Ddpm,
-        });
-        let timesteps = match sampler {
-            Sampler::Ddim { eta } => {
-                if !(eta.is_finite() && eta >= 0.0) {
-                    return Err(RuntimeError::InvalidOption(format!("DDIM eta {eta} must be finite and >= 0")));
-                }
-                ddim_timesteps(t_train, opts.steps.unwrap_or(config.scheduler.default_steps as usize))?
-            }
-            Sampler::Ddpm => {
-                let n = opts.steps.unwrap_or(t_train);
-                if n != t_train {
-                    return Err(RuntimeError::InvalidOption(format!(
-                        "DDPM runs every training timestep: steps must be {t_train}, got {n}"
-                    )));
-                }
-                (0..t_train as u32).rev().collect()
-            }
-        };
-        gemm::init();
-        let slab = opts.max_memory.map_or(SLAB_BYTES, |m| (m / 16).clamp(1 << 16, SLAB_BYTES));
-        let mut params = Params::default();
-        let unet = match &config.unet {
-            Some(c) => Some(build_unet(c, store, latent, &mut params, slab)?),
-            None => None,
-        };
-        let decoder = match &config.decoder {
-            Some(c) => Some(build_decoder(c, store, latent, &mut params, slab)?),
-            None => None,
-        };
-        let out_shape = match &decoder {
-            Some(d) => [d.output.c, d.output.d, d.output.h, d.output.w],
-            None => [0; 4],
-        };
-        let graphs = unet.iter().map(|u| &u.graph).chain(decoder.iter().map(|d| &d.graph));
-        let mut arena_len = graphs.clone().map(|g| g.arena_len).max().unwrap_or(0);
-        let norm_len = graphs.clone().map(|g| g.norm_ws).max().unwrap_or(0);
-        let max_dh = config
-            .unet
-            .as_ref()
-            .map(|u| u.num_head_channels.iter().copied().max().unwrap_or(0) as usize)
-            .unwrap_or(0);
-        let pack_len = threads * conv::pack_len() + graphs.clone().map(|g| g.shared_pack_len()).max().unwrap_or(0);
-        let shared_len = graphs.clone().map(|g| g.shared_pack_len()).max().unwrap_or(0);
-        let attn_len = if max_dh > 0 { threads * attention::ws_len(max_dh) } else { 0 };
-        let n = numel(latent);
-        let temb = unet.as_ref().map_or(0, |u| 4 * u.c0);
-        let dyn_len: usize = unet.as_ref().map_or(0, |u| u.slots.iter().map(|s| s.cout).sum());
-        let state_floats = 3 * n + 3 * temb + dyn_len;
-        let ws_floats = pack_len + norm_len + attn_len;
-        let unet_arena = unet.as_ref().map_or(0, |u| u.graph.arena_len);
-        let mut report = PlanReport {
-            weights_bytes: params.bytes(),
-            arena_bytes: arena_len * 4,
-            workspace_bytes: ws_floats * 4,
-            state_bytes: state_floats * 4,
-            total_bytes: params.bytes() + (arena_len + ws_floats + state_floats) * 4,
-            unet_arena_bytes: unet_arena * 4,
-            decoder_arena_bytes: decoder.as_ref().map_or(0, |d| d.graph.arena_len * 4),
-            unet_unshared_bytes: unet.as_ref().map_or(0, |u| u.graph.total_buffer_len() * 4),
-            decoder_unshared_bytes: decoder.as_ref().map_or(0, |d| d.graph.total_buffer_len() * 4),
-            unet_ops: unet.as_ref().map_or(0, |u| u.graph.ops.len()),
-            decoder_ops: decoder.as_ref().map_or(0, |d| d.graph.ops.len()),
-            threads,
-            decoder_slabs: 0,
-            decoder_passes: 0,
-            decoder_slab_planes: 0,
-        };
-        let mut slab = None;
-        if let Some(limit) = opts.max_memory {
-            let needed = report.total_bytes - report.weights_bytes;
-            if needed > limit {
-                // Decode in slabs: the largest decoder arena that still fits.
-                let Some(d) = &decoder else { return Err(RuntimeError::MemoryLimit { needed, limit }) };
-                let d_groups = config.decoder.as_ref().map_or(0, |c| c.norm_num_groups as usize);
-                let fixed = (ws_floats + state_floats) * 4;
-                let budget = limit.saturating_sub(fixed) / 4;
-                let plan = SlabPlan::choose(&d.graph, d.output.buf, budget)
-                    .map_err(|_| RuntimeError::MemoryLimit { needed, limit })?;
-                let dec_arena = plan.arena_len();
-                // statistics store (f32) + moment accumulators (2 f64 per group = 4 floats)
-                let extra = plan.stats_len() + 4 * d_groups;
-                let arena = unet_arena.max(dec_arena);
-                report.decoder_arena_bytes = dec_arena * 4;
-                report.arena_bytes = arena * 4;
-                report.state_bytes = (state_floats + extra) * 4;
-                report.total_bytes = params.bytes() + (arena + ws_floats + state_floats + extra) * 4;
-                report.decoder_slabs = plan.slabs;
-                report.decoder_passes = plan.passes_count;
-                report.decoder_slab_planes = plan.slab;
-                let needed = report.total_bytes - report.weights_bytes;
-                if needed > limit {
-                    return Err(RuntimeError::MemoryLimit { needed, limit });
-                }
-                arena_len = arena;
-                slab = Some(plan);
-            }
-        }
-        // The plan is known; now allocate.
-        let pool = Pool::new(threads)?;
-        let dynamic = unet.as_ref().map_or(Vec::new(), |u| u.slots.iter().map(|s| vec![0f32; s.cout]).collect());
-        Ok(Runtime {
-            config: config.clone(),
-            batch: opts.batch,
-            pool,
-            params,
-            arena: try_vec(arena_len, "arena")?,
-            ws: Workspaces {
-                pack: try_vec(pack_len - shared_len, "pack workspace")?,
-                shared: try_vec(shared_len, "shared pack workspace")?,
-                norm: try_vec(norm_len, "norm workspace")?,
-                attn: try_vec(attn_len, "attention workspace")?,
-            },
-            unet,
-            decoder,
-            dynamic,
-            emb: [vec![0f32; temb / 4], vec![0f32; temb], vec![0f32; temb]],
-            schedule,
-            timesteps,
-            sampler,
-            latent,
-            out_shape,
-            x: try_vec(n, "latent")?,
-            eps: try_vec(n, "epsilon")?,
-            noise: try_vec(n, "noise")?,
-            report,
-            slab_stats: try_vec(slab.as_ref().map_or(0, |p| p.stats_len()), "slab statistics")?,
-            slab_moments: vec![0f64; if slab.is_some() { 2 * config.decoder.as_ref().map_or(0, |d| d.norm_num_groups as usize) } else { 0 }],
-            slab,
-        })
     }
 
     pub fn plan(&self) -> &PlanReport {
-        &self.report
+        match &self.backend {
+            Backend::Cpu(r) => r.plan(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => &c.report,
+        }
     }
     pub fn output_shape(&self) -> [usize; 4] {
-        self.out_shape
+        match &self.backend {
+            Backend::Cpu(r) => r.output_shape(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.rt.output_shape(),
+        }
     }
     pub fn latent_shape(&self) -> [usize; 4] {
-        self.latent
+        match &self.backend {
+            Backend::Cpu(r) => r.latent_shape(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.rt.latent_shape(),
+        }
     }
     pub fn geometry(&self) -> &OutputGeometry {
-        &self.config.geometry
+        &self.config().geometry
     }
     pub fn timesteps(&self) -> &[u32] {
-        &self.timesteps
+        match &self.backend {
+            Backend::Cpu(r) => r.timesteps(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.rt.timesteps(),
+        }
     }
     pub fn config(&self) -> &ModelConfig {
-        &self.config
+        match &self.backend {
+            Backend::Cpu(r) => r.config(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.rt.config(),
+        }
     }
     pub fn flops_per_unet_step(&self) -> f64 {
-        self.unet.as_ref().map_or(0.0, |u| u.graph.flops)
+        match &self.backend {
+            Backend::Cpu(r) => r.flops_per_unet_step(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.rt.flops_per_unet_step(),
+        }
     }
     pub fn flops_per_decode(&self) -> f64 {
-        self.decoder.as_ref().map_or(0.0, |d| d.graph.flops)
-    }
-
-    /// Evaluates the time embedding MLP and every ResnetBlock's projection for timestep `t`.
-    fn time_embedding(&mut self, t: u32) {
-        let Some(u) = &self.unet else { return };
-        let v = &self.params.vecs;
-        let half = u.c0 / 2;
-        let [e0, e1, e2] = &mut self.emb;
-        let ln = -(10000f64.ln()) as f32;
-        for i in 0..half {
-            let expo = ln * i as f32;
-            let freq = ((expo / half as f32) as f64).exp() as f32;
-            let arg = (t as f32 * freq) as f64;
-            e0[i] = arg.cos() as f32;
-            e0[half + i] = arg.sin() as f32;
+        match &self.backend {
+            Backend::Cpu(r) => r.flops_per_decode(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.rt.flops_per_decode(),
         }
-        let linear = |w: &[f32], b: &[f32], x: &[f32], y: &mut [f32], act: bool| {
-            for (o, yo) in y.iter_mut().enumerate() {
-                let row = &w[o * x.len()..(o + 1) * x.len()];
-                let s: f64 = row.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum();
-                let r = (s + b[o] as f64) as f32;
-                *yo = if act { crate::fastmath::silu(r) } else { r };
-            }
-        };
-        linear(&v[u.time_w1], &v[u.time_b1], e0, e1, true);
-        // e2 = SiLU(time_embed(...)): every ResnetBlock applies SiLU before its projection.
-        linear(&v[u.time_w2], &v[u.time_b2], e1, e2, true);
-        for (slot, d) in u.slots.iter().zip(self.dynamic.iter_mut()) {
-            let w = &v[slot.proj_w];
-            let pb = &v[slot.proj_b];
-            let cb = &v[slot.conv_bias];
-            for (o, y) in d.iter_mut().enumerate() {
-                let row = &w[o * e2.len()..(o + 1) * e2.len()];
-                let s: f64 = row.iter().zip(e2.iter()).map(|(&a, &b)| a as f64 * b as f64).sum();
-                *y = cb[o] + (s + pb[o] as f64) as f32;
-            }
+    }
+    /// The training schedule (betas, alphas, cumulative products).
+    pub fn schedule(&self) -> &Schedule {
+        match &self.backend {
+            Backend::Cpu(r) => r.schedule(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => &c.schedule,
         }
     }
 
     /// One UNet evaluation: `eps_out = unet(x, t)`.
     pub fn unet_forward(&mut self, x: &[f32], t: u32, eps_out: &mut [f32]) -> Result<(), RuntimeError> {
-        let n = numel(self.latent);
-        if x.len() != n {
-            return Err(RuntimeError::BufferSize { what: "UNet input", got: x.len(), expected: n });
-        }
-        if eps_out.len() != n {
-            return Err(RuntimeError::BufferSize { what: "UNet output", got: eps_out.len(), expected: n });
-        }
-        if self.unet.is_none() {
-            return Err(RuntimeError::MissingNetwork("unet"));
-        }
-        self.unet_inner(Some(x), t, Some(eps_out));
-        Ok(())
-    }
-
-    /// Runs the UNet on `x` (or on `self.x` when None) into `out` (or `self.eps`).
-    fn unet_inner(&mut self, x: Option<&[f32]>, t: u32, out: Option<&mut [f32]>) {
-        self.time_embedding(t);
-        let Some(u) = &self.unet else { return };
-        let g = &u.graph;
-        exec::buffer(g, &mut self.arena, u.input.buf).copy_from_slice(x.unwrap_or(&self.x));
-        exec::run(&self.pool, g, &self.params, &self.dynamic, &mut self.arena, &mut self.ws);
-        let res = exec::buffer(g, &mut self.arena, u.output.buf);
-        match out {
-            Some(o) => o.copy_from_slice(res),
-            None => self.eps.copy_from_slice(res),
+        match &mut self.backend {
+            Backend::Cpu(r) => r.unet_forward(x, t, eps_out),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.unet_forward(x, t, eps_out),
         }
     }
 
     /// Decodes one latent (divided by the blob's scale factor first) into `out`.
     pub fn decode(&mut self, latent: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
-        let n = numel(self.latent);
-        if latent.len() != n {
-            return Err(RuntimeError::BufferSize { what: "latent", got: latent.len(), expected: n });
+        match &mut self.backend {
+            Backend::Cpu(r) => r.decode(latent, out),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.decode(latent, out),
         }
-        let m = numel(self.out_shape);
-        if self.decoder.is_none() {
-            return Err(RuntimeError::MissingNetwork("decoder"));
-        }
-        if out.len() != m {
-            return Err(RuntimeError::BufferSize { what: "decoded volume", got: out.len(), expected: m });
-        }
-        self.decode_inner(Some(latent), out);
-        Ok(())
-    }
-
-    fn decode_inner(&mut self, latent: Option<&[f32]>, out: &mut [f32]) {
-        let Some(d) = &self.decoder else { return };
-        let g = &d.graph;
-        let s = self.config.scale_factor;
-        let src = latent.unwrap_or(&self.x);
-        if let Some(p) = &self.slab {
-            for (y, &v) in p.prefix_buffer(&mut self.arena, d.input.buf).iter_mut().zip(src) {
-                *y = v / s;
-            }
-            p.run(&self.pool, &self.params, &mut self.arena, &mut self.slab_stats, &mut self.slab_moments, &mut self.ws, out);
-            return;
-        }
-        for (y, &v) in exec::buffer(g, &mut self.arena, d.input.buf).iter_mut().zip(src) {
-            *y = v / s;
-        }
-        exec::run(&self.pool, g, &self.params, &self.dynamic, &mut self.arena, &mut self.ws);
-        out.copy_from_slice(exec::buffer(g, &mut self.arena, d.output.buf));
-    }
-
-    fn check_generate(&self, out: &[f32]) -> Result<(), RuntimeError> {
-        if self.unet.is_none() {
-            return Err(RuntimeError::MissingNetwork("unet"));
-        }
-        if self.decoder.is_none() {
-            return Err(RuntimeError::MissingNetwork("decoder"));
-        }
-        let m = self.batch * numel(self.out_shape);
-        if out.len() != m {
-            return Err(RuntimeError::BufferSize { what: "output volumes", got: out.len(), expected: m });
-        }
-        Ok(())
     }
 
     /// Generates `batch` volumes from `seed`. Volume `b` uses the Philox stream of `seed` from
     /// offset `b * 2^40`: its initial noise is elements `[0, n)`, the noise of step `s`
     /// (stochastic samplers) elements `[(s + 1) n, (s + 2) n)`, with `n` the latent size.
     pub fn generate(&mut self, seed: u64, out: &mut [f32], progress: &mut dyn FnMut(Progress)) -> Result<(), RuntimeError> {
-        self.check_generate(out)?;
-        let vol = numel(self.out_shape);
-        for b in 0..self.batch {
-            let base = (b as u64) << 40;
-            philox_normal(seed, base, &mut self.x);
-            self.sample(seed, base, &mut out[b * vol..(b + 1) * vol], progress);
+        match &mut self.backend {
+            Backend::Cpu(r) => r.generate(seed, out, progress),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.generate(seed, None, out, progress),
         }
-        Ok(())
     }
 
     /// Like `generate` but starts from the given initial noise (`batch` latents); stochastic
@@ -434,73 +184,298 @@ impl Runtime {
         out: &mut [f32],
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), RuntimeError> {
-        self.check_generate(out)?;
-        let n = numel(self.latent);
-        if noise.len() != self.batch * n {
-            return Err(RuntimeError::BufferSize { what: "initial noise", got: noise.len(), expected: self.batch * n });
+        match &mut self.backend {
+            Backend::Cpu(r) => r.generate_from_noise_seeded(noise, seed, out, progress),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.generate(seed, Some(noise), out, progress),
         }
-        let vol = numel(self.out_shape);
-        for b in 0..self.batch {
-            self.x.copy_from_slice(&noise[b * n..(b + 1) * n]);
-            self.sample(seed, (b as u64) << 40, &mut out[b * vol..(b + 1) * vol], progress);
-        }
-        Ok(())
     }
 
     /// Runs only the sampler from `noise`, leaving the latent after `steps` steps (all when None)
-    /// in `latent_out` (no decoding, no scale factor).
+    /// in `latent_out` (no decoding, no scale factor). CPU backend only.
     pub fn sample_latent(&mut self, noise: &[f32], seed: u64, steps: Option<usize>, latent_out: &mut [f32]) -> Result<(), RuntimeError> {
-        let n = numel(self.latent);
-        if noise.len() != n || latent_out.len() != n {
-            return Err(RuntimeError::BufferSize { what: "latent", got: noise.len().min(latent_out.len()), expected: n });
+        match &mut self.backend {
+            Backend::Cpu(r) => r.sample_latent(noise, seed, steps, latent_out),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(_) => Err(RuntimeError::Unsupported { operation: "sample_latent", backend: "CUDA" }),
         }
-        if self.unet.is_none() {
-            return Err(RuntimeError::MissingNetwork("unet"));
-        }
-        self.x.copy_from_slice(noise);
-        let steps = steps.unwrap_or(self.timesteps.len()).min(self.timesteps.len());
-        for i in 0..steps {
-            self.step(i, seed, 0);
-        }
-        latent_out.copy_from_slice(&self.x);
-        Ok(())
+    }
+}
+
+/// Without the `cuda` feature: asking for a GPU is a clear error saying how to get one.
+#[cfg(not(feature = "cuda"))]
+mod cuda_backend {
+    use super::Backend;
+    use crate::error::RuntimeError;
+    use crate::options::Options;
+    use crate::weights::WeightSource;
+    use ldm_weights::ModelConfig;
+
+    /// The build-time hint quoted by the error.
+    pub const ENABLE_HINT: &str = "this build of ldm-runtime has no CUDA backend (the CPU backend is the only one compiled in); \
+rebuild with the `cuda` feature, e.g. `cargo build --release --features cuda` (needs nvcc: scripts/install-nvcc.sh), \
+or use the CPU device";
+
+    pub(super) fn open(_: &ModelConfig, _: &dyn WeightSource, _: &Options, ordinal: usize) -> Result<Backend, RuntimeError> {
+        Err(RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}: {ENABLE_HINT}")))
+    }
+}
+
+/// With the `cuda` feature: the CUDA runtime behind `Runtime`'s checks and error types.
+#[cfg(feature = "cuda")]
+mod cuda_backend {
+    use super::{Backend, PlanReport};
+    use crate::cuda::{CudaError, CudaRuntime};
+    use crate::error::RuntimeError;
+    use crate::options::{Options, Progress, Sampler};
+    use crate::schedule::{ddim_timesteps, Schedule};
+    use crate::weights::WeightSource;
+    use ldm_weights::{ModelConfig, SamplerKind};
+
+    pub(super) struct CudaBackend {
+        pub rt: CudaRuntime,
+        pub report: PlanReport,
+        pub schedule: Schedule,
+        pub ordinal: usize,
+        batch: usize,
     }
 
-    fn step(&mut self, i: usize, seed: u64, base: u64) {
-        let t = self.timesteps[i];
-        self.unet_inner(None, t, None);
-        let n = self.x.len() as u64;
-        let noise_off = base + (i as u64 + 1) * n;
-        match self.sampler {
+    /// A CUDA error in the runtime's terms: device problems are `DeviceUnavailable`, a plan over
+    /// `max_memory` is `MemoryLimit`, host planning errors keep their own type.
+    fn convert(ordinal: usize, e: CudaError) -> RuntimeError {
+        match e {
+            CudaError::DeviceUnavailable { reason, hint } => RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}: {reason}; {hint}")),
+            e @ CudaError::UnsupportedDevice { .. } => RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}: {e}")),
+            CudaError::MemoryLimit { needed, limit } => RuntimeError::MemoryLimit { needed, limit },
+            CudaError::Plan(e) => *e,
+            e => RuntimeError::Cuda(e),
+        }
+    }
+
+    /// The option checks of the CPU runtime that do not depend on the backend, so both report
+    /// the same typed errors; returns the schedule.
+    fn check_options(config: &ModelConfig, opts: &Options) -> Result<Schedule, RuntimeError> {
+        config.validate().map_err(|e| RuntimeError::InvalidConfig(e.to_string()))?;
+        if opts.batch == 0 || opts.batch > 1 << 20 {
+            return Err(RuntimeError::InvalidOption(format!("batch {} must be in 1..=2^20", opts.batch)));
+        }
+        if opts.threads == Some(0) {
+            return Err(RuntimeError::InvalidOption("threads must be at least 1".into()));
+        }
+        if !(config.scale_factor.is_finite() && config.scale_factor != 0.0) {
+            return Err(RuntimeError::InvalidConfig(format!("scale factor {} must be finite and non-zero", config.scale_factor)));
+        }
+        let latent = opts.latent_shape.unwrap_or(config.latent_shape.map(|v| v as usize));
+        if latent.iter().any(|&v| v == 0 || v > 1 << 16) {
+            return Err(RuntimeError::InvalidOption(format!("latent shape {latent:?} has a zero or huge dimension")));
+        }
+        let schedule = Schedule::new(&config.scheduler)?;
+        let t_train = schedule.num_train_timesteps();
+        let sampler = opts.sampler.unwrap_or(match config.scheduler.default_sampler {
+            SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
+            SamplerKind::Ddpm => Sampler::Ddpm,
+        });
+        match sampler {
             Sampler::Ddim { eta } => {
-                let prev = self.schedule.num_train_timesteps() / self.timesteps.len();
-                let noise = if eta > 0.0 {
-                    philox_normal(seed, noise_off, &mut self.noise);
-                    Some(&self.noise[..])
-                } else {
-                    None
-                };
-                ddim_step(&self.schedule, t, prev, eta, &mut self.x, &self.eps, noise);
+                if !(eta.is_finite() && eta >= 0.0) {
+                    return Err(RuntimeError::InvalidOption(format!("DDIM eta {eta} must be finite and >= 0")));
+                }
+                ddim_timesteps(t_train, opts.steps.unwrap_or(config.scheduler.default_steps as usize))?;
             }
             Sampler::Ddpm => {
-                philox_normal(seed, noise_off, &mut self.noise);
-                ddpm_step(&self.schedule, t, self.config.scheduler.clip_sample, &mut self.x, &self.eps, &self.noise);
+                let n = opts.steps.unwrap_or(t_train);
+                if n != t_train {
+                    return Err(RuntimeError::InvalidOption(format!(
+                        "DDPM runs every training timestep: steps must be {t_train}, got {n}"
+                    )));
+                }
+            }
+        }
+        Ok(schedule)
+    }
+
+    pub(super) fn open(config: &ModelConfig, store: &dyn WeightSource, opts: &Options, ordinal: usize) -> Result<Backend, RuntimeError> {
+        let schedule = check_options(config, opts)?;
+        let rt = CudaRuntime::new(config, store, opts).map_err(|e| convert(ordinal, e))?;
+        let report = rt.plan_report();
+        Ok(Backend::Cuda(Box::new(CudaBackend { rt, report, schedule, ordinal, batch: opts.batch })))
+    }
+
+    fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), RuntimeError> {
+        if got == expected {
+            Ok(())
+        } else {
+            Err(RuntimeError::BufferSize { what, got, expected })
+        }
+    }
+
+    impl CudaBackend {
+        fn latent_len(&self) -> usize {
+            self.rt.latent_shape().iter().product()
+        }
+
+        fn has_unet(&self) -> Result<(), RuntimeError> {
+            if self.rt.config().unet.is_none() {
+                return Err(RuntimeError::MissingNetwork("unet"));
+            }
+            Ok(())
+        }
+
+        fn has_decoder(&self) -> Result<(), RuntimeError> {
+            if self.rt.config().decoder.is_none() {
+                return Err(RuntimeError::MissingNetwork("decoder"));
+            }
+            Ok(())
+        }
+
+        pub fn unet_forward(&mut self, x: &[f32], t: u32, eps_out: &mut [f32]) -> Result<(), RuntimeError> {
+            let n = self.latent_len();
+            check_len("UNet input", x.len(), n)?;
+            check_len("UNet output", eps_out.len(), n)?;
+            self.has_unet()?;
+            self.rt.unet_forward(x, t, eps_out).map_err(|e| convert(self.ordinal, e))
+        }
+
+        pub fn decode(&mut self, latent: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
+            check_len("latent", latent.len(), self.latent_len())?;
+            self.has_decoder()?;
+            check_len("decoded volume", out.len(), self.rt.output_shape().iter().product())?;
+            self.rt.decode(latent, out).map_err(|e| convert(self.ordinal, e))
+        }
+
+        /// `generate` (noise None) or `generate_from_noise_seeded`.
+        pub fn generate(
+            &mut self,
+            seed: u64,
+            noise: Option<&[f32]>,
+            out: &mut [f32],
+            progress: &mut dyn FnMut(Progress),
+        ) -> Result<(), RuntimeError> {
+            self.has_unet()?;
+            self.has_decoder()?;
+            let vol: usize = self.rt.output_shape().iter().product();
+            check_len("output volumes", out.len(), self.batch * vol)?;
+            let result = match noise {
+                None => self.rt.generate_with_progress(seed, out, progress),
+                Some(noise) => {
+                    check_len("initial noise", noise.len(), self.batch * self.latent_len())?;
+                    self.rt.generate_from_noise_seeded(noise, seed, out, progress)
+                }
+            };
+            result.map_err(|e| convert(self.ordinal, e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Precision;
+    #[cfg(feature = "cuda")]
+    use crate::options::Sampler;
+    use ldm_weights::{DecoderConfig, UnetConfig};
+
+    fn tiny() -> (ModelConfig, WeightStore) {
+        let mut cfg = ModelConfig::bundle();
+        cfg.encoder = None;
+        cfg.decoder = Some(DecoderConfig {
+            latent_channels: 4,
+            num_channels: vec![8, 16],
+            num_res_blocks: vec![1, 1],
+            out_channels: 1,
+            norm_num_groups: 4,
+            norm_eps: 1e-6,
+        });
+        cfg.unet = Some(UnetConfig {
+            in_channels: 4,
+            out_channels: 4,
+            num_channels: vec![16, 32],
+            attention_levels: vec![false, true],
+            num_head_channels: vec![0, 16],
+            num_res_blocks: vec![1, 1],
+            norm_num_groups: 8,
+            norm_eps: 1e-6,
+            attention_output_projection: false,
+        });
+        cfg.latent_shape = [4, 4, 4, 4];
+        (cfg.clone(), WeightStore::random(&cfg, 3).unwrap())
+    }
+
+    fn cuda(precision: Precision) -> Options {
+        Options { device: Device::Cuda(0), precision, ..Options::default() }
+    }
+
+    #[test]
+    fn the_cpu_backend_reports_its_device_and_plan() {
+        let (cfg, store) = tiny();
+        let rt = Runtime::from_store(&cfg, &store, Options { threads: Some(1), ..Options::default() }).unwrap();
+        assert_eq!(rt.device(), Device::Cpu);
+        assert!(rt.plan().total_bytes > 0 && rt.plan().threads == 1);
+        assert_eq!(rt.latent_shape(), [4, 4, 4, 4]);
+        assert_eq!(rt.output_shape(), [1, 8, 8, 8]);
+    }
+
+    /// Without the feature, asking for a GPU names the device and says how to build one in.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn without_the_feature_cuda_is_a_clear_build_error() {
+        let (cfg, store) = tiny();
+        for p in [Precision::F32, Precision::F16, Precision::Bf16] {
+            let e = Runtime::from_store(&cfg, &store, cuda(p)).err().expect("no CUDA in this build");
+            assert!(matches!(e, RuntimeError::DeviceUnavailable(_)), "{e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains("cuda:0") && msg.contains("no CUDA backend"), "{msg}");
+            assert!(msg.contains("cargo build --release --features cuda"), "{msg}");
+        }
+        let e = Runtime::from_store(&cfg, &store, Options { device: Device::Cuda(3), ..Options::default() }).err().unwrap();
+        assert!(e.to_string().contains("cuda:3"), "{e}");
+    }
+
+    /// With the feature but no driver (CI, this VM), the error says the driver was not found;
+    /// on a GPU machine the backend opens and reports its device.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn with_the_feature_and_no_driver_the_error_names_the_driver() {
+        let (cfg, store) = tiny();
+        for p in [Precision::F32, Precision::F16, Precision::Bf16] {
+            match Runtime::from_store(&cfg, &store, cuda(p)) {
+                Ok(rt) => {
+                    assert!(crate::cuda::library_presence().driver);
+                    assert_eq!(rt.device(), Device::Cuda(0));
+                    assert!(rt.plan().total_bytes > 0 && rt.plan().threads == 0);
+                    assert_eq!(rt.output_shape(), [1, 8, 8, 8]);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(matches!(e, RuntimeError::DeviceUnavailable(_)), "{e:?}");
+                    assert!(msg.contains("cuda:0"), "{msg}");
+                    if !crate::cuda::library_presence().driver {
+                        assert!(msg.contains("driver") && msg.contains("libcuda.so was not found"), "{msg}");
+                    }
+                }
             }
         }
     }
 
-    fn sample(&mut self, seed: u64, base: u64, out: &mut [f32], progress: &mut dyn FnMut(Progress)) {
-        let total = self.timesteps.len();
-        for i in 0..total {
-            progress(Progress::Step { index: i, total, timestep: self.timesteps[i] });
-            self.step(i, seed, base);
-        }
-        progress(Progress::Decoding);
-        self.decode_inner(None, out);
-    }
-
-    /// The training schedule (betas, alphas, cumulative products).
-    pub fn schedule(&self) -> &Schedule {
-        &self.schedule
+    /// The CUDA path checks options like the CPU one, with the same typed errors, before it
+    /// touches a device (so these hold with or without a GPU).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_options_are_checked_like_the_cpu_ones() {
+        let (cfg, store) = tiny();
+        let err = |o: Options| Runtime::from_store(&cfg, &store, o).err().expect("must fail");
+        let invalid = |o: Options| matches!(err(o), RuntimeError::InvalidOption(_));
+        assert!(invalid(Options { batch: 0, ..cuda(Precision::F32) }));
+        assert!(invalid(Options { threads: Some(0), ..cuda(Precision::F32) }));
+        assert!(invalid(Options { steps: Some(0), ..cuda(Precision::F32) }));
+        assert!(invalid(Options { steps: Some(1001), ..cuda(Precision::F32) }));
+        assert!(invalid(Options { sampler: Some(Sampler::Ddim { eta: f32::NAN }), ..cuda(Precision::F32) }));
+        assert!(invalid(Options { sampler: Some(Sampler::Ddpm), steps: Some(50), ..cuda(Precision::F32) }));
+        assert!(invalid(Options { latent_shape: Some([4, 0, 4, 4]), ..cuda(Precision::F32) }));
+        // Built by the host planner (not divisible by the UNet's downsampling): still typed.
+        assert!(invalid(Options { latent_shape: Some([4, 3, 4, 4]), ..cuda(Precision::F32) }));
+        let mut bad = cfg.clone();
+        bad.scale_factor = f32::NAN;
+        assert!(matches!(Runtime::from_store(&bad, &store, cuda(Precision::F32)).err().unwrap(), RuntimeError::InvalidConfig(_)));
     }
 }

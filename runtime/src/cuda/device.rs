@@ -172,6 +172,14 @@ impl CudaDevice {
             .map_err(CudaError::driver("cuMemGetInfo"))
     }
 
+    /// Makes this device's context current on the calling thread (raw cuBLAS/cuDNN calls do
+    /// not do it themselves), so the owner may move between threads.
+    pub fn bind_to_thread(&self) -> Result<(), CudaError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(CudaError::driver("cuCtxSetCurrent"))
+    }
+
     /// Waits for everything enqueued on the stream.
     pub fn synchronize(&self) -> Result<(), CudaError> {
         self.stream

@@ -60,6 +60,12 @@ pub enum CudaError {
     /// Stream capture into a CUDA graph failed or produced no graph.
     #[error("CUDA graph capture: {0}")]
     Capture(String),
+    /// The device plan needs more bytes (weights excluded) than `Options::max_memory` allows.
+    #[error("the device plan needs {needed} bytes but max_memory is {limit} bytes")]
+    MemoryLimit { needed: usize, limit: usize },
+    /// Host-side planning failed (model build, schedule, options): the CPU runtime's own error.
+    #[error(transparent)]
+    Plan(Box<crate::error::RuntimeError>),
 }
 
 impl CudaError {

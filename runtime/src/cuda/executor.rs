@@ -12,10 +12,12 @@
 //! time-embedding MLP stay fp32. Half-precision activations keep the fp32 plan's byte offsets
 //! (each buffer then uses half of its bytes), so the plan's reuse stays valid unchanged.
 
+use crate::error::RuntimeError;
 use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
-use crate::options::{Device, Options, Precision, Sampler};
+use crate::options::{Device, Options, Precision, Progress, Sampler};
+use crate::runtime::PlanReport;
 use crate::schedule::{ddim_timesteps, Schedule};
-use crate::weights::WeightStore;
+use crate::weights::WeightSource;
 use ldm_weights::{DType, ModelConfig, SamplerKind};
 
 use super::arena::{ArenaLayout, DevPtr, DeviceArena, Region};
@@ -91,6 +93,22 @@ pub struct CudaRuntime {
     report: CudaPlanReport,
 }
 
+// SAFETY: a CudaRuntime exclusively owns its context, stream, module, cuBLAS/cuDNN handles,
+// descriptors, graph and arenas (nothing is shared with another owner), so moving it to another
+// thread moves all of them together. cuBLAS and cuDNN allow a handle to be used from any host
+// thread as long as no two threads use it at once, which `&mut self`/single ownership ensures
+// (the type is not Sync). Every entry point and `Drop` first binds the context to the calling
+// thread, so calls made after a move run in the right context.
+unsafe impl Send for CudaRuntime {}
+
+impl Drop for CudaRuntime {
+    fn drop(&mut self) {
+        // Handles and descriptors are destroyed by the fields' own Drop, right after this, in
+        // this context. Nothing can be reported from drop; a failure leaves the current one.
+        let _ = self.dev.bind_to_thread();
+    }
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -132,11 +150,16 @@ fn bad_option(msg: String) -> CudaError {
     CudaError::Shape(msg)
 }
 
+/// A host-side planning error (model build, schedule), kept typed for `Runtime`'s callers.
+fn plan_error(e: RuntimeError) -> CudaError {
+    CudaError::Plan(Box::new(e))
+}
+
 impl CudaRuntime {
     /// Builds the plan on the host, reports it, then opens the GPU and allocates everything.
     pub fn new(
         config: &ModelConfig,
-        store: &WeightStore,
+        store: &dyn WeightSource,
         opts: &Options,
     ) -> Result<Self, CudaError> {
         let ordinal = match opts.device {
@@ -163,7 +186,7 @@ impl CudaRuntime {
         let latent = opts
             .latent_shape
             .unwrap_or(config.latent_shape.map(|v| v as usize));
-        let schedule = Schedule::new(&config.scheduler).map_err(|e| bad_option(e.to_string()))?;
+        let schedule = Schedule::new(&config.scheduler).map_err(plan_error)?;
         let t_train = schedule.num_train_timesteps();
         let sampler = opts
             .sampler
@@ -181,7 +204,7 @@ impl CudaRuntime {
                 let steps = opts
                     .steps
                     .unwrap_or(config.scheduler.default_steps as usize);
-                let ts = ddim_timesteps(t_train, steps).map_err(|e| bad_option(e.to_string()))?;
+                let ts = ddim_timesteps(t_train, steps).map_err(plan_error)?;
                 let c = ddim_table(&schedule, &ts, t_train / ts.len(), eta)?;
                 (ts, c)
             }
@@ -201,15 +224,14 @@ impl CudaRuntime {
         let mut params = Params::default();
         let unet = match &config.unet {
             Some(c) => Some(
-                build_unet(c, store, latent, &mut params, PLAN_SLAB_BYTES)
-                    .map_err(|e| bad_option(e.to_string()))?,
+                build_unet(c, store, latent, &mut params, PLAN_SLAB_BYTES).map_err(plan_error)?,
             ),
             None => None,
         };
         let decoder = match &config.decoder {
             Some(c) => Some(
                 build_decoder(c, store, latent, &mut params, PLAN_SLAB_BYTES)
-                    .map_err(|e| bad_option(e.to_string()))?,
+                    .map_err(plan_error)?,
             ),
             None => None,
         };
@@ -296,9 +318,7 @@ impl CudaRuntime {
         if let Some(limit) = opts.max_memory {
             let needed = report.total_bytes - report.weights_bytes;
             if needed > limit {
-                return Err(CudaError::Arena(format!(
-                    "the plan needs {needed} device bytes but max_memory is {limit}"
-                )));
+                return Err(CudaError::MemoryLimit { needed, limit });
             }
         }
 
@@ -405,6 +425,55 @@ impl CudaRuntime {
 
     pub fn timesteps(&self) -> &[u32] {
         &self.timesteps
+    }
+
+    pub fn latent_shape(&self) -> [usize; 4] {
+        self.latent
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn flops_per_unet_step(&self) -> f64 {
+        self.unet.as_ref().map_or(0.0, |(_, u)| u.graph.flops)
+    }
+
+    pub fn flops_per_decode(&self) -> f64 {
+        self.decoder.as_ref().map_or(0.0, |(_, d)| d.graph.flops)
+    }
+
+    /// The device plan in the CPU runtime's report format: `arena_bytes` = activations and
+    /// scratch, `workspace_bytes` = cuDNN + cuBLAS workspaces, per-phase arenas from the lowered
+    /// plans, `threads` 0 (no host worker pool), no slab decoding.
+    pub fn plan_report(&self) -> PlanReport {
+        let r = &self.report;
+        PlanReport {
+            weights_bytes: r.weights_bytes,
+            arena_bytes: r.activation_bytes,
+            workspace_bytes: r.conv_workspace_bytes + r.cublas_workspace_bytes,
+            state_bytes: r.state_bytes,
+            total_bytes: r.total_bytes,
+            unet_arena_bytes: self.unet.as_ref().map_or(0, |(n, _)| n.lowered.total_bytes),
+            decoder_arena_bytes: self
+                .decoder
+                .as_ref()
+                .map_or(0, |(n, _)| n.lowered.total_bytes),
+            unet_unshared_bytes: self
+                .unet
+                .as_ref()
+                .map_or(0, |(_, u)| 4 * u.graph.total_buffer_len()),
+            decoder_unshared_bytes: self
+                .decoder
+                .as_ref()
+                .map_or(0, |(_, d)| 4 * d.graph.total_buffer_len()),
+            unet_ops: self.unet.as_ref().map_or(0, |(_, u)| u.graph.ops.len()),
+            decoder_ops: self.decoder.as_ref().map_or(0, |(_, d)| d.graph.ops.len()),
+            threads: 0,
+            decoder_slabs: 0,
+            decoder_passes: 0,
+            decoder_slab_planes: 0,
+        }
     }
 
     fn ptr(&self, r: Region) -> Result<DevPtr, CudaError> {
@@ -678,6 +747,48 @@ impl CudaRuntime {
     /// Generates `batch` volumes from `seed` into `out` (fp32, [batch, C, D, H, W]), with the
     /// CPU runtime's noise streams.
     pub fn generate(&mut self, seed: u64, out: &mut [f32]) -> Result<(), CudaError> {
+        self.generate_with_progress(seed, out, &mut |_| {})
+    }
+
+    /// `generate` reporting each step (after the GPU finished it) and the start of decoding.
+    pub fn generate_with_progress(
+        &mut self,
+        seed: u64,
+        out: &mut [f32],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), CudaError> {
+        self.run_batch(seed, None, out, progress)
+    }
+
+    /// Like `generate` but from the given initial noise (`batch` latents, fp32); stochastic
+    /// samplers draw their step noise from `seed` at the CPU runtime's offsets.
+    pub fn generate_from_noise_seeded(
+        &mut self,
+        noise: &[f32],
+        seed: u64,
+        out: &mut [f32],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), CudaError> {
+        let n: usize = self.latent.iter().product();
+        if noise.len() != self.batch * n {
+            return Err(bad_option(format!(
+                "initial noise holds {} floats, expected {}",
+                noise.len(),
+                self.batch * n
+            )));
+        }
+        self.run_batch(seed, Some(noise), out, progress)
+    }
+
+    /// Samples and decodes every volume of the batch: initial latent from Philox (`init` None)
+    /// or uploaded from `init`, then the step graph replayed once per timestep.
+    fn run_batch(
+        &mut self,
+        seed: u64,
+        init: Option<&[f32]>,
+        out: &mut [f32],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), CudaError> {
         if self.unet.is_none() {
             return Err(bad_option("the blob has no UNet".into()));
         }
@@ -692,20 +803,28 @@ impl CudaRuntime {
                 self.batch * vol
             )));
         }
+        self.dev.bind_to_thread()?;
         let n: usize = self.latent.iter().product();
         let stochastic = !matches!(self.sampler, Sampler::Ddim { eta } if eta == 0.0);
+        let total = self.timesteps.len();
         for b in 0..self.batch {
             let base = (b as u64) << 40;
-            let k = &self.dev.kernels;
-            k.philox_normal(
-                DType::F32,
-                self.ptr(self.regions.x)?,
-                DevPtr::NULL,
-                seed,
-                base,
-                n,
-            )?;
-            k.step_set(self.ptr(self.regions.step)?, 0)?;
+            match init {
+                Some(noise) => self.work.upload(
+                    self.dev.stream(),
+                    self.regions.x,
+                    &f32_bytes(&noise[b * n..(b + 1) * n]),
+                )?,
+                None => self.dev.kernels.philox_normal(
+                    DType::F32,
+                    self.ptr(self.regions.x)?,
+                    DevPtr::NULL,
+                    seed,
+                    base,
+                    n,
+                )?,
+            }
+            self.dev.kernels.step_set(self.ptr(self.regions.step)?, 0)?;
             if stochastic {
                 // The noise stream is a launch argument: capture this volume's step graph.
                 let noise = NoiseStream {
@@ -719,9 +838,17 @@ impl CudaRuntime {
                 .graph
                 .as_ref()
                 .ok_or_else(|| CudaError::Capture("no step graph".into()))?;
-            for _ in 0..self.timesteps.len() {
+            for (index, &timestep) in self.timesteps.iter().enumerate() {
+                progress(Progress::Step {
+                    index,
+                    total,
+                    timestep,
+                });
                 graph.replay()?;
+                // Progress reports finished steps; a step is milliseconds, a sync microseconds.
+                self.dev.synchronize()?;
             }
+            progress(Progress::Decoding);
             self.decode_state(&mut out[b * vol..(b + 1) * vol])?;
         }
         Ok(())
@@ -769,6 +896,7 @@ impl CudaRuntime {
             .as_ref()
             .ok_or_else(|| bad_option("the blob has no UNet".into()))?;
         let (input, output) = (net.input, net.output);
+        self.dev.bind_to_thread()?;
         self.work
             .upload(self.dev.stream(), self.regions.x, &f32_bytes(x))?;
         self.work.upload(
@@ -793,6 +921,7 @@ impl CudaRuntime {
                 "decode needs {n} latent floats and {vol} output floats"
             )));
         }
+        self.dev.bind_to_thread()?;
         self.work
             .upload(self.dev.stream(), self.regions.x, &f32_bytes(latent))?;
         self.decode_state(out)
@@ -802,6 +931,7 @@ impl CudaRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::weights::WeightStore;
     use ldm_weights::{DecoderConfig, UnetConfig};
 
     fn tiny() -> (ModelConfig, WeightStore) {
