@@ -18,7 +18,7 @@ pub struct Args {
     /// Model blob (default: as for `generate`).
     #[arg(long, value_name = "BLOB")]
     pub model: Option<PathBuf>,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda` and an NVIDIA GPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// f32, f16 or bf16.
@@ -201,7 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = Report {
         model: model_path.display().to_string(),
         model_checksum: format!("{:016x}", blob.checksum()),
-        device: device_name(device),
+        device: device_name(rt.device()),
         threads: args.threads,
         latent_shape,
         output_shape: out_shape,
@@ -231,7 +231,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn print_table(r: &Report) {
     let shape = |s: [usize; 4]| format!("{}x{}x{}x{}", s[0], s[1], s[2], s[3]);
     println!("model           {} ({})", r.model, r.model_checksum);
-    println!("device          {}, {} threads", r.device, r.plan_threads);
+    if r.plan_threads == 0 {
+        // The CUDA backend: no host worker pool, and the plan below is device memory.
+        println!("device          {} (GPU; plan bytes are device memory)", r.device);
+    } else {
+        println!("device          {}, {} threads", r.device, r.plan_threads);
+    }
     println!(
         "latent -> image {} -> {}",
         shape(r.latent_shape),

@@ -49,7 +49,7 @@ pub struct Args {
     /// DDIM eta: 0 is deterministic given the initial noise (default 0).
     #[arg(long)]
     pub eta: Option<f32>,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda` and an NVIDIA GPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// f32, f16 or bf16 (reduced precision needs a CUDA device).
