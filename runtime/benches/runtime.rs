@@ -21,21 +21,9 @@ fn config(decoder: DecoderConfig, unet: UnetConfig, latent: [usize; 4]) -> Model
     }
 }
 
+/// The MONAI fixture networks (tests/fixtures/monai/{autoencoder,unet}/case.json).
 fn tiny() -> (DecoderConfig, UnetConfig) {
-    (
-        DecoderConfig { latent_channels: 8, num_channels: vec![16, 16, 32], num_res_blocks: vec![2, 2, 2], out_channels: 1, norm_num_groups: 8, norm_eps: 1e-6 },
-        UnetConfig {
-            in_channels: 8,
-            out_channels: 8,
-            num_channels: vec![16, 32, 32],
-            attention_levels: vec![false, true, true],
-            num_head_channels: vec![0, 16, 16],
-            num_res_blocks: vec![2, 2, 2],
-            norm_num_groups: 8,
-            norm_eps: 1e-6,
-            attention_output_projection: false,
-        },
-    )
+    (ldm_test_support::fixture_decoder(), ldm_test_support::fixture_unet())
 }
 
 fn bench_model(c: &mut Criterion, name: &str, cfg: ModelConfig, latent: [usize; 4]) {

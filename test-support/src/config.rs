@@ -22,11 +22,16 @@ fn field<'a>(v: &'a Value, dir: &str, key: &str) -> &'a Value {
 }
 
 fn u32_of(v: &Value, dir: &str, key: &str) -> u32 {
-    field(v, dir, key).as_u64().and_then(|x| u32::try_from(x).ok()).unwrap_or_else(|| panic!("{dir}/case.json: '{key}' is not a u32"))
+    field(v, dir, key)
+        .as_u64()
+        .and_then(|x| u32::try_from(x).ok())
+        .unwrap_or_else(|| panic!("{dir}/case.json: '{key}' is not a u32"))
 }
 
 fn f32_of(v: &Value, dir: &str, key: &str) -> f32 {
-    field(v, dir, key).as_f64().unwrap_or_else(|| panic!("{dir}/case.json: '{key}' is not a number")) as f32
+    field(v, dir, key)
+        .as_f64()
+        .unwrap_or_else(|| panic!("{dir}/case.json: '{key}' is not a number")) as f32
 }
 
 fn u32s(v: &Value, dir: &str, key: &str) -> Vec<u32> {
@@ -34,7 +39,11 @@ fn u32s(v: &Value, dir: &str, key: &str) -> Vec<u32> {
         .as_array()
         .unwrap_or_else(|| panic!("{dir}/case.json: '{key}' is not an array"))
         .iter()
-        .map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()).unwrap_or_else(|| panic!("{dir}/case.json: '{key}' holds {x}")))
+        .map(|x| {
+            x.as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .unwrap_or_else(|| panic!("{dir}/case.json: '{key}' holds {x}"))
+        })
         .collect()
 }
 
@@ -116,7 +125,9 @@ pub fn fixture_scheduler() -> SchedulerConfig {
         beta_schedule: BetaSchedule::ScaledLinear,
         beta_start: f32_of(&s, d, "beta_start"),
         beta_end: f32_of(&s, d, "beta_end"),
-        clip_sample: field(&s, d, "clip_sample").as_bool().unwrap_or_else(|| panic!("{d}/case.json: 'clip_sample' is not a bool")),
+        clip_sample: field(&s, d, "clip_sample")
+            .as_bool()
+            .unwrap_or_else(|| panic!("{d}/case.json: 'clip_sample' is not a bool")),
         default_sampler: SamplerKind::Ddim,
         default_steps: 50,
     }
@@ -150,7 +161,10 @@ mod tests {
     #[test]
     fn configs_match_the_case_files() {
         let dec = fixture_decoder();
-        assert_eq!((dec.latent_channels, dec.num_channels.clone(), dec.norm_num_groups), (8, vec![16, 16, 32], 8));
+        assert_eq!(
+            (dec.latent_channels, dec.num_channels.clone(), dec.norm_num_groups),
+            (8, vec![16, 16, 32], 8)
+        );
         let enc = fixture_encoder();
         assert_eq!((enc.in_channels, enc.num_res_blocks.clone()), (1, vec![2, 2, 2]));
         let unet = fixture_unet();
@@ -159,7 +173,10 @@ mod tests {
         assert_eq!(unet.num_head_channels, vec![0, 16, 16]);
         assert_eq!(unet.norm_eps, 1e-6);
         let s = fixture_scheduler();
-        assert_eq!((s.num_train_timesteps, s.beta_start, s.beta_end, s.clip_sample), (1000, 0.0015, 0.0195, false));
+        assert_eq!(
+            (s.num_train_timesteps, s.beta_start, s.beta_end, s.clip_sample),
+            (1000, 0.0015, 0.0195, false)
+        );
         assert_eq!(fixture_config().latent_shape, [8, 8, 8, 4]);
     }
 }

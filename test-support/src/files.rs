@@ -21,8 +21,16 @@ fn read(path: &Path) -> Vec<u8> {
 }
 
 fn f32s(path: &Path, bytes: &[u8]) -> Vec<f32> {
-    assert!(bytes.len() % 4 == 0, "{}: {} data bytes are not whole f32 values", path.display(), bytes.len());
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    assert!(
+        bytes.len() % 4 == 0,
+        "{}: {} data bytes are not whole f32 values",
+        path.display(),
+        bytes.len()
+    );
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Reads a `.npy` file (format 1.x or 2.x) holding little-endian f32 in C order; returns
@@ -37,7 +45,10 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
         2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
         v => panic!("{p}: unsupported .npy version {v}"),
     };
-    let end = start.checked_add(hlen).filter(|&e| e <= b.len()).unwrap_or_else(|| panic!("{p}: header length {hlen} past the end"));
+    let end = start
+        .checked_add(hlen)
+        .filter(|&e| e <= b.len())
+        .unwrap_or_else(|| panic!("{p}: header length {hlen} past the end"));
     let header = std::str::from_utf8(&b[start..end]).unwrap_or_else(|e| panic!("{p}: header is not UTF-8: {e}"));
     assert!(header.contains("'descr': '<f4'"), "{p}: not little-endian f32: {header}");
     assert!(header.contains("'fortran_order': False"), "{p}: not C order: {header}");
@@ -52,7 +63,11 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
         .map(|s| s.trim().parse().unwrap_or_else(|e| panic!("{p}: bad dimension '{s}': {e}")))
         .collect();
     let data = f32s(path, &b[end..]);
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{p}: data length does not match shape {shape:?}");
+    assert_eq!(
+        data.len(),
+        shape.iter().product::<usize>(),
+        "{p}: data length does not match shape {shape:?}"
+    );
     (shape, data)
 }
 
@@ -62,7 +77,11 @@ pub fn read_safetensors(path: &Path) -> Tensors {
     let p = path.display();
     assert!(b.len() >= 8, "{p}: too short for a safetensors header");
     let n = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-    let end = usize::try_from(n).ok().and_then(|n| n.checked_add(8)).filter(|&e| e <= b.len()).unwrap_or_else(|| panic!("{p}: header length {n} past the end"));
+    let end = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|&e| e <= b.len())
+        .unwrap_or_else(|| panic!("{p}: header length {n} past the end"));
     let header: serde_json::Value = serde_json::from_slice(&b[8..end]).unwrap_or_else(|e| panic!("{p}: header: {e}"));
     let entries = header.as_object().unwrap_or_else(|| panic!("{p}: header is not a JSON object"));
     let data = &b[end..];
@@ -71,7 +90,11 @@ pub fn read_safetensors(path: &Path) -> Tensors {
             .as_array()
             .unwrap_or_else(|| panic!("{p}: {name}: no {field} array"))
             .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()).unwrap_or_else(|| panic!("{p}: {name}: bad {field} entry {d}")))
+            .map(|d| {
+                d.as_u64()
+                    .and_then(|d| usize::try_from(d).ok())
+                    .unwrap_or_else(|| panic!("{p}: {name}: bad {field} entry {d}"))
+            })
             .collect()
     };
     let mut out = Tensors::new();
@@ -82,9 +105,16 @@ pub fn read_safetensors(path: &Path) -> Tensors {
         assert_eq!(v["dtype"], "F32", "{p}: {name} is not F32");
         let shape = usizes(name, v, "shape");
         let off = usizes(name, v, "data_offsets");
-        assert!(off.len() == 2 && off[0] <= off[1] && off[1] <= data.len(), "{p}: {name}: data_offsets {off:?} out of range");
+        assert!(
+            off.len() == 2 && off[0] <= off[1] && off[1] <= data.len(),
+            "{p}: {name}: data_offsets {off:?} out of range"
+        );
         let vals = f32s(path, &data[off[0]..off[1]]);
-        assert_eq!(vals.len(), shape.iter().product::<usize>(), "{p}: {name}: data length does not match shape {shape:?}");
+        assert_eq!(
+            vals.len(),
+            shape.iter().product::<usize>(),
+            "{p}: {name}: data length does not match shape {shape:?}"
+        );
         out.insert(name.clone(), (shape, vals));
     }
     out

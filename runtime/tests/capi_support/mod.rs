@@ -1,11 +1,11 @@
 //! Shared by the C ABI tests: a small blob written from the MONAI fixtures (tiny autoencoder and
-//! UNet, configs from their case.json), the runtime's own output for comparison, the paths of
-//! the staticlib/cdylib built alongside the test, and compiling C sources with the `cc` crate.
+//! UNet, configs from their case.json, via ldm-test-support), the runtime's own output for
+//! comparison, the paths of the staticlib/cdylib built alongside the test, and compiling C
+//! sources with the `cc` crate.
 #![allow(dead_code)]
 
 use ldm_runtime::{Options, Runtime};
 use ldm_weights::*;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -14,105 +14,10 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn fixtures() -> PathBuf {
-    repo_root().join("tests/fixtures/monai")
-}
-
-fn case(dir: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures().join(dir).join("case.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 /// The tiny fixture model: decoder and UNet from the fixtures' case.json, latent [8, 8, 8, 4]
 /// (the pipeline fixture's noise shape), no scale factor (the bundle sampler's semantics).
 pub fn fixture_config() -> ModelConfig {
-    let ae = &case("autoencoder")["kwargs"];
-    let levels = ae["num_channels"].as_array().unwrap().len();
-    let decoder = DecoderConfig {
-        latent_channels: ae["latent_channels"].as_u64().unwrap() as u32,
-        num_channels: u32s(&ae["num_channels"]),
-        num_res_blocks: vec![ae["num_res_blocks"].as_u64().unwrap() as u32; levels],
-        out_channels: ae["out_channels"].as_u64().unwrap() as u32,
-        norm_num_groups: ae["norm_num_groups"].as_u64().unwrap() as u32,
-        norm_eps: ae["norm_eps"].as_f64().unwrap() as f32,
-    };
-    let un = &case("unet")["kwargs"];
-    let levels = un["num_channels"].as_array().unwrap().len();
-    let unet = UnetConfig {
-        in_channels: un["in_channels"].as_u64().unwrap() as u32,
-        out_channels: un["out_channels"].as_u64().unwrap() as u32,
-        num_channels: u32s(&un["num_channels"]),
-        attention_levels: un["attention_levels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b.as_bool().unwrap())
-            .collect(),
-        num_head_channels: u32s(&un["num_head_channels"]),
-        num_res_blocks: vec![un["num_res_blocks"].as_u64().unwrap() as u32; levels],
-        norm_num_groups: un["norm_num_groups"].as_u64().unwrap() as u32,
-        norm_eps: 1e-6, // MONAI's default; the fixture does not override it
-        attention_output_projection: false,
-    };
-    let sched = &case("pipeline")["scheduler"];
-    let scheduler = SchedulerConfig {
-        num_train_timesteps: sched["num_train_timesteps"].as_u64().unwrap() as u32,
-        beta_schedule: BetaSchedule::ScaledLinear,
-        beta_start: sched["beta_start"].as_f64().unwrap() as f32,
-        beta_end: sched["beta_end"].as_f64().unwrap() as f32,
-        clip_sample: sched["clip_sample"].as_bool().unwrap(),
-        default_sampler: SamplerKind::Ddim,
-        default_steps: 50,
-    };
-    ModelConfig {
-        decoder: Some(decoder),
-        encoder: None,
-        unet: Some(unet),
-        scheduler,
-        scale_factor: 1.0,
-        latent_shape: [8, 8, 8, 4],
-        geometry: OutputGeometry::bundle(),
-        provenance: Provenance {
-            producer: "ldm-runtime C ABI tests".into(),
-            data: "MONAI generative 0.2.3 fixtures (random weights)".into(),
-            steps: 0,
-            date: String::new(),
-        },
-    }
-}
-
-/// Every tensor the config needs, taken from the fixtures' safetensors by its unprefixed key.
-fn fixture_tensors(config: &ModelConfig) -> Vec<TensorData> {
-    let ae = std::fs::read(fixtures().join("autoencoder/autoencoder.safetensors")).unwrap();
-    let un = std::fs::read(fixtures().join("unet/unet.safetensors")).unwrap();
-    let ae = safetensors::SafeTensors::deserialize(&ae).unwrap();
-    let un = safetensors::SafeTensors::deserialize(&un).unwrap();
-    expected_tensors(config)
-        .into_iter()
-        .map(|spec| {
-            let (file, key) = if let Some(k) = spec.name.strip_prefix("autoencoder.") {
-                (&ae, k)
-            } else {
-                (&un, spec.name.strip_prefix("unet.").unwrap())
-            };
-            let view = file.tensor(key).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
-            assert_eq!(view.shape(), spec.shape.as_slice(), "{}", spec.name);
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            TensorData::from_f32(spec.name, spec.shape, &values, DType::F32)
-        })
-        .collect()
+    ldm_test_support::fixture_config()
 }
 
 /// Scratch directory of this test binary.
@@ -126,10 +31,8 @@ pub fn scratch() -> PathBuf {
 pub fn fixture_blob() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let config = fixture_config();
-        let tensors = fixture_tensors(&config);
         let path = scratch().join(format!("fixture-{}.blob", std::process::id()));
-        write_blob_file(&path, &config, &tensors).unwrap();
+        ldm_test_support::write_fixture_blob(&path, &fixture_config());
         path
     })
 }
@@ -138,9 +41,8 @@ pub fn fixture_blob() -> &'static Path {
 pub fn decoder_only_blob() -> PathBuf {
     let mut config = fixture_config();
     config.unet = None;
-    let tensors = fixture_tensors(&config);
     let path = scratch().join(format!("decoder-only-{}.blob", std::process::id()));
-    write_blob_file(&path, &config, &tensors).unwrap();
+    ldm_test_support::write_fixture_blob(&path, &config);
     path
 }
 
