@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{fixtures, read_npy, read_safetensors, rel_l2};
+use common::rel_l2;
+use ldm_test_support::{fixture_decoder, fixture_encoder, monai, read_npy, read_safetensors, Tensors};
 use ldm_trainer::layers::Dims;
 use ldm_trainer::losses;
 use ldm_trainer::models::autoencoder::AutoencoderKL;
@@ -16,16 +15,14 @@ use ldm_trainer::models::discriminator::{DiscriminatorConfig, PatchDiscriminator
 use ldm_trainer::models::unet::DiffusionUnet;
 use ldm_trainer::params::ParamStore;
 use ldm_trainer::schedule;
-use ldm_weights::{DecoderConfig, EncoderConfig, SchedulerConfig, UnetConfig};
-
-type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+use ldm_weights::SchedulerConfig;
 
 fn dims(shape: &[usize]) -> Dims {
     Dims::new(shape[0], shape[1], shape[2], shape[3], shape[4])
 }
 
 fn npy(rel: &str) -> (Dims, Vec<f32>) {
-    let (s, d) = read_npy(&fixtures().join(rel));
+    let (s, d) = read_npy(&monai(rel));
     (dims(&s), d)
 }
 
@@ -84,24 +81,9 @@ fn compare_grads(store: &ParamStore, grads: &Tensors, prefix: &str, unused: &dyn
 }
 
 fn fixture_autoencoder(store: &mut ParamStore) -> AutoencoderKL {
-    let enc = EncoderConfig {
-        in_channels: 1,
-        num_channels: vec![16, 16, 32],
-        num_res_blocks: vec![2, 2, 2],
-        latent_channels: 8,
-        norm_num_groups: 8,
-        norm_eps: 1e-6,
-    };
-    let dec = DecoderConfig {
-        latent_channels: 8,
-        num_channels: vec![16, 16, 32],
-        num_res_blocks: vec![2, 2, 2],
-        out_channels: 1,
-        norm_num_groups: 8,
-        norm_eps: 1e-6,
-    };
+    let (enc, dec) = (fixture_encoder(), fixture_decoder());
     let ae = AutoencoderKL::new(store, &enc, &dec).unwrap();
-    let t = read_safetensors(&fixtures().join("autoencoder/autoencoder.safetensors"));
+    let t = read_safetensors(&monai("autoencoder/autoencoder.safetensors"));
     load(store, &t, "autoencoder", &|_| false);
     assert_eq!(store.len(), 390993);
     ae
@@ -146,14 +128,14 @@ fn autoencoder_training_gradients_match_monai() {
     let dmu: Vec<f32> = dmu.iter().map(|v| v * kl_w).collect();
     let dsigma: Vec<f32> = dsigma.iter().map(|v| v * kl_w).collect();
     ae.backward(&p, &mut store.grad, &fw, &dl1, &dmu, &dsigma).unwrap();
-    let grads = read_safetensors(&fixtures().join("training/autoencoder_grads.safetensors"));
+    let grads = read_safetensors(&monai("training/autoencoder_grads.safetensors"));
     compare_grads(&store, &grads, "autoencoder", &|_| false, 1e-4);
 }
 
 fn fixture_discriminator(store: &mut ParamStore) -> PatchDiscriminator {
     let cfg = DiscriminatorConfig { in_channels: 1, num_channels: 8, num_layers_d: 3, out_channels: 1 };
     let d = PatchDiscriminator::new(store, &cfg).unwrap();
-    let t = read_safetensors(&fixtures().join("discriminator/discriminator.safetensors"));
+    let t = read_safetensors(&monai("discriminator/discriminator.safetensors"));
     load(store, &t, "discriminator", &|_| false);
     assert_eq!(store.len(), 176649);
     d
@@ -178,7 +160,7 @@ fn discriminator_logits_and_gradients_match_monai() {
     disc.backward(&p, &mut store.grad, &fr, &dreal).unwrap();
     // The gradients at and after the last LeakyReLU do not depend on its kink (see
     // `discriminator_gradients_match_monai_at_the_kink` for the rest).
-    let grads = read_safetensors(&fixtures().join("training/discriminator_grads.safetensors"));
+    let grads = read_safetensors(&monai("training/discriminator_grads.safetensors"));
     for k in ["final_conv.conv.weight", "final_conv.conv.bias"] {
         let e = rel_l2(store.grad_of(&format!("discriminator.{k}")).unwrap(), &grads[k].1);
         println!("{k}: rel L2 {e:.2e}");
@@ -187,19 +169,9 @@ fn discriminator_logits_and_gradients_match_monai() {
 }
 
 fn fixture_unet(store: &mut ParamStore) -> DiffusionUnet {
-    let cfg = UnetConfig {
-        in_channels: 8,
-        out_channels: 8,
-        num_channels: vec![16, 32, 32],
-        attention_levels: vec![false, true, true],
-        num_head_channels: vec![0, 16, 16],
-        num_res_blocks: vec![2, 2, 2],
-        norm_num_groups: 8,
-        norm_eps: 1e-6,
-        attention_output_projection: false,
-    };
+    let cfg = ldm_test_support::fixture_unet();
     let u = DiffusionUnet::new(store, &cfg).unwrap();
-    let t = read_safetensors(&fixtures().join("unet/unet.safetensors"));
+    let t = read_safetensors(&monai("unet/unet.safetensors"));
     let proj: usize = t.iter().filter(|(k, _)| k.contains("proj_attn")).map(|(_, (_, v))| v.len()).sum();
     load(store, &t, "unet", &|k| k.contains("proj_attn"));
     assert_eq!(store.len() + proj, 1095656);
@@ -236,13 +208,13 @@ fn unet_training_gradients_match_monai() {
     let (loss, dpred) = losses::mse(&fw.eps, &eps).unwrap();
     close("unet loss", loss, 1.0497812032699585, 1e-5);
     unet.backward(&p, &mut store.grad, &fw, &dpred).unwrap();
-    let grads = read_safetensors(&fixtures().join("training/unet_grads.safetensors"));
+    let grads = read_safetensors(&monai("training/unet_grads.safetensors"));
     compare_grads(&store, &grads, "unet", &|k| k.contains("proj_attn"), 1e-4);
 }
 
 #[test]
 fn alphas_cumprod_match_monai() {
-    let (_, want) = read_npy(&fixtures().join("scheduler/alphas_cumprod.npy"));
+    let (_, want) = read_npy(&monai("scheduler/alphas_cumprod.npy"));
     let got = schedule::alphas_cumprod(&SchedulerConfig::bundle());
     let e = rel_l2(&got, &want);
     let worst = got.iter().zip(&want).map(|(a, b)| ((a - b) / b).abs()).fold(0.0f32, f32::max);
@@ -291,6 +263,6 @@ fn discriminator_gradients_match_monai_at_the_kink() {
         backward(body, &p, &mut store.grad, tape, &dh, None, None).unwrap();
     }
     assert_eq!(ties, 1, "exactly one pre-activation sits on the kink");
-    let grads = read_safetensors(&fixtures().join("training/discriminator_grads.safetensors"));
+    let grads = read_safetensors(&monai("training/discriminator_grads.safetensors"));
     compare_grads(&store, &grads, "discriminator", &|_| false, 1e-4);
 }

@@ -3,50 +3,13 @@
 //! `proj_attn` tensors excepted when the output projection is not applied).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
+use ldm_test_support::{case, fixture_decoder, fixture_encoder, fixture_unet, monai, read_safetensors};
 use ldm_weights::*;
-use serde_json::Value;
 
-fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/monai")
-        .join(rel)
-}
-
-/// Key -> shape from a safetensors file's JSON header (8-byte LE length + JSON).
+/// Key -> shape of every tensor in a fixture safetensors file.
 fn safetensors_shapes(rel: &str) -> BTreeMap<String, Vec<usize>> {
-    let bytes = std::fs::read(fixture(rel)).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| k.as_str() != "__metadata__")
-        .map(|(k, v)| {
-            let shape = v["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
-            (k.clone(), shape)
-        })
-        .collect()
-}
-
-fn kwargs(rel: &str) -> Value {
-    let case: Value = serde_json::from_slice(&std::fs::read(fixture(rel)).unwrap()).unwrap();
-    case["kwargs"].clone()
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    read_safetensors(&monai(rel)).into_iter().map(|(k, (shape, _))| (k, shape)).collect()
 }
 
 fn base_config() -> ModelConfig {
@@ -63,51 +26,15 @@ fn base_config() -> ModelConfig {
 }
 
 fn autoencoder_config() -> ModelConfig {
-    let k = kwargs("autoencoder/case.json");
-    let ch = u32s(&k["num_channels"]);
-    let nres = vec![k["num_res_blocks"].as_u64().unwrap() as u32; ch.len()];
-    let groups = k["norm_num_groups"].as_u64().unwrap() as u32;
-    let lat = k["latent_channels"].as_u64().unwrap() as u32;
     let mut cfg = base_config();
-    cfg.decoder = Some(DecoderConfig {
-        latent_channels: lat,
-        num_channels: ch.clone(),
-        num_res_blocks: nres.clone(),
-        out_channels: k["out_channels"].as_u64().unwrap() as u32,
-        norm_num_groups: groups,
-        norm_eps: 1e-6,
-    });
-    cfg.encoder = Some(EncoderConfig {
-        in_channels: k["in_channels"].as_u64().unwrap() as u32,
-        num_channels: ch,
-        num_res_blocks: nres,
-        latent_channels: lat,
-        norm_num_groups: groups,
-        norm_eps: 1e-6,
-    });
+    cfg.decoder = Some(fixture_decoder());
+    cfg.encoder = Some(fixture_encoder());
     cfg
 }
 
 fn unet_config(proj: bool) -> ModelConfig {
-    let k = kwargs("unet/case.json");
-    let ch = u32s(&k["num_channels"]);
     let mut cfg = base_config();
-    cfg.unet = Some(UnetConfig {
-        in_channels: k["in_channels"].as_u64().unwrap() as u32,
-        out_channels: k["out_channels"].as_u64().unwrap() as u32,
-        num_res_blocks: vec![k["num_res_blocks"].as_u64().unwrap() as u32; ch.len()],
-        attention_levels: k["attention_levels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b.as_bool().unwrap())
-            .collect(),
-        num_head_channels: u32s(&k["num_head_channels"]),
-        num_channels: ch,
-        norm_num_groups: k["norm_num_groups"].as_u64().unwrap() as u32,
-        norm_eps: 1e-6,
-        attention_output_projection: proj,
-    });
+    cfg.unet = Some(UnetConfig { attention_output_projection: proj, ..fixture_unet() });
     cfg
 }
 
@@ -126,7 +53,7 @@ fn autoencoder_keys_match_fixture() {
     let expected = as_map(&expected_tensors(&cfg), "autoencoder.");
     let from_fixture = safetensors_shapes("autoencoder/autoencoder.safetensors");
     assert_eq!(expected, from_fixture);
-    let case: Value = serde_json::from_slice(&std::fs::read(fixture("autoencoder/case.json")).unwrap()).unwrap();
+    let case = case("autoencoder");
     let pc = parameter_counts(&cfg);
     assert_eq!(pc.encoder + pc.decoder, case["parameters"].as_u64().unwrap());
     assert_eq!(pc.unet, 0);
@@ -147,7 +74,7 @@ fn unet_keys_match_fixture_with_proj_attn() {
     let cfg = unet_config(true);
     let expected = as_map(&expected_tensors(&cfg), "unet.");
     assert_eq!(expected, safetensors_shapes("unet/unet.safetensors"));
-    let case: Value = serde_json::from_slice(&std::fs::read(fixture("unet/case.json")).unwrap()).unwrap();
+    let case = case("unet");
     assert_eq!(parameter_counts(&cfg).unet, case["parameters"].as_u64().unwrap());
 }
 

@@ -1,9 +1,8 @@
-//! Test helpers: a seeded RNG, finite-difference gradient checks, and small readers for the
-//! MONAI fixtures (`.npy` little-endian f32 C-order, `.safetensors` f32).
+//! Test helpers: a seeded RNG and finite-difference gradient checks (the MONAI fixture readers
+//! live in ldm-test-support).
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+pub use ldm_test_support::rel_l2;
 
 /// SplitMix64: deterministic test data.
 pub struct Rng(pub u64);
@@ -30,14 +29,6 @@ impl Rng {
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
-}
-
-/// Relative L2 distance `|a - b| / |b|`.
-pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
 }
 
 /// Finite-difference check of a layer. `f(p, x)` is the forward, `b(p, g, x, dy)` the backward
@@ -79,47 +70,4 @@ where
     let ex = check(0, x.len());
     let ep = check(1, p.len());
     (ex, ep)
-}
-
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/monai")
-}
-
-/// Reads a little-endian f32 C-order `.npy`; returns (shape, data).
-pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&b[..6], b"\x93NUMPY", "{}: not npy", path.display());
-    let (hlen, start) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-    };
-    let header = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    assert!(header.contains("'descr': '<f4'"), "{}: not <f4", path.display());
-    assert!(header.contains("'fortran_order': False"));
-    let sh = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = sh.split(',').filter(|t| !t.trim().is_empty()).map(|t| t.trim().parse().unwrap()).collect();
-    let data: Vec<f32> = b[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>());
-    (shape, data)
-}
-
-/// Reads every F32 tensor of a `.safetensors` file: name -> (shape, data).
-pub fn read_safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
-    let data = &b[8 + n..];
-    let mut out = HashMap::new();
-    for (k, v) in header.as_object().unwrap() {
-        if k == "__metadata__" {
-            continue;
-        }
-        assert_eq!(v["dtype"], "F32", "{k}");
-        let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap() as usize).collect();
-        let off: Vec<usize> = v["data_offsets"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap() as usize).collect();
-        let vals = data[off[0]..off[1]].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        out.insert(k.clone(), (shape, vals));
-    }
-    out
 }
