@@ -4,11 +4,13 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     Cpu,
-    /// CUDA device ordinal (not compiled into this backend yet: `DeviceUnavailable`).
+    /// CUDA device ordinal. Needs a build with feature `cuda` and a usable GPU; otherwise
+    /// `Runtime::new` returns `DeviceUnavailable` saying which of the two is missing.
     Cuda(usize),
 }
 
-/// Arithmetic precision. The CPU backend computes in f32 only.
+/// Arithmetic precision. The CPU backend computes in f32 only; the CUDA backend also keeps
+/// activations and convolution weights in f16 or bf16 (fp32 accumulation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     F32,
@@ -38,9 +40,11 @@ pub struct Options {
     pub steps: Option<usize>,
     /// Sampler; None = the blob's default (DDIM eta 0 or DDPM).
     pub sampler: Option<Sampler>,
-    /// Worker threads; None = available parallelism.
+    /// Worker threads of the CPU backend; None = available parallelism (the CUDA backend has
+    /// no worker pool and only checks that this is not 0).
     pub threads: Option<usize>,
-    /// Upper bound in bytes for the activation arena plus workspaces (weights excluded).
+    /// Upper bound in bytes for the activation arena plus workspaces (weights excluded). The CPU
+    /// backend decodes in slabs to fit; the CUDA backend fails with `MemoryLimit` instead.
     pub max_memory: Option<usize>,
 }
 

@@ -296,6 +296,8 @@ mod cuda_backend {
 
     pub(super) fn open(config: &ModelConfig, store: &dyn WeightSource, opts: &Options, ordinal: usize) -> Result<Backend, RuntimeError> {
         let schedule = check_options(config, opts)?;
+        // Fail fast (before seconds of host planning at the bundle's size) when no GPU is usable.
+        crate::cuda::check_available(ordinal).map_err(|e| convert(ordinal, e))?;
         let rt = CudaRuntime::new(config, store, opts).map_err(|e| convert(ordinal, e))?;
         let report = rt.plan_report();
         Ok(Backend::Cuda(Box::new(CudaBackend { rt, report, schedule, ordinal, batch: opts.batch })))
@@ -450,7 +452,7 @@ mod tests {
                     assert!(matches!(e, RuntimeError::DeviceUnavailable(_)), "{e:?}");
                     assert!(msg.contains("cuda:0"), "{msg}");
                     if !crate::cuda::library_presence().driver {
-                        assert!(msg.contains("driver") && msg.contains("libcuda.so was not found"), "{msg}");
+                        assert!(msg.contains("no CUDA driver was found") && msg.contains("libcuda.so"), "{msg}");
                     }
                 }
             }
@@ -472,8 +474,14 @@ mod tests {
         assert!(invalid(Options { sampler: Some(Sampler::Ddim { eta: f32::NAN }), ..cuda(Precision::F32) }));
         assert!(invalid(Options { sampler: Some(Sampler::Ddpm), steps: Some(50), ..cuda(Precision::F32) }));
         assert!(invalid(Options { latent_shape: Some([4, 0, 4, 4]), ..cuda(Precision::F32) }));
-        // Built by the host planner (not divisible by the UNet's downsampling): still typed.
-        assert!(invalid(Options { latent_shape: Some([4, 3, 4, 4]), ..cuda(Precision::F32) }));
+        // Found by the host planner (not divisible by the UNet's downsampling), which runs once
+        // a GPU is known to be usable: still the CPU's typed error.
+        let e = err(Options { latent_shape: Some([4, 3, 4, 4]), ..cuda(Precision::F32) });
+        if crate::cuda::check_available(0).is_ok() {
+            assert!(matches!(e, RuntimeError::InvalidOption(_)), "{e:?}");
+        } else {
+            assert!(matches!(e, RuntimeError::DeviceUnavailable(_)), "{e:?}");
+        }
         let mut bad = cfg.clone();
         bad.scale_factor = f32::NAN;
         assert!(matches!(Runtime::from_store(&bad, &store, cuda(Precision::F32)).err().unwrap(), RuntimeError::InvalidConfig(_)));

@@ -42,7 +42,7 @@ pub fn check_available(ordinal: usize) -> Result<usize, CudaError> {
     let libs = library_presence();
     if !libs.driver {
         return Err(CudaError::unavailable(
-            "the NVIDIA driver library libcuda.so was not found",
+            "no CUDA driver was found (the NVIDIA driver library libcuda.so could not be loaded)",
         ));
     }
     let count = CudaContext::device_count().map_err(|e| {
