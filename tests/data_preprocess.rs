@@ -1,48 +1,12 @@
 //! Parity of the preprocessing chain with MONAI 1.5.2 on the two real fixture files
 //! (tests/fixtures/monai/preprocess/case.json), plus the NIfTI reader on them.
 
-use std::path::{Path, PathBuf};
-
+use ldm_test_support::{fixtures_dir as fixtures, read_npy, rel_l2};
 use ldm_trainer::data::{preprocess_file, read_info, read_volume, PreprocessConfig};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn case() -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join("monai/preprocess/case.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-/// A float32 little-endian C-order .npy file: (shape, data).
-fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..6], b"\x93NUMPY");
-    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
-    let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
-    assert!(
-        header.contains("'<f4'") && header.contains("'fortran_order': False"),
-        "{header}"
-    );
-    let shape_txt = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_txt
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let data = b[10 + hl..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect::<Vec<_>>();
-    assert_eq!(data.len(), shape.iter().product::<usize>());
-    (shape, data)
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((*x - *y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
 }
 
 fn roi_of(c: &serde_json::Value) -> [usize; 3] {

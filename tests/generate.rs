@@ -5,6 +5,7 @@
 mod generate_support;
 
 use generate_support::*;
+use ldm_test_support::{read_npy, rel_l2};
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
