@@ -14,7 +14,9 @@ pub fn from_blob(e: &BlobError) -> CError {
 
 pub fn from_runtime(e: &RuntimeError) -> CError {
     let code = match e {
-        RuntimeError::DeviceUnavailable(_) | RuntimeError::UnsupportedPrecision(_) => ERR_UNSUPPORTED,
+        RuntimeError::DeviceUnavailable(_)
+        | RuntimeError::UnsupportedPrecision(_)
+        | RuntimeError::Unsupported { .. } => ERR_UNSUPPORTED,
         // The blob's model does not fit what the runtime needs (its config or its tensors).
         RuntimeError::MissingNetwork(_)
         | RuntimeError::MissingTensor(_)
