@@ -66,6 +66,7 @@ fn tiny_config() -> TrainConfig {
     d.steps = 12;
     d.checkpoint_every = 4;
     d.scheduler.default_steps = 4;
+    d.sample_latents = true;
     c
 }
 

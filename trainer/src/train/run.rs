@@ -67,6 +67,9 @@ pub struct RunRecord {
     /// Diffusion stage: the autoencoder checkpoint the latents came from, its step, and a hash of
     /// its parameters (export checks that the same autoencoder is given).
     pub autoencoder: Option<AutoencoderRef>,
+    /// Diffusion stage: latents sampled `mu + sigma * n` (true) or the means `mu` (false).
+    #[serde(default)]
+    pub sample_latents: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +271,7 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
         batch_size: st.batch_size,
         sample_shape: st.patch.to_vec(),
         autoencoder: None,
+        sample_latents: false,
     };
     let mut t = if o.resume {
         let (t, extra) = VaeGanTrainer::resume(&ckpt)?;
@@ -342,8 +346,11 @@ fn check_record(ckpt: &Path, extra: &serde_json::Value, now: &RunRecord) -> Resu
             now.data.description
         )));
     }
-    if saved.batch_size != now.batch_size || saved.sample_shape != now.sample_shape {
-        return Err(TrainError::Invalid(format!("{}: batch size or sample shape differs from the configuration", ckpt.display())));
+    if saved.batch_size != now.batch_size || saved.sample_shape != now.sample_shape || saved.sample_latents != now.sample_latents {
+        return Err(TrainError::Invalid(format!(
+            "{}: batch size, sample shape or latent sampling differs from the configuration",
+            ckpt.display()
+        )));
     }
     Ok(())
 }
@@ -374,7 +381,8 @@ const SCALE_SALT: u64 = 0x5CA1_E000_0000_0000;
 
 /// Trains (or resumes) the diffusion stage on latents of the volumes under the autoencoder in
 /// `autoencoder` (a run directory or checkpoint). The scale factor `1 / std(z)` is computed once
-/// over one latent draw of every volume and stored in the checkpoint's configuration.
+/// over one latent draw of every volume (or the means, with `sample_latents: false`) and stored
+/// in the checkpoint's configuration.
 pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMut(Event)) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
     let cfg = o.config;
@@ -395,7 +403,10 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
         )));
     }
     let ckpt = prepare_dir(o, Stage::Diffusion)?;
-    let lat = encode_all(&ae, o.volumes)?;
+    let mut lat = encode_all(&ae, o.volumes)?;
+    if !st.sample_latents {
+        lat.sigma.iter_mut().for_each(|s| s.iter_mut().for_each(|v| *v = 0.0));
+    }
     let ld = lat.dims;
     let uf = 1usize << st.unet.num_channels.len().saturating_sub(1);
     if [ld.d, ld.h, ld.w].iter().any(|&s| s % uf != 0) {
@@ -411,6 +422,7 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
             step: ae.step,
             params_hash: params_hash(&ae.ae_params.data),
         }),
+        sample_latents: st.sample_latents,
     };
     let mut t = if o.resume {
         let (t, extra) = DiffusionTrainer::resume(&ckpt)?;

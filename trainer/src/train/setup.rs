@@ -62,10 +62,19 @@ pub struct DiffusionStage {
     pub scheduler: SchedulerConfig,
     pub adam: AdamConfig,
     pub lr: MultiStepLr,
+    /// Train on sampled latents `mu + sigma * n` (the bundle's `encode_stage_2_inputs`; true) or
+    /// on the posterior means `mu` (false: better for a small, briefly trained VAE whose sigma
+    /// is still near its initial 1 and would bury the latents' structure in noise).
+    #[serde(default = "default_true")]
+    pub sample_latents: bool,
     pub batch_size: usize,
     pub steps: u64,
     pub checkpoint_every: u64,
     pub seed: u64,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A whole training configuration file.
@@ -102,6 +111,7 @@ impl TrainConfig {
                 scheduler: d.scheduler,
                 adam: d.adam,
                 lr: d.lr,
+                sample_latents: true,
                 batch_size: 2,
                 steps: 100_000,
                 checkpoint_every: 1000,
@@ -167,10 +177,11 @@ impl TrainConfig {
                     attention_output_projection: false,
                 },
                 scheduler: SchedulerConfig { default_steps: 25, ..SchedulerConfig::bundle() },
-                adam: AdamConfig { lr: 3e-4, ..AdamConfig::default() },
-                lr: MultiStepLr { base: 3e-4, milestones: vec![1200], gamma: 0.5 },
+                adam: AdamConfig { lr: 4e-4, ..AdamConfig::default() },
+                lr: MultiStepLr { base: 4e-4, milestones: vec![800], gamma: 0.5 },
+                sample_latents: false,
                 batch_size: 2,
-                steps: 1500,
+                steps: 1000,
                 checkpoint_every: 100,
                 seed: 2,
             },
