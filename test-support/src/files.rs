@@ -22,7 +22,7 @@ fn read(path: &Path) -> Vec<u8> {
 
 fn f32s(path: &Path, bytes: &[u8]) -> Vec<f32> {
     assert!(
-        bytes.len() % 4 == 0,
+        bytes.chunks_exact(4).remainder().is_empty(),
         "{}: {} data bytes are not whole f32 values",
         path.display(),
         bytes.len()
@@ -150,11 +150,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ldm-test-support-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("f8.npy");
-        let mut header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }".to_string();
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
+        // padded so that magic + version + length + header = 128 bytes, as numpy writes it
+        let header = format!("{:<117}\n", "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }");
         let mut b = b"\x93NUMPY\x01\x00".to_vec();
         b.extend_from_slice(&(header.len() as u16).to_le_bytes());
         b.extend_from_slice(header.as_bytes());
