@@ -1,4 +1,6 @@
-//! Times single convolutions of typical decoder/UNet shapes: `cargo run --release -p ldm-runtime --example convbench`.
+//! Times single convolutions of typical decoder/UNet shapes:
+//! `cargo run --release -p ldm-runtime --example convbench -- [threads] [reps]` (best and median
+//! of `reps` runs per shape; on a shared machine the best approximates a quiet moment).
 use ldm_runtime::conv::{conv, pack_len, ConvGeom, ConvInput, Init, OutWindow, PackWs};
 use ldm_runtime::gemm::{init, PackedA};
 use ldm_runtime::pool::Pool;
@@ -7,6 +9,7 @@ use std::time::Instant;
 fn main() {
     init();
     let threads: usize = std::env::args().nth(1).and_then(|v| v.parse().ok()).unwrap_or(2);
+    let reps: usize = std::env::args().nth(2).and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let pool = Pool::new(threads).unwrap();
     let shapes = [
         ("dec L0 64->64 48x48x32", ConvGeom { cin: 64, din: 48, hin: 48, win: 32, up: 0, k: 3, stride: 1, pad: 1, cout: 64 }),
@@ -30,13 +33,15 @@ fn main() {
         let mut ws = vec![0f32; threads * pack_len()];
         let mut sh = vec![0f32; ldm_runtime::conv::shared_pack_len(&g)];
         let input = ConvInput { data: &x, z0: 0, planes: g.din };
-        let mut best = f64::MAX;
-        for _ in 0..3 {
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps {
             let t = Instant::now();
             conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()), PackWs(sh.as_mut_ptr(), sh.len()));
-            best = best.min(t.elapsed().as_secs_f64());
+            times.push(t.elapsed().as_secs_f64());
         }
-        println!("{name}: {:.1} ms, {:.1} GFLOP/s", best * 1e3, g.flops() / best / 1e9);
+        times.sort_by(f64::total_cmp);
+        let (best, median) = (times[0], times[times.len() / 2]);
+        println!("{name}: best {:.1} ms ({:.1} GFLOP/s), median {:.1} ms", best * 1e3, g.flops() / best / 1e9, median * 1e3);
     }
 }
 
