@@ -1,6 +1,8 @@
 //! Times single convolutions of typical decoder/UNet shapes:
 //! `cargo run --release -p ldm-runtime --example convbench -- [threads] [reps]` (best and median
 //! of `reps` runs per shape; on a shared machine the best approximates a quiet moment).
+//! `CONVBENCH_ONLY=<substring>` keeps the shapes whose name contains it; `CONVBENCH_SPIN=1` also
+//! times a pure-compute spin loop on 1 and 2 threads (shows whether the second core is free).
 use ldm_runtime::conv::{conv, pack_len, ConvGeom, ConvInput, Init, OutWindow, PackWs};
 use ldm_runtime::gemm::{init, PackedA};
 use ldm_runtime::pool::Pool;
@@ -17,13 +19,17 @@ fn main() {
         ("unet L0 256->256 12x12x8", ConvGeom { cin: 256, din: 12, hin: 12, win: 8, up: 0, k: 3, stride: 1, pad: 1, cout: 256 }),
         ("unet L2 512->512 3x3x2", ConvGeom { cin: 512, din: 3, hin: 3, win: 2, up: 0, k: 3, stride: 1, pad: 1, cout: 512 }),
     ];
-    for th in [1usize, 2] {
+    for th in [1usize, 2].into_iter().filter(|_| std::env::var("CONVBENCH_SPIN").is_ok()) {
         let p = Pool::new(th).unwrap();
         let t = Instant::now();
         p.for_each(8, &|_, _| { std::hint::black_box(spin(20_000_000)); });
         println!("spin with {th} threads: {:.3} s", t.elapsed().as_secs_f64());
     }
+    let only = std::env::var("CONVBENCH_ONLY").unwrap_or_default();
     for (name, g) in shapes {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let x = vec![0.5f32; g.cin * g.din * g.hin * g.win];
         let w = vec![0.01f32; g.cout * g.kdim()];
         let b = vec![0f32; g.cout];
