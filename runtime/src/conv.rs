@@ -241,11 +241,14 @@ mod simd_pack {
     pub unsafe fn run_copy(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize) {
         let v = bits(lo, hi);
         let src = row.wrapping_offset(zw0);
-        let a = _mm512_maskz_loadu_ps(v as u16, src);
-        let b = _mm512_maskz_loadu_ps((v >> 16) as u16, src.wrapping_add(16));
         let l = bits(0, len);
+        let a = _mm512_maskz_loadu_ps(v as u16, src);
         _mm512_mask_storeu_ps(d, l as u16, a);
-        _mm512_mask_storeu_ps(d.add(16), (l >> 16) as u16, b);
+        // Short runs (rows narrower than 16 voxels) need no second half.
+        if len > 16 {
+            let b = _mm512_maskz_loadu_ps((v >> 16) as u16, src.wrapping_add(16));
+            _mm512_mask_storeu_ps(d.add(16), (l >> 16) as u16, b);
+        }
     }
 
     /// Nearest x2 upsampling: `d[i] = row[(zw0 + i) >> 1]` for `i` in `lo..hi`, 0 elsewhere.
