@@ -23,6 +23,8 @@ pub mod philox;
 pub mod pool;
 pub mod runtime;
 pub mod schedule;
+#[cfg(test)]
+mod test_models;
 pub mod slab;
 pub mod weights;
 

@@ -375,31 +375,9 @@ mod tests {
     use crate::options::Precision;
     #[cfg(feature = "cuda")]
     use crate::options::Sampler;
-    use ldm_weights::{DecoderConfig, UnetConfig};
 
     fn tiny() -> (ModelConfig, WeightStore) {
-        let mut cfg = ModelConfig::bundle();
-        cfg.encoder = None;
-        cfg.decoder = Some(DecoderConfig {
-            latent_channels: 4,
-            num_channels: vec![8, 16],
-            num_res_blocks: vec![1, 1],
-            out_channels: 1,
-            norm_num_groups: 4,
-            norm_eps: 1e-6,
-        });
-        cfg.unet = Some(UnetConfig {
-            in_channels: 4,
-            out_channels: 4,
-            num_channels: vec![16, 32],
-            attention_levels: vec![false, true],
-            num_head_channels: vec![0, 16],
-            num_res_blocks: vec![1, 1],
-            norm_num_groups: 8,
-            norm_eps: 1e-6,
-            attention_output_projection: false,
-        });
-        cfg.latent_shape = [4, 4, 4, 4];
+        let cfg = crate::test_models::small_model_config([4, 4, 4, 4]);
         (cfg.clone(), WeightStore::random(&cfg, 3).unwrap())
     }
 

@@ -435,32 +435,10 @@ mod tests {
     use crate::options::Options;
     use crate::runtime::Runtime;
     use crate::weights::WeightStore;
-    use ldm_weights::{DecoderConfig, ModelConfig, UnetConfig};
+    use ldm_weights::ModelConfig;
 
     fn small_config() -> ModelConfig {
-        let mut cfg = ModelConfig::bundle();
-        cfg.encoder = None;
-        cfg.decoder = Some(DecoderConfig {
-            latent_channels: 4,
-            num_channels: vec![8, 16],
-            num_res_blocks: vec![1, 1],
-            out_channels: 1,
-            norm_num_groups: 4,
-            norm_eps: 1e-6,
-        });
-        cfg.unet = Some(UnetConfig {
-            in_channels: 4,
-            out_channels: 4,
-            num_channels: vec![16, 32],
-            attention_levels: vec![false, true],
-            num_head_channels: vec![0, 16],
-            num_res_blocks: vec![1, 1],
-            norm_num_groups: 8,
-            norm_eps: 1e-6,
-            attention_output_projection: false,
-        });
-        cfg.latent_shape = [4, 4, 6, 4];
-        cfg
+        crate::test_models::small_model_config([4, 4, 6, 4])
     }
 
     /// Executes lowered steps with naive loops on a host arena (the GPU's semantics, step by step).
