@@ -258,6 +258,64 @@ fn log_line<T: Serialize>(log: &mut File, out: &Path, stage: Stage, rec: &T, ela
     Ok(v)
 }
 
+/// What both stages do around their optimiser steps: one log line and progress event per step, a
+/// checkpoint every `checkpoint_every` steps and at `total`, and the summary at the end.
+struct StepBook<'a> {
+    log: File,
+    out: &'a Path,
+    stage: Stage,
+    started: Instant,
+    total: u64,
+    checkpoint_every: u64,
+    start_step: u64,
+    first: Option<f32>,
+    last: Option<f32>,
+}
+
+impl StepBook<'_> {
+    /// Records step `rec_step` (the trainer now at `now` completed steps); `save` writes the checkpoint.
+    fn record<R: Serialize>(
+        &mut self,
+        rec: &R,
+        rec_step: u64,
+        now: u64,
+        loss: f32,
+        on_event: &mut dyn FnMut(Event),
+        save: impl FnOnce() -> Result<(), TrainError>,
+    ) -> Result<(), TrainError> {
+        self.first.get_or_insert(loss);
+        self.last = Some(loss);
+        let line = log_line(&mut self.log, self.out, self.stage, rec, self.started.elapsed().as_secs_f64())?;
+        on_event(Event::Step { step: rec_step, total: self.total, loss, line: &line });
+        if now % self.checkpoint_every == 0 || now == self.total {
+            self.log.sync_data().map_err(|e| io_err(&self.out.join(LOG_FILE), e))?;
+            save()?;
+            on_event(Event::Checkpoint { step: now });
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint if none exists yet (nothing ran) and sums the run up.
+    fn finish(
+        self,
+        end_step: u64,
+        ckpt: PathBuf,
+        save: impl FnOnce() -> Result<(), TrainError>,
+    ) -> Result<RunSummary, TrainError> {
+        if !ckpt.is_file() {
+            save()?;
+        }
+        Ok(RunSummary {
+            start_step: self.start_step,
+            end_step,
+            first_loss: self.first,
+            last_loss: self.last,
+            wall_s: self.started.elapsed().as_secs_f64(),
+            checkpoint: ckpt,
+        })
+    }
+}
+
 /// Trains (or resumes) the autoencoder stage on roi-sized preprocessed volumes.
 pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
@@ -289,13 +347,21 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
     };
     let extra = serde_json::to_value(&record).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let total = o.steps.unwrap_or(st.steps);
-    let start_step = t.step;
-    let mut log = open_log(o.out)?;
+    let mut book = StepBook {
+        log: open_log(o.out)?,
+        out: o.out,
+        stage: Stage::Autoencoder,
+        started,
+        total,
+        checkpoint_every: st.checkpoint_every,
+        start_step: t.step,
+        first: None,
+        last: None,
+    };
     let mut order = Order::new(t.seed, o.volumes.len());
     let b = st.batch_size;
     let [px, py, pz] = st.patch;
     let dims = Dims::new(b, 1, px, py, pz);
-    let (mut first, mut last) = (None, None);
     while t.step < total {
         let mut images = Vec::with_capacity(dims.numel());
         for i in 0..b {
@@ -305,28 +371,10 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
             images.extend_from_slice(&random_crop(v, st.patch, &mut rng).data);
         }
         let rec = t.train_step(&images, dims)?;
-        let loss = rec.loss_g;
-        first.get_or_insert(loss);
-        last = Some(loss);
-        let line = log_line(&mut log, o.out, Stage::Autoencoder, &rec, started.elapsed().as_secs_f64())?;
-        on_event(Event::Step { step: rec.step, total, loss, line: &line });
-        if t.step % st.checkpoint_every == 0 || t.step == total {
-            log.sync_data().map_err(|e| io_err(&o.out.join(LOG_FILE), e))?;
-            t.save(&ckpt, extra.clone())?;
-            on_event(Event::Checkpoint { step: t.step });
-        }
+        book.record(&rec, rec.step, t.step, rec.loss_g, on_event, || t.save(&ckpt, extra.clone()))?;
     }
-    if !ckpt.is_file() {
-        t.save(&ckpt, extra)?;
-    }
-    Ok(RunSummary {
-        start_step,
-        end_step: t.step,
-        first_loss: first,
-        last_loss: last,
-        wall_s: started.elapsed().as_secs_f64(),
-        checkpoint: ckpt,
-    })
+    let end_step = t.step;
+    book.finish(end_step, ckpt.clone(), || t.save(&ckpt, extra))
 }
 
 /// The recorded loop state must match this invocation's (same data, batch and shapes).
@@ -455,14 +503,22 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
     };
     let extra = serde_json::to_value(&record).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let total = o.steps.unwrap_or(st.steps);
-    let start_step = t.step;
-    let mut log = open_log(o.out)?;
+    let mut book = StepBook {
+        log: open_log(o.out)?,
+        out: o.out,
+        stage: Stage::Diffusion,
+        started,
+        total,
+        checkpoint_every: st.checkpoint_every,
+        start_step: t.step,
+        first: None,
+        last: None,
+    };
     let mut order = Order::new(t.seed, o.volumes.len());
     let b = st.batch_size;
     let dims = Dims::new(b, ld.c, ld.d, ld.h, ld.w);
     let per = ld.numel();
     let s = t.config.scale_factor;
-    let (mut first, mut last) = (None, None);
     while t.step < total {
         let mut z = Vec::with_capacity(b * per);
         for i in 0..b {
@@ -472,28 +528,10 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
             z.extend(lat.mu[v].iter().zip(&lat.sigma[v]).zip(&n).map(|((m, sg), e)| (m + sg * e) * s));
         }
         let rec = t.train_step(&z, dims)?;
-        let loss = rec.loss;
-        first.get_or_insert(loss);
-        last = Some(loss);
-        let line = log_line(&mut log, o.out, Stage::Diffusion, &rec, started.elapsed().as_secs_f64())?;
-        on_event(Event::Step { step: rec.step, total, loss, line: &line });
-        if t.step % st.checkpoint_every == 0 || t.step == total {
-            log.sync_data().map_err(|e| io_err(&o.out.join(LOG_FILE), e))?;
-            t.save(&ckpt, extra.clone())?;
-            on_event(Event::Checkpoint { step: t.step });
-        }
+        book.record(&rec, rec.step, t.step, rec.loss, on_event, || t.save(&ckpt, extra.clone()))?;
     }
-    if !ckpt.is_file() {
-        t.save(&ckpt, extra)?;
-    }
-    Ok(RunSummary {
-        start_step,
-        end_step: t.step,
-        first_loss: first,
-        last_loss: last,
-        wall_s: started.elapsed().as_secs_f64(),
-        checkpoint: ckpt,
-    })
+    let end_step = t.step;
+    book.finish(end_step, ckpt.clone(), || t.save(&ckpt, extra))
 }
 
 /// The trainer configuration of the diffusion stage with scale factor `s`.
