@@ -100,10 +100,12 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         DTypeArg::F16 => DType::F16,
         DTypeArg::Bf16 => DType::BF16,
     };
+    // The moving average when the run kept one (config `ema_decay`), else the last iterate.
+    let unet_params = df.inference_params();
     let spec = ExportSpec {
         autoencoder: Some((&ae.ae, &ae.ae_params)),
         include_encoder: a.include_encoder,
-        unet: Some((&df.unet, &df.params)),
+        unet: Some((&df.unet, &unet_params)),
         scheduler: df.config.scheduler.clone(),
         scale_factor: df.config.scale_factor,
         latent_shape: latent,

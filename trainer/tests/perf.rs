@@ -92,6 +92,7 @@ fn small_cpu_training_steps() {
         adam: AdamConfig::default(),
         lr: MultiStepLr::constant(1e-4),
         scale_factor: 1.0,
+        ema_decay: None,
     };
     let mut d = DiffusionTrainer::new(ucfg, 2).unwrap();
     let ld = Dims::new(2, 4, 16, 16, 12);

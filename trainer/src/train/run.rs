@@ -537,7 +537,14 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
 /// The trainer configuration of the diffusion stage with scale factor `s`.
 pub fn stage_config(cfg: &TrainConfig, s: f32) -> DiffusionConfig {
     let st = &cfg.diffusion;
-    DiffusionConfig { unet: st.unet.clone(), scheduler: st.scheduler.clone(), adam: st.adam, lr: st.lr.clone(), scale_factor: s }
+    DiffusionConfig {
+        unet: st.unet.clone(),
+        scheduler: st.scheduler.clone(),
+        adam: st.adam,
+        lr: st.lr.clone(),
+        scale_factor: s,
+        ema_decay: st.ema_decay,
+    }
 }
 
 /// Reads the loop record of a checkpoint written by this driver.

@@ -67,6 +67,10 @@ pub struct DiffusionStage {
     /// is still near its initial 1 and would bury the latents' structure in noise).
     #[serde(default = "default_true")]
     pub sample_latents: bool,
+    /// Keep an exponential moving average of the UNet's weights with this decay and export it
+    /// (absent or null: no EMA, as the bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f32>,
     pub batch_size: usize,
     pub steps: u64,
     pub checkpoint_every: u64,
@@ -112,6 +116,7 @@ impl TrainConfig {
                 adam: d.adam,
                 lr: d.lr,
                 sample_latents: true,
+                ema_decay: None,
                 batch_size: 2,
                 steps: 100_000,
                 checkpoint_every: 1000,
@@ -180,6 +185,7 @@ impl TrainConfig {
                 adam: AdamConfig { lr: 4e-4, ..AdamConfig::default() },
                 lr: MultiStepLr { base: 4e-4, milestones: vec![800], gamma: 0.5 },
                 sample_latents: false,
+                ema_decay: None,
                 batch_size: 2,
                 steps: 1000,
                 checkpoint_every: 100,
