@@ -124,7 +124,7 @@ class Unet(nn.Module):
 
     def forward(self, x, t):
         half = self.c0 // 2
-        f = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+        f = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
         a = t[:, None].float() * f[None]
         e = self.te(torch.cat([torch.cos(a), torch.sin(a)], -1))
         h = self.cin(x)

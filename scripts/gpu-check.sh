@@ -10,7 +10,8 @@
 #   1. cuda_kernels / cuda_runtime test binaries (--nocapture), and the library's cuda:: unit tests
 #   2. the MONAI fixture pipeline via `generate --init-noise`: GPU f32/f16/bf16 vs CPU and vs MONAI
 #   3. bundle scale: 50 steps with device memory read before/after (cuda_bundle, ignored tests)
-#   4. `bench --device cuda` f32/f16/bf16 at latent [8,36,44,28] on a random bundle blob
+#   4. `bench --device cuda` f32/f16/bf16 at latent [8,36,44,28] on a random bundle blob, with
+#      cuDNN's algorithm measured at load (default) and by its heuristic (LDM_CUDNN_ALGO)
 #   5. benches/pytorch_reference.py --device cuda --latent 36 44 28, --amp off/fp16/bf16
 # "quick" stops after step 3.
 set -u
@@ -157,12 +158,15 @@ if [ "$mode" != quick ]; then
     BLOB="$WORK/bundle-random.blob"
     [ -n "$BUNDLE" ] && LDM_BUNDLE_BLOB="$BLOB" run bundle_random_blob 60 "$BUNDLE" --ignored --nocapture --exact write_random_bundle_blob
     # --- 4. our timings.
-    for p in f32 bf16 f16; do
-        if [ -f "$BLOB" ]; then
-            run "bench_cuda_$p" 75 sh -c "\"$CLI\" bench --device cuda --precision $p --model \"$BLOB\" \
-                --latent-shape 8,36,44,28 --steps 20 --warmup 3 --json >\"$WORK/bench-$p.json\"" \
-                && { echo "bench cuda $p: $(cat "$WORK/bench-$p.json")" >>"$RESULTS"; }
-        fi
+    # cuDNN algorithm choice: measured at load (the default) and cuDNN's heuristic, A/B.
+    for algo in measure heuristic; do
+        for p in f32 bf16 f16; do
+            if [ -f "$BLOB" ]; then
+                LDM_CUDNN_ALGO=$algo run "bench_cuda_${p}_$algo" 75 sh -c "\"$CLI\" bench --device cuda --precision $p \
+                    --model \"$BLOB\" --latent-shape 8,36,44,28 --steps 20 --warmup 3 --json >\"$WORK/bench-$p-$algo.json\"" \
+                    && { echo "bench cuda $p ($algo): $(cat "$WORK/bench-$p-$algo.json")" >>"$RESULTS"; }
+            fi
+        done
     done
     # --- 5. PyTorch on the same card, same call.
     for amp in off bf16 fp16; do

@@ -223,6 +223,53 @@ impl Drop for Dnn {
     }
 }
 
+/// How `ConvPlan` picks cuDNN's forward algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlgoSearch {
+    /// `cudnnGetConvolutionForwardAlgorithm_v7`: cuDNN's heuristic ranking, no GPU work.
+    Heuristic,
+    /// `cudnnFindConvolutionForwardAlgorithm`: cuDNN runs each candidate once on scratch memory
+    /// it allocates and frees itself (at load time only), and the fastest that fits is kept.
+    Measure,
+}
+
+impl AlgoSearch {
+    /// The environment variable that overrides the default search: `heuristic` or `measure`.
+    pub const ENV: &'static str = "LDM_CUDNN_ALGO";
+
+    /// Parses the value of `LDM_CUDNN_ALGO`.
+    pub fn parse(s: &str) -> Result<Self, CudaError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "heuristic" | "heuristics" => Ok(AlgoSearch::Heuristic),
+            "measure" | "find" => Ok(AlgoSearch::Measure),
+            other => Err(CudaError::Shape(format!(
+                "{}='{other}': use heuristic or measure",
+                Self::ENV
+            ))),
+        }
+    }
+
+    /// `Measure` unless `LDM_CUDNN_ALGO` says otherwise (a bad value is an error).
+    pub fn from_env() -> Result<Self, CudaError> {
+        match std::env::var(Self::ENV) {
+            Ok(v) => Self::parse(&v),
+            Err(_) => Ok(AlgoSearch::Measure),
+        }
+    }
+}
+
+/// Whether a candidate algorithm may be used: it ran, fits the workspace, and for fp32 uses
+/// plain FMA math (no TF32), which keeps fp32 within 1e-4 of the CPU.
+fn acceptable(
+    p: &sys::cudnnConvolutionFwdAlgoPerf_t,
+    dtype: DType,
+    workspace_limit: usize,
+) -> bool {
+    p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
+        && p.memory <= workspace_limit
+        && (dtype != DType::F32 || p.mathType == sys::cudnnMathType_t::CUDNN_FMA_MATH)
+}
+
 /// Descriptors, algorithm and workspace size of one convolution shape, fixed at load time.
 pub struct ConvPlan {
     pub spec: Conv3dSpec,
@@ -236,13 +283,31 @@ pub struct ConvPlan {
 }
 
 impl ConvPlan {
-    /// Creates the descriptors and picks the fastest heuristic algorithm whose workspace fits
+    /// Creates the descriptors and picks the first heuristic algorithm whose workspace fits
     /// `workspace_limit` bytes.
     pub fn new(
         dnn_handle: &Dnn,
         spec: Conv3dSpec,
         dtype: DType,
         workspace_limit: usize,
+    ) -> Result<Self, CudaError> {
+        Self::with_search(
+            dnn_handle,
+            spec,
+            dtype,
+            workspace_limit,
+            AlgoSearch::Heuristic,
+        )
+    }
+
+    /// Creates the descriptors and picks the algorithm as `search` says (the fastest that fits
+    /// `workspace_limit` bytes). `Measure` runs convolutions: call it before graph capture.
+    pub fn with_search(
+        dnn_handle: &Dnn,
+        spec: Conv3dSpec,
+        dtype: DType,
+        workspace_limit: usize,
+        search: AlgoSearch,
     ) -> Result<Self, CudaError> {
         spec.validate()?;
         let xd = spec.input_dims()?;
@@ -299,27 +364,45 @@ impl ConvPlan {
                 .map_err(CudaError::cudnn("cudnnSetConvolutionMathType"))?;
             let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; 8] = std::mem::zeroed();
             let mut returned = 0i32;
-            dnn::get_convolution_forward_algorithm(
-                dnn_handle.handle,
-                plan.x,
-                plan.w,
-                plan.conv,
-                plan.y,
-                perf.len() as i32,
-                &mut returned,
-                perf.as_mut_ptr(),
-            )
-            .map_err(CudaError::cudnn("cudnnGetConvolutionForwardAlgorithm_v7"))?;
+            match search {
+                AlgoSearch::Heuristic => dnn::get_convolution_forward_algorithm(
+                    dnn_handle.handle,
+                    plan.x,
+                    plan.w,
+                    plan.conv,
+                    plan.y,
+                    perf.len() as i32,
+                    &mut returned,
+                    perf.as_mut_ptr(),
+                )
+                .map_err(CudaError::cudnn("cudnnGetConvolutionForwardAlgorithm_v7"))?,
+                AlgoSearch::Measure => sys::cudnnFindConvolutionForwardAlgorithm(
+                    dnn_handle.handle,
+                    plan.x,
+                    plan.w,
+                    plan.conv,
+                    plan.y,
+                    perf.len() as i32,
+                    &mut returned,
+                    perf.as_mut_ptr(),
+                )
+                .result()
+                .map_err(CudaError::cudnn("cudnnFindConvolutionForwardAlgorithm"))?,
+            }
             let returned = (returned.max(0) as usize).min(perf.len());
+            // Both calls rank their results, fastest (or most promising) first.
             let choice = perf[..returned]
                 .iter()
-                .find(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= workspace_limit)
+                .find(|p| acceptable(p, dtype, workspace_limit))
                 .ok_or_else(|| {
                     CudaError::Shape(format!(
                         "cuDNN offers no forward algorithm for {spec:?} ({dtype:?}) within a {workspace_limit}-byte workspace"
                     ))
                 })?;
             plan.algo = choice.algo;
+            // The math the measurement (or heuristic) assumed, so the run uses the same kernel.
+            dnn::set_convolution_math_type(plan.conv, choice.mathType)
+                .map_err(CudaError::cudnn("cudnnSetConvolutionMathType"))?;
             plan.workspace_bytes = dnn::get_convolution_forward_workspace_size(
                 dnn_handle.handle,
                 plan.x,
@@ -491,5 +574,33 @@ mod tests {
             cudnn_math(DType::BF16),
             sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH
         );
+    }
+
+    #[test]
+    fn algo_search_parses_and_rejects() {
+        assert_eq!(AlgoSearch::parse("measure").unwrap(), AlgoSearch::Measure);
+        assert_eq!(AlgoSearch::parse(" Find ").unwrap(), AlgoSearch::Measure);
+        assert_eq!(
+            AlgoSearch::parse("heuristic").unwrap(),
+            AlgoSearch::Heuristic
+        );
+        let e = AlgoSearch::parse("fastest").unwrap_err();
+        assert!(e.to_string().contains(AlgoSearch::ENV), "{e}");
+    }
+
+    #[test]
+    fn fp32_never_takes_tensor_core_math() {
+        // SAFETY: a plain C struct; all-zero is a valid bit pattern for it.
+        let mut p: sys::cudnnConvolutionFwdAlgoPerf_t = unsafe { std::mem::zeroed() };
+        p.status = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
+        p.memory = 100;
+        p.mathType = sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH;
+        assert!(!acceptable(&p, DType::F32, 1000));
+        assert!(acceptable(&p, DType::BF16, 1000));
+        assert!(!acceptable(&p, DType::BF16, 99));
+        p.mathType = sys::cudnnMathType_t::CUDNN_FMA_MATH;
+        assert!(acceptable(&p, DType::F32, 1000));
+        p.status = sys::cudnnStatus_t::CUDNN_STATUS_NOT_SUPPORTED;
+        assert!(!acceptable(&p, DType::F32, 1000));
     }
 }

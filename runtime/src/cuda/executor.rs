@@ -21,7 +21,7 @@ use crate::weights::WeightSource;
 use ldm_weights::{DType, ModelConfig, SamplerKind};
 
 use super::arena::{ArenaLayout, DevPtr, DeviceArena, Region};
-use super::conv::ConvPlan;
+use super::conv::{AlgoSearch, ConvPlan};
 use super::device::CudaDevice;
 use super::error::CudaError;
 use super::gemm::{GemmSpec, CUBLAS_WORKSPACE_BYTES};
@@ -256,10 +256,11 @@ impl CudaRuntime {
 
         // Open the device now (cuDNN algorithm choice needs it), before any large allocation.
         let dev = CudaDevice::new(ordinal)?;
+        let search = AlgoSearch::from_env()?;
         let make_plans = |l: &Lowered| -> Result<Vec<ConvPlan>, CudaError> {
             l.specs
                 .iter()
-                .map(|&s| ConvPlan::new(&dev.dnn, s, dtype, CONV_WORKSPACE_LIMIT))
+                .map(|&s| ConvPlan::with_search(&dev.dnn, s, dtype, CONV_WORKSPACE_LIMIT, search))
                 .collect()
         };
         let unet_plans = unet_low.as_ref().map(make_plans).transpose()?;
