@@ -13,7 +13,7 @@
 #   4. `bench --device cuda` f32/f16/bf16 at latent [8,36,44,28] on a random bundle blob, with
 #      cuDNN's algorithm measured at load (default) and by its heuristic (LDM_CUDNN_ALGO)
 #   5. benches/pytorch_reference.py --device cuda --latent 36 44 28, --amp off/fp16/bf16
-#   6. Nsight Compute per-kernel GPU time of one bf16 UNet step ($OUT/ncu-bf16-step.txt)
+#   6. Nsight Compute per-kernel GPU time of one bf16 UNet step and decode ($OUT/ncu-bf16.txt)
 # "quick" stops after step 3.
 set -u
 mode="${1:-all}"
@@ -175,12 +175,13 @@ if [ "$mode" != quick ]; then
             --reps 5 --amp $amp >\"$WORK/torch-$amp.txt\" 2>&1; rc=\$?; cat \"$WORK/torch-$amp.txt\"; exit \$rc" \
             && { echo "pytorch amp $amp:"; cat "$WORK/torch-$amp.txt"; } >>"$RESULTS"
     done
-    # --- 6. where a bf16 UNet step's GPU time goes: per-kernel totals from Nsight Compute
-    # (one step, no decode; kernel replay makes this slow, so it runs last).
+    # --- 6. where bf16 GPU time goes: per-kernel totals from Nsight Compute of one UNet step and
+    # one decode (heuristic algorithms, so no measuring runs are mixed in; kernel replay makes
+    # this slow, so it runs last).
     if [ -f "$BLOB" ] && command -v ncu >/dev/null; then
-        run ncu_bf16_step 90 sh -c "ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-            \"$CLI\" bench --device cuda --precision bf16 --model \"$BLOB\" --latent-shape 8,36,44,28 --steps 1 \
-            --warmup 0 --no-decode >\"$OUT/ncu-bf16-step.txt\" 2>&1"
+        LDM_CUDNN_ALGO=heuristic run ncu_bf16_step_decode 90 sh -c "ncu --clock-control none --metrics gpu__time_duration.sum \
+            --print-summary per-kernel \"$CLI\" bench --device cuda --precision bf16 --model \"$BLOB\" \
+            --latent-shape 8,36,44,28 --steps 1 --warmup 0 >\"$OUT/ncu-bf16.txt\" 2>&1"
     fi
 fi
 
