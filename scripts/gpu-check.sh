@@ -175,6 +175,14 @@ if [ "$mode" != quick ]; then
             --reps 5 --amp $amp >\"$WORK/torch-$amp.txt\" 2>&1; rc=\$?; cat \"$WORK/torch-$amp.txt\"; exit \$rc" \
             && { echo "pytorch amp $amp:"; cat "$WORK/torch-$amp.txt"; } >>"$RESULTS"
     done
+    # PyTorch fp32 without TF32 (cuDNN and matmul), the same arithmetic as our f32 path.
+    run pytorch_amp_off_no_tf32 90 sh -c "python3 -c \"import runpy, sys, torch
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+sys.argv = ['pytorch_reference.py', '--device', 'cuda', '--latent', '36', '44', '28', '--reps', '5', '--amp', 'off']
+runpy.run_path('benches/pytorch_reference.py', run_name='__main__')\" >\"$WORK/torch-off-notf32.txt\" 2>&1; rc=\$?; \
+        cat \"$WORK/torch-off-notf32.txt\"; exit \$rc" \
+        && { echo "pytorch amp off, TF32 disabled:"; cat "$WORK/torch-off-notf32.txt"; } >>"$RESULTS"
     # --- 6. where bf16 GPU time goes: per-kernel totals from Nsight Compute of one UNet step and
     # one decode (heuristic algorithms, so no measuring runs are mixed in; kernel replay makes
     # this slow, so it runs last).
