@@ -4,19 +4,13 @@
 // channels [h * HD, (h + 1) * HD). Optional fp32 biases (to_q/to_k/to_v) are added on load.
 // Output: out[b, c, n] (+)= softmax(q k^T * scale) v for channel c of head h, channel-major with
 // out_batch_stride; when `residual` is non-null it is added (residual may alias out).
-// Grid (ceil(tokens / kQ), heads, batch), block kThreads: each query is shared by kSplits
-// neighbouring lanes of one warp, each taking every kSplits-th key of a tile (so a level of a few
-// thousand voxels still fills the GPU); keys/values stream through shared memory in tiles; each
-// lane keeps its own online softmax (base 2, fp32), and the lanes of a query merge their
-// (max, sum, accumulator) with warp shuffles at the end.
+// Grid (ceil(tokens / kQ), heads, batch), block kQ threads, one query per thread; keys/values
+// stream through shared memory in tiles; online softmax in base 2, fp32 accumulation.
 #include "common.cuh"
 
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kSplits = 4;
-constexpr int kQ = kThreads / kSplits;
-static_assert(32 % kSplits == 0, "the lanes of one query must lie in one warp");
+constexpr int kQ = 128;
 
 template <int HD> struct Tile {
     static constexpr int keys = HD <= 64 ? 64 : 32;
@@ -29,16 +23,12 @@ __device__ __forceinline__ void attention_impl(const T* q, const T* k, const T* 
                                                long long qkv_batch_stride,
                                                long long out_batch_stride, float scale) {
     constexpr int BK = Tile<HD>::keys;
-    // Rows padded by 4 floats: 16-byte aligned for float4 reads, and the kSplits different keys
-    // a warp reads at once start 4 banks apart (no bank conflicts).
-    constexpr int RS = HD + 4;
-    __shared__ __align__(16) float ks[BK][RS];
-    __shared__ __align__(16) float vs[BK][RS];
+    __shared__ float ks[BK][HD + 1];
+    __shared__ float vs[BK][HD + 1];
 
     const int head = (int)blockIdx.y;
     const long long b = (long long)blockIdx.z;
-    const int split = (int)(threadIdx.x % kSplits);
-    const int n = (int)(blockIdx.x * kQ + threadIdx.x / kSplits);
+    const int n = (int)(blockIdx.x * kQ + threadIdx.x);
     const bool active = n < tokens;
     const long long chan0 = (long long)head * HD;
     const T* qb = q + b * qkv_batch_stride + chan0 * tokens;
@@ -66,7 +56,7 @@ __device__ __forceinline__ void attention_impl(const T* q, const T* k, const T* 
     for (int key0 = 0; key0 < tokens; key0 += BK) {
         const int count = min(BK, tokens - key0);
         __syncthreads();
-        for (int idx = (int)threadIdx.x; idx < BK * HD; idx += kThreads) {
+        for (int idx = (int)threadIdx.x; idx < BK * HD; idx += kQ) {
             const int d = idx / BK, j = idx % BK;
             float kv = 0.0f, vv = 0.0f;
             if (j < count) {
@@ -85,17 +75,11 @@ __device__ __forceinline__ void attention_impl(const T* q, const T* k, const T* 
         }
         __syncthreads();
         if (active) {
-            for (int j = split; j < count; j += kSplits) {
-                const float4* kr = reinterpret_cast<const float4*>(&ks[j][0]);
-                const float4* vr = reinterpret_cast<const float4*>(&vs[j][0]);
+            for (int j = 0; j < count; ++j) {
                 float s = 0.0f;
 #pragma unroll
-                for (int d4 = 0; d4 < HD / 4; ++d4) {
-                    const float4 kk = kr[d4];
-                    s += qr[4 * d4] * kk.x;
-                    s += qr[4 * d4 + 1] * kk.y;
-                    s += qr[4 * d4 + 2] * kk.z;
-                    s += qr[4 * d4 + 3] * kk.w;
+                for (int d = 0; d < HD; ++d) {
+                    s += qr[d] * ks[j][d];
                 }
                 if (s > row_max) {
                     const float corr = exp2f(row_max - s);
@@ -109,38 +93,11 @@ __device__ __forceinline__ void attention_impl(const T* q, const T* k, const T* 
                 const float p = exp2f(s - row_max);
                 row_sum += p;
 #pragma unroll
-                for (int d4 = 0; d4 < HD / 4; ++d4) {
-                    const float4 vv = vr[d4];
-                    acc[4 * d4] += p * vv.x;
-                    acc[4 * d4 + 1] += p * vv.y;
-                    acc[4 * d4 + 2] += p * vv.z;
-                    acc[4 * d4 + 3] += p * vv.w;
+                for (int d = 0; d < HD; ++d) {
+                    acc[d] += p * vs[j][d];
                 }
             }
         }
-    }
-    // Merge the kSplits partial softmaxes of this query (lanes split ^ 1, ^ 2, ...). Every lane
-    // takes part, active or not, so the full-warp shuffles are well defined.
-    float merged_max = row_max;
-#pragma unroll
-    for (int o = 1; o < kSplits; o <<= 1) {
-        merged_max = fmaxf(merged_max, __shfl_xor_sync(0xffffffffu, merged_max, o));
-    }
-    // A lane that saw no key has row_max = -inf and contributes nothing.
-    const float corr = row_max == -INFINITY ? 0.0f : exp2f(row_max - merged_max);
-    row_sum *= corr;
-#pragma unroll
-    for (int o = 1; o < kSplits; o <<= 1) {
-        row_sum += __shfl_xor_sync(0xffffffffu, row_sum, o);
-    }
-#pragma unroll
-    for (int d = 0; d < HD; ++d) {
-        float a = acc[d] * corr;
-#pragma unroll
-        for (int o = 1; o < kSplits; o <<= 1) {
-            a += __shfl_xor_sync(0xffffffffu, a, o);
-        }
-        acc[d] = a;
     }
     if (!active) {
         return;
@@ -148,12 +105,8 @@ __device__ __forceinline__ void attention_impl(const T* q, const T* k, const T* 
     const float inv = 1.0f / row_sum;
     T* ob = out + b * out_batch_stride + chan0 * tokens;
     const T* rb = residual != nullptr ? residual + b * out_batch_stride + chan0 * tokens : nullptr;
-    // The lanes of a query hold the same merged values; each writes every kSplits-th channel.
 #pragma unroll
     for (int d = 0; d < HD; ++d) {
-        if (d % kSplits != split) {
-            continue;
-        }
         const long long off = (long long)d * tokens + n;
         float o = acc[d] * inv;
         if (rb != nullptr) {
@@ -166,7 +119,7 @@ __device__ __forceinline__ void attention_impl(const T* q, const T* k, const T* 
 } // namespace
 
 #define LDM_ATTENTION_HD(SUFFIX, TYPE, HD)                                                         \
-    extern "C" __global__ void __launch_bounds__(kThreads) ldm_attention_hd##HD##_##SUFFIX(              \
+    extern "C" __global__ void __launch_bounds__(kQ) ldm_attention_hd##HD##_##SUFFIX(              \
         const TYPE* q, const TYPE* k, const TYPE* v, const float* bq, const float* bk,             \
         const float* bv, TYPE* out, const TYPE* residual, int tokens, long long qkv_batch_stride,  \
         long long out_batch_stride, float scale) {                                                 \

@@ -10,8 +10,8 @@
 #   1. cuda_kernels / cuda_runtime test binaries (--nocapture), and the library's cuda:: unit tests
 #   2. the MONAI fixture pipeline via `generate --init-noise`: GPU f32/f16/bf16 vs CPU and vs MONAI
 #   3. bundle scale: 50 steps with device memory read before/after (cuda_bundle, ignored tests)
-#   4. `bench --device cuda` f32/f16/bf16 at latent [8,36,44,28] on a random bundle blob, with
-#      cuDNN's algorithm measured at load (default) and by its heuristic (LDM_CUDNN_ALGO)
+#   4. `bench --device cuda` f32/f16/bf16 at latent [8,36,44,28] on a random bundle blob, and
+#      bf16/f16 with cuDNN workspace bounds of 2 and 4 GiB per convolution (LDM_CUDNN_WORKSPACE_MIB)
 #   5. benches/pytorch_reference.py --device cuda --latent 36 44 28, --amp off/fp16/bf16
 #   6. Nsight Compute per-kernel GPU time of one bf16 UNet step and decode ($OUT/ncu-bf16.txt)
 # "quick" stops after step 3.
@@ -159,13 +159,15 @@ if [ "$mode" != quick ]; then
     BLOB="$WORK/bundle-random.blob"
     [ -n "$BUNDLE" ] && LDM_BUNDLE_BLOB="$BLOB" run bundle_random_blob 60 "$BUNDLE" --ignored --nocapture --exact write_random_bundle_blob
     # --- 4. our timings.
-    # cuDNN algorithm choice: measured at load (the default) and cuDNN's heuristic, A/B.
-    for algo in measure heuristic; do
-        for p in f32 bf16 f16; do
+    # cuDNN's per-convolution workspace bound (LDM_CUDNN_WORKSPACE_MIB, default 1024): larger
+    # bounds let cuDNN transpose full-resolution decoder tensors to NHWC for tensor-core kernels.
+    for ws in 1024 2048 4096; do
+        for p in bf16 f16 f32; do
+            [ "$p" = f32 ] && [ "$ws" != 1024 ] && continue
             if [ -f "$BLOB" ]; then
-                LDM_CUDNN_ALGO=$algo run "bench_cuda_${p}_$algo" 75 sh -c "\"$CLI\" bench --device cuda --precision $p \
-                    --model \"$BLOB\" --latent-shape 8,36,44,28 --steps 20 --warmup 3 --json >\"$WORK/bench-$p-$algo.json\"" \
-                    && { echo "bench cuda $p ($algo): $(cat "$WORK/bench-$p-$algo.json")" >>"$RESULTS"; }
+                LDM_CUDNN_WORKSPACE_MIB=$ws run "bench_cuda_${p}_ws$ws" 75 sh -c "\"$CLI\" bench --device cuda --precision $p \
+                    --model \"$BLOB\" --latent-shape 8,36,44,28 --steps 20 --warmup 3 --json >\"$WORK/bench-$p-ws$ws.json\"" \
+                    && { echo "bench cuda $p (workspace bound $ws MiB): $(cat "$WORK/bench-$p-ws$ws.json")" >>"$RESULTS"; }
             fi
         done
     done
@@ -184,10 +186,9 @@ runpy.run_path('benches/pytorch_reference.py', run_name='__main__')\" >\"$WORK/t
         cat \"$WORK/torch-off-notf32.txt\"; exit \$rc" \
         && { echo "pytorch amp off, TF32 disabled:"; cat "$WORK/torch-off-notf32.txt"; } >>"$RESULTS"
     # --- 6. where bf16 GPU time goes: per-kernel totals from Nsight Compute of one UNet step and
-    # one decode (heuristic algorithms, so no measuring runs are mixed in; kernel replay makes
-    # this slow, so it runs last).
+    # one decode (kernel replay makes this slow, so it runs last).
     if [ -f "$BLOB" ] && command -v ncu >/dev/null; then
-        LDM_CUDNN_ALGO=heuristic run ncu_bf16_step_decode 90 sh -c "ncu --clock-control none --metrics gpu__time_duration.sum \
+        run ncu_bf16_step_decode 90 sh -c "ncu --clock-control none --metrics gpu__time_duration.sum \
             --print-summary per-kernel \"$CLI\" bench --device cuda --precision bf16 --model \"$BLOB\" \
             --latent-shape 8,36,44,28 --steps 1 --warmup 0 >\"$OUT/ncu-bf16.txt\" 2>&1"
     fi

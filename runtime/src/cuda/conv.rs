@@ -249,12 +249,37 @@ impl AlgoSearch {
         }
     }
 
-    /// `Measure` unless `LDM_CUDNN_ALGO` says otherwise (a bad value is an error).
+    /// `Heuristic` unless `LDM_CUDNN_ALGO` says otherwise (a bad value is an error). On an H200
+    /// (benches/RESULTS.md) measuring made the bf16/f16 UNet step ~5% slower and the f16 decode
+    /// ~23% faster, and took 1.5-2 s more at load; per volume the heuristic was as fast or faster.
     pub fn from_env() -> Result<Self, CudaError> {
         match std::env::var(Self::ENV) {
             Ok(v) => Self::parse(&v),
-            Err(_) => Ok(AlgoSearch::Measure),
+            Err(_) => Ok(AlgoSearch::Heuristic),
         }
+    }
+}
+
+/// Default upper bound of one convolution's cuDNN workspace, in MiB.
+pub const DEFAULT_WORKSPACE_MIB: usize = 1024;
+/// The environment variable that overrides it (whole MiB, 0 to 65536).
+pub const WORKSPACE_ENV: &str = "LDM_CUDNN_WORKSPACE_MIB";
+
+/// Parses a workspace bound in MiB into bytes.
+pub fn parse_workspace_mib(s: &str) -> Result<usize, CudaError> {
+    match s.trim().parse::<usize>() {
+        Ok(mib) if mib <= 65_536 => Ok(mib << 20),
+        _ => Err(CudaError::Shape(format!(
+            "{WORKSPACE_ENV}='{s}': expected whole MiB between 0 and 65536"
+        ))),
+    }
+}
+
+/// The per-convolution workspace bound in bytes: `LDM_CUDNN_WORKSPACE_MIB` or 1 GiB.
+pub fn workspace_limit_from_env() -> Result<usize, CudaError> {
+    match std::env::var(WORKSPACE_ENV) {
+        Ok(v) => parse_workspace_mib(&v),
+        Err(_) => Ok(DEFAULT_WORKSPACE_MIB << 20),
     }
 }
 
@@ -586,6 +611,16 @@ mod tests {
         );
         let e = AlgoSearch::parse("fastest").unwrap_err();
         assert!(e.to_string().contains(AlgoSearch::ENV), "{e}");
+    }
+
+    #[test]
+    fn workspace_bound_parses_mib() {
+        assert_eq!(parse_workspace_mib("2048").unwrap(), 2 << 30);
+        assert_eq!(parse_workspace_mib(" 0 ").unwrap(), 0);
+        for bad in ["", "-1", "1.5", "65537", "lots"] {
+            let e = parse_workspace_mib(bad).unwrap_err();
+            assert!(e.to_string().contains(WORKSPACE_ENV), "{e}");
+        }
     }
 
     #[test]

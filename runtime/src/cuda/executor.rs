@@ -21,7 +21,7 @@ use crate::weights::WeightSource;
 use ldm_weights::{DType, ModelConfig, SamplerKind};
 
 use super::arena::{ArenaLayout, DevPtr, DeviceArena, Region};
-use super::conv::{AlgoSearch, ConvPlan};
+use super::conv::{workspace_limit_from_env, AlgoSearch, ConvPlan};
 use super::device::CudaDevice;
 use super::error::CudaError;
 use super::gemm::{GemmSpec, CUBLAS_WORKSPACE_BYTES};
@@ -31,8 +31,6 @@ use super::kernels::{AttentionArgs, NoiseStream};
 use super::lower::{lower, unpack, BiasRef, Lowered, Step};
 use super::sampler::{ddim_table, ddpm_table, timestep_table};
 
-/// Most bytes one convolution's cuDNN workspace may take.
-pub const CONV_WORKSPACE_LIMIT: usize = 1 << 30;
 /// Bytes of a normalisation slab handed to the CPU plan builder (only shapes matter here).
 const PLAN_SLAB_BYTES: usize = 32 << 20;
 
@@ -257,10 +255,12 @@ impl CudaRuntime {
         // Open the device now (cuDNN algorithm choice needs it), before any large allocation.
         let dev = CudaDevice::new(ordinal)?;
         let search = AlgoSearch::from_env()?;
+        // Most bytes one convolution's cuDNN workspace may take (LDM_CUDNN_WORKSPACE_MIB).
+        let workspace_limit = workspace_limit_from_env()?;
         let make_plans = |l: &Lowered| -> Result<Vec<ConvPlan>, CudaError> {
             l.specs
                 .iter()
-                .map(|&s| ConvPlan::with_search(&dev.dnn, s, dtype, CONV_WORKSPACE_LIMIT, search))
+                .map(|&s| ConvPlan::with_search(&dev.dnn, s, dtype, workspace_limit, search))
                 .collect()
         };
         let unet_plans = unet_low.as_ref().map(make_plans).transpose()?;

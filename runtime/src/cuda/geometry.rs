@@ -37,12 +37,8 @@ pub const GROUPNORM_THREADS: u32 = 256;
 pub const GROUPNORM_ELEMS_PER_BLOCK: u64 = 8_192;
 /// Most splits per (sample, group); bounds the partial-statistics scratch.
 pub const GROUPNORM_MAX_SPLITS: u64 = 1_024;
-/// Threads per block of the attention kernels (the kernel's kThreads).
-pub const ATTENTION_THREADS: u32 = 128;
-/// Lanes that share one query, each taking every n-th key (the kernel's kSplits).
-pub const ATTENTION_KEY_SPLITS: u32 = 4;
 /// Queries per block of the attention kernels (the kernel's kQ).
-pub const ATTENTION_QUERIES_PER_BLOCK: u32 = ATTENTION_THREADS / ATTENTION_KEY_SPLITS;
+pub const ATTENTION_QUERIES_PER_BLOCK: u32 = 128;
 /// Head sizes the attention kernels are instantiated for.
 pub const ATTENTION_HEAD_DIMS: [usize; 4] = [16, 32, 64, 128];
 
@@ -202,7 +198,7 @@ pub fn attention(
     let q_blocks = div_ceil(tokens as u64, ATTENTION_QUERIES_PER_BLOCK as u64);
     Ok(Launch {
         grid: (q_blocks as u32, heads as u32, batch as u32),
-        block: (ATTENTION_THREADS, 1, 1),
+        block: (ATTENTION_QUERIES_PER_BLOCK, 1, 1),
         shared_bytes: 0,
     })
 }
@@ -300,13 +296,12 @@ mod tests {
     #[test]
     fn attention_grid_is_queries_by_heads_by_batch() {
         // UNet level 1: 256 channels, head 64 -> 4 heads, 18x22x14 = 5544 tokens.
-        // 32 queries per block of 128 threads (4 lanes per query).
         let l = attention(1, 256, 5544, 64).unwrap();
-        assert_eq!(l.grid, (174, 4, 1));
+        assert_eq!(l.grid, (44, 4, 1));
         assert_eq!(l.block, (128, 1, 1));
-        assert!(l.grid.0 * 32 >= 5544 && (l.grid.0 - 1) * 32 < 5544);
+        assert!(l.grid.0 * 128 >= 5544 && (l.grid.0 - 1) * 128 < 5544);
         let l = attention(3, 512, 693, 64).unwrap();
-        assert_eq!(l.grid, (22, 8, 3));
+        assert_eq!(l.grid, (6, 8, 3));
         assert!(attention(1, 256, 10, 48).is_err(), "no kernel for head 48");
         assert!(
             attention(1, 100, 10, 64).is_err(),
