@@ -260,8 +260,11 @@ impl AlgoSearch {
     }
 }
 
-/// Default upper bound of one convolution's cuDNN workspace, in MiB.
-pub const DEFAULT_WORKSPACE_MIB: usize = 1024;
+/// Default upper bound of one convolution's cuDNN workspace, in MiB. At 2 GiB cuDNN can
+/// transpose the decoder's full-resolution 128-channel tensors to NHWC for tensor-core kernels:
+/// on an H200 the bf16 decode at the bundle size took 66 ms instead of 218 ms with 1 GiB, for
+/// 0.68 GiB more workspace (benches/RESULTS.md); 4 GiB chose the same.
+pub const DEFAULT_WORKSPACE_MIB: usize = 2048;
 /// The environment variable that overrides it (whole MiB, 0 to 65536).
 pub const WORKSPACE_ENV: &str = "LDM_CUDNN_WORKSPACE_MIB";
 
@@ -275,7 +278,7 @@ pub fn parse_workspace_mib(s: &str) -> Result<usize, CudaError> {
     }
 }
 
-/// The per-convolution workspace bound in bytes: `LDM_CUDNN_WORKSPACE_MIB` or 1 GiB.
+/// The per-convolution workspace bound in bytes: `LDM_CUDNN_WORKSPACE_MIB` or 2 GiB.
 pub fn workspace_limit_from_env() -> Result<usize, CudaError> {
     match std::env::var(WORKSPACE_ENV) {
         Ok(v) => parse_workspace_mib(&v),
