@@ -42,6 +42,8 @@ fn tiny_config() -> TrainConfig {
     ae.patch = [16, 16, 12];
     ae.trainer.encoder.num_channels = vec![8, 16];
     ae.trainer.decoder.num_channels = vec![8, 16];
+    ae.trainer.encoder.num_res_blocks = vec![1, 1];
+    ae.trainer.decoder.num_res_blocks = vec![1, 1];
     ae.trainer.encoder.latent_channels = 2;
     ae.trainer.decoder.latent_channels = 2;
     ae.trainer.encoder.norm_num_groups = 4;
@@ -65,6 +67,7 @@ fn tiny_config() -> TrainConfig {
     d.lr.milestones = vec![];
     d.steps = 12;
     d.checkpoint_every = 4;
+    d.scheduler.default_sampler = ldm_weights::SamplerKind::Ddim;
     d.scheduler.default_steps = 4;
     d.sample_latents = true;
     c
@@ -194,6 +197,24 @@ fn train_lowers_loss_resumes_exactly_and_exports() {
         bytes[bytes.len() - 16 * 16 * 12 * 4..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     assert!(vals.iter().all(|v| v.is_finite()));
     assert!(vals.iter().any(|&v| v != vals[0]));
+
+    // The sampling defaults can be overridden at export; DDPM always takes every timestep.
+    let b2 = st.path("ddpm.blob");
+    ok(&["export", "--autoencoder", &s(&a), "--diffusion", &s(&da), "--out", &s(&b2), "--sampler", "ddpm", "--clip-sample", "false"]);
+    let sc = ldm_weights::Blob::open(&b2).unwrap().config().scheduler.clone();
+    assert_eq!((sc.default_sampler, sc.default_steps, sc.clip_sample), (ldm_weights::SamplerKind::Ddpm, 1000, false));
+    let b3 = st.path("ddim.blob");
+    ok(&["export", "--autoencoder", &s(&a), "--diffusion", &s(&da), "--out", &s(&b3), "--steps", "7"]);
+    let sc = ldm_weights::Blob::open(&b3).unwrap().config().scheduler.clone();
+    assert_eq!((sc.default_sampler, sc.default_steps, sc.clip_sample), (ldm_weights::SamplerKind::Ddim, 7, mc.scheduler.clip_sample));
+    let (sa, sd, sy) = (s(&a), s(&da), s(&st.path("y.blob")));
+    for (bad, what) in [(["--sampler", "ddpm", "--steps", "50"], "DDPM runs all 1000"), (["--sampler", "ddim", "--steps", "0"], "DDIM takes 1 to 1000")] {
+        let mut v = vec!["export", "--autoencoder", &sa, "--diffusion", &sd, "--out", &sy];
+        v.extend(bad);
+        let e = fails(&v);
+        assert!(e.contains(what), "{e}");
+        assert!(!st.path("y.blob").exists());
+    }
 
     // Exporting with an autoencoder the diffusion run did not use is refused.
     let err = fails(&["export", "--autoencoder", &s(&c), "--diffusion", &s(&da), "--out", &s(&st.path("x.blob"))]);

@@ -2,7 +2,9 @@
 //! `brats-ldm train` into a frozen weight blob. Output geometry comes from the training
 //! preprocessing recorded in the checkpoints (voxel spacing, RAS, intensities [0, 1]); the latent
 //! shape and scale factor from the diffusion run; provenance names the producer, data, steps and
-//! date. Refuses a diffusion run whose latents came from a different autoencoder.
+//! date. Refuses a diffusion run whose latents came from a different autoencoder. The sampling
+//! defaults stored with the schedule (sampler, steps, DDPM x0 clamp) come from the run's
+//! configuration unless overridden here: they do not affect training.
 
 use std::path::PathBuf;
 
@@ -11,7 +13,7 @@ use ldm_trainer::export::{export_blob, ExportSpec};
 use ldm_trainer::train::diffusion::DiffusionTrainer;
 use ldm_trainer::train::run::{checkpoint_path, params_hash, read_record, Stage};
 use ldm_trainer::train::vae_gan::VaeGanTrainer;
-use ldm_weights::{DType, OutputGeometry, Provenance};
+use ldm_weights::{DType, OutputGeometry, Provenance, SamplerKind, SchedulerConfig};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DTypeArg {
@@ -38,6 +40,46 @@ pub struct ExportArgs {
     /// Also store the encoder (lets the blob encode images, e.g. to fine-tune).
     #[arg(long)]
     pub include_encoder: bool,
+    /// Default sampler stored in the blob (default: the run configuration's).
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerArg>,
+    /// Default number of sampling steps stored in the blob (default: the run configuration's;
+    /// DDPM always runs every training timestep).
+    #[arg(long)]
+    pub steps: Option<u32>,
+    /// Whether DDPM clamps its predicted x0 to [-1, 1] (MONAI's default; wrong for latents
+    /// whose scaled values leave that range). Default: the run configuration's.
+    #[arg(long)]
+    pub clip_sample: Option<bool>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerArg {
+    Ddim,
+    Ddpm,
+}
+
+/// The run's schedule with the sampling defaults overridden as asked. DDPM's step count is the
+/// number of training timesteps (given explicitly, it must be that number).
+pub fn sampling_defaults(mut s: SchedulerConfig, a: &ExportArgs) -> anyhow::Result<SchedulerConfig> {
+    if let Some(k) = a.sampler {
+        s.default_sampler = match k {
+            SamplerArg::Ddim => SamplerKind::Ddim,
+            SamplerArg::Ddpm => SamplerKind::Ddpm,
+        };
+    }
+    if let Some(c) = a.clip_sample {
+        s.clip_sample = c;
+    }
+    let t = s.num_train_timesteps;
+    match (s.default_sampler, a.steps) {
+        (SamplerKind::Ddpm, Some(n)) if n != t => bail!("--steps {n}: DDPM runs all {t} training timesteps"),
+        (SamplerKind::Ddpm, _) => s.default_steps = t,
+        (SamplerKind::Ddim, Some(n)) if n == 0 || n > t => bail!("--steps {n}: DDIM takes 1 to {t} steps"),
+        (SamplerKind::Ddim, Some(n)) => s.default_steps = n,
+        (SamplerKind::Ddim, None) => {}
+    }
+    Ok(s)
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock (days-to-civil conversion).
@@ -106,7 +148,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         autoencoder: Some((&ae.ae, &ae.ae_params)),
         include_encoder: a.include_encoder,
         unet: Some((&df.unet, &unet_params)),
-        scheduler: df.config.scheduler.clone(),
+        scheduler: sampling_defaults(df.config.scheduler.clone(), &a)?,
         scale_factor: df.config.scale_factor,
         latent_shape: latent,
         geometry,
