@@ -20,7 +20,7 @@ fn shipped_default_model_matches_its_recipe_and_generates() {
     assert_eq!(c.scheduler, preset.diffusion.scheduler);
     let lat = preset.latent_spatial();
     assert_eq!(c.latent_shape, [4, lat[0] as u32, lat[1] as u32, lat[2] as u32]);
-    assert_eq!(c.geometry.spacing_mm, [4.4; 3]);
+    assert_eq!(c.geometry.spacing_mm, preset.data.spacing_mm.map(|s| s as f32));
     assert_eq!(c.geometry.orientation, "RAS");
     assert!(c.provenance.producer.starts_with("brats-ldm ") && c.provenance.producer.ends_with(" train"));
     assert_eq!(c.provenance.steps, preset.autoencoder.steps + preset.diffusion.steps);

@@ -592,17 +592,17 @@ mod tests {
         TrainConfig::cpu_small().validate().unwrap();
         TrainConfig::bundle().validate().unwrap();
         let mut c = TrainConfig::cpu_small();
-        c.autoencoder.patch = [40, 44, 28];
+        c.autoencoder.patch = [44, 48, 32];
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("larger than data.roi"), "{e}");
         let mut c = TrainConfig::cpu_small();
         c.diffusion.batch_size = 0;
         assert!(c.validate().unwrap_err().to_string().contains("diffusion: batch_size"));
         let mut c = TrainConfig::cpu_small();
-        c.data.roi = [36, 44, 30];
-        c.autoencoder.patch = [36, 44, 30];
+        c.data.roi = [40, 48, 36];
+        c.autoencoder.patch = [40, 48, 36];
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("latent size [18, 22, 15]"), "{e}");
+        assert!(e.contains("latent size [10, 12, 9]"), "{e}");
         assert!(TrainConfig::from_json("{}", "x.json").unwrap_err().to_string().starts_with("x.json: not a training configuration"));
     }
 }

@@ -3,7 +3,7 @@
 //! cadence and seeds; the built-in presets `bundle` and `cpu-small`; and the checks that make a
 //! bad configuration a clear error before any work starts.
 
-use ldm_weights::{SchedulerConfig, UnetConfig};
+use ldm_weights::{SamplerKind, SchedulerConfig, UnetConfig};
 use serde::{Deserialize, Serialize};
 
 use super::vae_gan::VaeGanConfig;
@@ -130,16 +130,19 @@ impl TrainConfig {
     /// 16/32-channel VAE with 4 latent channels (latent 4x18x22x14) and a two-level 32/64-channel
     /// UNet with attention at the deeper level. This is the shipped default model's recipe.
     pub fn cpu_small() -> Self {
-        let ch = vec![16, 32];
-        let adam = AdamConfig { lr: 2e-4, ..AdamConfig::default() };
+        let ch = vec![16, 32, 32];
+        let adam_g = AdamConfig { lr: 1e-3, ..AdamConfig::default() };
+        let adam_d = AdamConfig { lr: 5e-4, ..AdamConfig::default() };
         TrainConfig {
-            data: DataSection { channel: 0, spacing_mm: [4.4; 3], roi: [36, 44, 28], percentiles: [0.0, 99.5] },
+            // 4 mm voxels, 40 x 48 x 32: the bundle's field of view (144 x 176 x 112 at 1.1 mm)
+            // at a quarter of its resolution, rounded so the latent halves once more for the UNet.
+            data: DataSection { channel: 0, spacing_mm: [4.0; 3], roi: [40, 48, 32], percentiles: [0.0, 99.5] },
             autoencoder: AutoencoderStage {
                 trainer: VaeGanConfig {
                     encoder: ldm_weights::EncoderConfig {
                         in_channels: 1,
                         num_channels: ch.clone(),
-                        num_res_blocks: vec![1, 1],
+                        num_res_blocks: vec![1, 1, 1],
                         latent_channels: 4,
                         norm_num_groups: 8,
                         norm_eps: 1e-6,
@@ -147,7 +150,7 @@ impl TrainConfig {
                     decoder: ldm_weights::DecoderConfig {
                         latent_channels: 4,
                         num_channels: ch,
-                        num_res_blocks: vec![1, 1],
+                        num_res_blocks: vec![1, 1, 1],
                         out_channels: 1,
                         norm_num_groups: 8,
                         norm_eps: 1e-6,
@@ -156,17 +159,17 @@ impl TrainConfig {
                     kl_weight: 1e-6,
                     adv_weight: 0.01,
                     perceptual_weight: 0.0,
-                    adv_start_step: 250,
+                    adv_start_step: 600,
                     d_train_steps: 1,
-                    adam_g: adam,
-                    adam_d: adam,
-                    lr_g: MultiStepLr { base: 2e-4, milestones: vec![300], gamma: 0.5 },
-                    lr_d: MultiStepLr::constant(2e-4),
+                    adam_g,
+                    adam_d,
+                    lr_g: MultiStepLr { base: 1e-3, milestones: vec![900, 1200], gamma: 0.5 },
+                    lr_d: MultiStepLr::constant(5e-4),
                 },
-                patch: [36, 44, 28],
+                patch: [32, 32, 24],
                 batch_size: 2,
-                steps: 400,
-                checkpoint_every: 50,
+                steps: 1500,
+                checkpoint_every: 100,
                 seed: 1,
             },
             diffusion: DiffusionStage {
@@ -181,14 +184,22 @@ impl TrainConfig {
                     norm_eps: 1e-6,
                     attention_output_projection: false,
                 },
-                scheduler: SchedulerConfig { default_steps: 25, ..SchedulerConfig::bundle() },
+                // Ancestral DDPM over all 1000 timesteps without MONAI's x0 clamp to [-1, 1]: the
+                // scaled latents reach +-4 where lesions are, and clamping or DDIM's deterministic
+                // path both wash the lesions out of this small model's samples.
+                scheduler: SchedulerConfig {
+                    clip_sample: false,
+                    default_sampler: SamplerKind::Ddpm,
+                    default_steps: 1000,
+                    ..SchedulerConfig::bundle()
+                },
                 adam: AdamConfig { lr: 4e-4, ..AdamConfig::default() },
-                lr: MultiStepLr { base: 4e-4, milestones: vec![800], gamma: 0.5 },
+                lr: MultiStepLr { base: 4e-4, milestones: vec![2500, 3500], gamma: 0.5 },
                 sample_latents: false,
-                ema_decay: None,
-                batch_size: 2,
-                steps: 1000,
-                checkpoint_every: 100,
+                ema_decay: Some(0.999),
+                batch_size: 4,
+                steps: 8000,
+                checkpoint_every: 250,
                 seed: 2,
             },
         }
