@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use ldm_runtime::cuda::{CudaError, CudaRuntime};
+use ldm_test_support::rel_l2;
 use ldm_runtime::{Device, Options, Precision, Sampler, WeightStore};
 use ldm_weights::{expected_tensors, write_blob_file, Blob, DType, ModelConfig, TensorData};
 
@@ -60,15 +61,6 @@ fn write_random_bundle_blob() {
     );
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
 
 /// At the bundle's size, per precision: one UNet forward and one decode (bf16/f16 within 2e-2
 /// of the GPU's fp32, itself checked against the CPU on the fixtures), then 50 DDIM steps plus

@@ -7,6 +7,7 @@
 #![cfg(feature = "cuda")]
 
 use ldm_runtime::cuda::{CudaError, CudaRuntime};
+use ldm_test_support::rel_l2;
 use ldm_runtime::weights::WeightStore;
 use ldm_runtime::{Device, Options, Precision, Progress, Runtime, RuntimeError, Sampler};
 use ldm_weights::{DecoderConfig, ModelConfig, UnetConfig};
@@ -73,15 +74,6 @@ fn runtimes_at(
     Some((cuda, Runtime::from_store(&cfg, &store, cpu).unwrap()))
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
 
 #[test]
 fn unet_forward_and_decode_match_the_cpu() {
