@@ -32,8 +32,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (recon, _) = t.ae.decode(&t.ae_params.data, &mu, ld)?;
         let l1 = recon.iter().zip(&v.data).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / recon.len().max(1) as f64;
         let (_, sd_mu) = mean_std(&mu);
+        let max_mu = mu.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
         let (mean_sigma, _) = mean_std(&sigma);
-        println!("{f}: L1 {l1:.4}, std(mu) {sd_mu:.3}, mean sigma {mean_sigma:.3}");
+        println!("{f}: L1 {l1:.4}, std(mu) {sd_mu:.3}, max |mu| {max_mu:.2}, mean sigma {mean_sigma:.3}");
         v.data = recon;
         let name = path.file_name().ok_or_else(|| format!("{f}: not a file name"))?;
         write_volume(&out.join(name), &v, "brats-ldm autoencoder reconstruction")?;
