@@ -17,20 +17,12 @@ use ldm_weights::{DecoderConfig, EncoderConfig, SchedulerConfig, UnetConfig};
 
 #[test]
 fn adam_matches_hand_computed_updates() {
-    let cfg = AdamConfig {
-        lr: 0.1,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
+    let cfg = AdamConfig { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     let mut opt = Adam::new(cfg, 2);
     let mut p = vec![1.0f32, -2.0];
     // Step 1: bias-corrected m = g, v = g^2, so the update is lr * sign(g).
     assert!(opt.step(&mut p, &[0.5, -4.0], 0.1));
-    assert!(
-        (p[0] - 0.9).abs() < 1e-6 && (p[1] + 1.9).abs() < 1e-6,
-        "{p:?}"
-    );
+    assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 1.9).abs() < 1e-6, "{p:?}");
     // Step 2 with g = (1, 0): m = (0.19, -0.36), v = (0.00125, 0.015984)
     assert!(opt.step(&mut p, &[1.0, 0.0], 0.1));
     let m0 = 0.9 * 0.05 + 0.1 * 1.0;
@@ -44,11 +36,7 @@ fn adam_matches_hand_computed_updates() {
 
 #[test]
 fn multistep_lr() {
-    let s = MultiStepLr {
-        base: 1e-3,
-        milestones: vec![10, 20],
-        gamma: 0.1,
-    };
+    let s = MultiStepLr { base: 1e-3, milestones: vec![10, 20], gamma: 0.1 };
     assert_eq!(s.lr_at(0), 1e-3);
     assert_eq!(s.lr_at(9), 1e-3);
     assert!((s.lr_at(10) - 1e-4).abs() < 1e-10);
@@ -70,16 +58,7 @@ fn checkpoint_round_trip_and_corruption() {
         tensors: serde_json::json!([]),
         adam_steps: vec![7],
         extra: serde_json::json!({"cursor": 5}),
-        sections: vec![
-            SectionInfo {
-                name: "a".into(),
-                len: 3,
-            },
-            SectionInfo {
-                name: "b".into(),
-                len: 1,
-            },
-        ],
+        sections: vec![SectionInfo { name: "a".into(), len: 3 }, SectionInfo { name: "b".into(), len: 1 }],
     };
     checkpoint::save(&path, &header, &[&a, &b]).unwrap();
     let (h, s) = checkpoint::load(&path).unwrap();
@@ -94,48 +73,26 @@ fn checkpoint_round_trip_and_corruption() {
     let mid = flipped.len() - 12;
     flipped[mid] ^= 1;
     std::fs::write(dir.join("f.ckpt"), &flipped).unwrap();
-    assert!(matches!(
-        checkpoint::load(&dir.join("f.ckpt")),
-        Err(CheckpointError::Checksum { .. })
-    ));
+    assert!(matches!(checkpoint::load(&dir.join("f.ckpt")), Err(CheckpointError::Checksum { .. })));
     std::fs::write(dir.join("t.ckpt"), &bytes[..bytes.len() - 5]).unwrap();
     assert!(checkpoint::load(&dir.join("t.ckpt")).is_err());
     std::fs::write(dir.join("m.ckpt"), b"not a checkpoint at all, just text").unwrap();
-    assert!(matches!(
-        checkpoint::load(&dir.join("m.ckpt")),
-        Err(CheckpointError::Magic { .. })
-    ));
-    assert!(matches!(
-        checkpoint::load(&dir.join("missing.ckpt")),
-        Err(CheckpointError::Io { .. })
-    ));
+    assert!(matches!(checkpoint::load(&dir.join("m.ckpt")), Err(CheckpointError::Magic { .. })));
+    assert!(matches!(checkpoint::load(&dir.join("missing.ckpt")), Err(CheckpointError::Io { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A bright ellipsoid "brain" with a brighter off-centre "lesion", jittered per seed.
 fn phantom(seed: u64, s: usize) -> Vec<f32> {
     let mut rng = Rng(seed);
-    let (cx, cy, cz) = (
-        0.5 + 0.05 * rng.uniform(),
-        0.5 + 0.05 * rng.uniform(),
-        0.5 + 0.05 * rng.uniform(),
-    );
-    let (lx, ly, lz) = (
-        cx + 0.15 * rng.uniform(),
-        cy + 0.15 * rng.uniform(),
-        cz + 0.1 * rng.uniform(),
-    );
+    let (cx, cy, cz) = (0.5 + 0.05 * rng.uniform(), 0.5 + 0.05 * rng.uniform(), 0.5 + 0.05 * rng.uniform());
+    let (lx, ly, lz) = (cx + 0.15 * rng.uniform(), cy + 0.15 * rng.uniform(), cz + 0.1 * rng.uniform());
     let mut v = vec![0.0f32; s * s * s];
     for d in 0..s {
         for h in 0..s {
             for w in 0..s {
-                let (x, y, z) = (
-                    (d as f32 + 0.5) / s as f32,
-                    (h as f32 + 0.5) / s as f32,
-                    (w as f32 + 0.5) / s as f32,
-                );
-                let r =
-                    ((x - cx) / 0.4).powi(2) + ((y - cy) / 0.35).powi(2) + ((z - cz) / 0.3).powi(2);
+                let (x, y, z) = ((d as f32 + 0.5) / s as f32, (h as f32 + 0.5) / s as f32, (w as f32 + 0.5) / s as f32);
+                let r = ((x - cx) / 0.4).powi(2) + ((y - cy) / 0.35).powi(2) + ((z - cz) / 0.3).powi(2);
                 let l = (x - lx).powi(2) + (y - ly).powi(2) + (z - lz).powi(2);
                 let mut val = if r < 1.0 { 0.5 + 0.1 * (1.0 - r) } else { 0.0 };
                 if l < 0.01 && r < 1.0 {
@@ -168,25 +125,14 @@ fn tiny_vae_config() -> VaeGanConfig {
     VaeGanConfig {
         encoder: enc,
         decoder: dec,
-        discriminator: DiscriminatorConfig {
-            in_channels: 1,
-            num_channels: 4,
-            num_layers_d: 2,
-            out_channels: 1,
-        },
+        discriminator: DiscriminatorConfig { in_channels: 1, num_channels: 4, num_layers_d: 2, out_channels: 1 },
         kl_weight: 1e-6,
         adv_weight: 0.1,
         perceptual_weight: 0.0,
         adv_start_step: 2,
         d_train_steps: 2,
-        adam_g: AdamConfig {
-            lr: 1e-3,
-            ..AdamConfig::default()
-        },
-        adam_d: AdamConfig {
-            lr: 1e-3,
-            ..AdamConfig::default()
-        },
+        adam_g: AdamConfig { lr: 1e-3, ..AdamConfig::default() },
+        adam_d: AdamConfig { lr: 1e-3, ..AdamConfig::default() },
         lr_g: MultiStepLr::constant(1e-3),
         lr_d: MultiStepLr::constant(1e-3),
     }
@@ -211,10 +157,7 @@ fn vae_gan_training_lowers_loss_and_resumes_bit_exactly() {
     assert_eq!(t.opt_g.t, 30);
     let first: f32 = l1[..4].iter().sum::<f32>() / 4.0;
     let last: f32 = l1[26..].iter().sum::<f32>() / 4.0;
-    println!(
-        "VAE-GAN 30 steps at 16^3: {:.2}s, L1 {first:.4} -> {last:.4}",
-        start.elapsed().as_secs_f64()
-    );
+    println!("VAE-GAN 30 steps at 16^3: {:.2}s, L1 {first:.4} -> {last:.4}", start.elapsed().as_secs_f64());
     assert!(last < 0.6 * first, "L1 did not drop: {first} -> {last}");
 
     // Kill/resume: 6 straight steps vs 3 steps + checkpoint + resume + 3 steps.
@@ -237,22 +180,8 @@ fn vae_gan_training_lowers_loss_and_resumes_bit_exactly() {
     for step in 3..6 {
         c.train_step(&images[step % 4], dims).unwrap();
     }
-    assert!(
-        a.ae_params
-            .data
-            .iter()
-            .zip(&c.ae_params.data)
-            .all(|(x, y)| x.to_bits() == y.to_bits()),
-        "autoencoder weights differ"
-    );
-    assert!(
-        a.disc_params
-            .data
-            .iter()
-            .zip(&c.disc_params.data)
-            .all(|(x, y)| x.to_bits() == y.to_bits()),
-        "discriminator weights differ"
-    );
+    assert!(a.ae_params.data.iter().zip(&c.ae_params.data).all(|(x, y)| x.to_bits() == y.to_bits()), "autoencoder weights differ");
+    assert!(a.disc_params.data.iter().zip(&c.disc_params.data).all(|(x, y)| x.to_bits() == y.to_bits()), "discriminator weights differ");
     assert_eq!(a.opt_g, c.opt_g);
     assert_eq!(a.opt_d, c.opt_d);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -282,15 +211,8 @@ fn tiny_diffusion_config() -> DiffusionConfig {
             attention_output_projection: false,
         },
         scheduler: SchedulerConfig::bundle(),
-        adam: AdamConfig {
-            lr: 2e-3,
-            ..AdamConfig::default()
-        },
-        lr: MultiStepLr {
-            base: 2e-3,
-            milestones: vec![1000],
-            gamma: 0.1,
-        },
+        adam: AdamConfig { lr: 2e-3, ..AdamConfig::default() },
+        lr: MultiStepLr { base: 2e-3, milestones: vec![1000], gamma: 0.1 },
         scale_factor: 1.0,
         ema_decay: None,
     }
@@ -303,9 +225,7 @@ fn diffusion_training_lowers_loss_and_resumes_bit_exactly() {
     let lat: Vec<f32> = (0..dims.numel())
         .map(|i| {
             let (w, h, d, c) = (i % 8, (i / 8) % 8, (i / 64) % 8, (i / 512) % 4);
-            ((w as f32 * 0.7 + c as f32).sin()
-                + (h as f32 * 0.5).cos() * (d as f32 * 0.3 + 1.0).sin())
-                * 0.8
+            ((w as f32 * 0.7 + c as f32).sin() + (h as f32 * 0.5).cos() * (d as f32 * 0.3 + 1.0).sin()) * 0.8
         })
         .collect();
     let sf = scale_factor(&lat).unwrap();
@@ -319,10 +239,7 @@ fn diffusion_training_lowers_loss_and_resumes_bit_exactly() {
     }
     let first: f32 = losses[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = losses[50..].iter().sum::<f32>() / 10.0;
-    println!(
-        "diffusion 60 steps at 2x4x8^3: {:.2}s, loss {first:.4} -> {last:.4}",
-        start.elapsed().as_secs_f64()
-    );
+    println!("diffusion 60 steps at 2x4x8^3: {:.2}s, loss {first:.4} -> {last:.4}", start.elapsed().as_secs_f64());
     assert!(last < 0.8 * first, "loss did not drop: {first} -> {last}");
 
     let dir = std::env::temp_dir().join(format!("ldm-diff-resume-{}", std::process::id()));
@@ -341,19 +258,11 @@ fn diffusion_training_lowers_loss_and_resumes_bit_exactly() {
     for _ in 0..2 {
         c.train_step(&lat, dims).unwrap();
     }
-    assert!(
-        a.params
-            .data
-            .iter()
-            .zip(&c.params.data)
-            .all(|(x, y)| x.to_bits() == y.to_bits()),
-        "weights differ after resume"
-    );
+    assert!(a.params.data.iter().zip(&c.params.data).all(|(x, y)| x.to_bits() == y.to_bits()), "weights differ after resume");
     assert_eq!(a.opt, c.opt);
     // A VAE checkpoint is not a diffusion checkpoint.
     let vae = VaeGanTrainer::new(tiny_vae_config(), 1).unwrap();
-    vae.save(&dir.join("vae.ckpt"), serde_json::Value::Null)
-        .unwrap();
+    vae.save(&dir.join("vae.ckpt"), serde_json::Value::Null).unwrap();
     assert!(DiffusionTrainer::resume(&dir.join("vae.ckpt")).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -362,37 +271,19 @@ fn diffusion_training_lowers_loss_and_resumes_bit_exactly() {
 fn diffusion_ema_averages_the_iterates_and_survives_resume() {
     let dims = Dims::new(1, 4, 8, 8, 8);
     let lat = Rng(11).vec(dims.numel(), 1.0);
-    let cfg = DiffusionConfig {
-        ema_decay: Some(0.9),
-        ..tiny_diffusion_config()
-    };
+    let cfg = DiffusionConfig { ema_decay: Some(0.9), ..tiny_diffusion_config() };
     let mut t = DiffusionTrainer::new(cfg.clone(), 3).unwrap();
     let mut expect = t.params.data.clone();
     for k in 0..5u64 {
         t.train_step(&lat, dims).unwrap();
         // Warm-up decay after the (k+1)-th update: min(0.9, (1 + (k+1)) / (10 + (k+1))).
         let d = (0.9f64).min((2.0 + k as f64) / (11.0 + k as f64)) as f32;
-        expect
-            .iter_mut()
-            .zip(&t.params.data)
-            .for_each(|(e, &p)| *e = d * *e + (1.0 - d) * p);
+        expect.iter_mut().zip(&t.params.data).for_each(|(e, &p)| *e = d * *e + (1.0 - d) * p);
     }
     let ema = t.ema.clone().unwrap();
-    assert!(
-        ema.iter()
-            .zip(&expect)
-            .all(|(a, b)| a.to_bits() == b.to_bits()),
-        "EMA differs from its definition"
-    );
-    assert!(
-        ema.iter().zip(&t.params.data).any(|(a, b)| a != b),
-        "EMA equals the last iterate"
-    );
-    assert_eq!(
-        t.inference_params().data,
-        ema,
-        "export samples with the average"
-    );
+    assert!(ema.iter().zip(&expect).all(|(a, b)| a.to_bits() == b.to_bits()), "EMA differs from its definition");
+    assert!(ema.iter().zip(&t.params.data).any(|(a, b)| a != b), "EMA equals the last iterate");
+    assert_eq!(t.inference_params().data, ema, "export samples with the average");
 
     // Resume continues the average bit-exactly; a checkpoint without its EMA section is refused.
     let dir = std::env::temp_dir().join(format!("ldm-diff-ema-{}", std::process::id()));
@@ -409,18 +300,9 @@ fn diffusion_ema_averages_the_iterates_and_survives_resume() {
     let mut no_ema = plain;
     no_ema.config.ema_decay = Some(0.9);
     no_ema.save(&ck, serde_json::Value::Null).unwrap();
-    let err = DiffusionTrainer::resume(&ck)
-        .err()
-        .expect("a checkpoint that lacks its EMA loads");
+    let err = DiffusionTrainer::resume(&ck).err().expect("a checkpoint that lacks its EMA loads");
     assert!(err.to_string().contains("EMA"), "{err}");
-    assert!(DiffusionTrainer::new(
-        DiffusionConfig {
-            ema_decay: Some(1.0),
-            ..tiny_diffusion_config()
-        },
-        1
-    )
-    .is_err());
+    assert!(DiffusionTrainer::new(DiffusionConfig { ema_decay: Some(1.0), ..tiny_diffusion_config() }, 1).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -433,23 +315,13 @@ fn models_refuse_short_parameter_buffers() {
     let unet = DiffusionUnet::new(&mut store, &cfg.unet).unwrap();
     let xd = Dims::new(1, 4, 4, 4, 4);
     let x = vec![0.1f32; xd.numel()];
-    assert!(unet
-        .forward(&store.data[..10], &x, xd, &[3.0], false)
-        .is_err());
-    assert!(unet
-        .forward(&store.data, &x[..5], xd, &[3.0], false)
-        .is_err());
-    assert!(unet
-        .forward(&store.data, &x, xd, &[3.0, 4.0], false)
-        .is_err());
-    assert!(unet
-        .forward(&store.data, &x, Dims::new(1, 4, 3, 4, 4), &[3.0], false)
-        .is_err());
+    assert!(unet.forward(&store.data[..10], &x, xd, &[3.0], false).is_err());
+    assert!(unet.forward(&store.data, &x[..5], xd, &[3.0], false).is_err());
+    assert!(unet.forward(&store.data, &x, xd, &[3.0, 4.0], false).is_err());
+    assert!(unet.forward(&store.data, &x, Dims::new(1, 4, 3, 4, 4), &[3.0], false).is_err());
     let fw = unet.forward(&store.data, &x, xd, &[3.0], true).unwrap();
     let mut short = vec![0.0f32; 3];
-    assert!(unet
-        .backward(&store.data, &mut short, &fw, &fw.eps)
-        .is_err());
+    assert!(unet.backward(&store.data, &mut short, &fw, &fw.eps).is_err());
 }
 
 #[test]
@@ -458,10 +330,7 @@ fn results_do_not_depend_on_the_thread_count() {
     let dims = Dims::new(1, 1, s, s, s);
     let images: Vec<Vec<f32>> = (0..2).map(|i| phantom(i, s)).collect();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let mut t = VaeGanTrainer::new(tiny_vae_config(), 3).unwrap();
             for step in 0..4 {
@@ -469,9 +338,7 @@ fn results_do_not_depend_on_the_thread_count() {
             }
             let mut d = DiffusionTrainer::new(tiny_diffusion_config(), 4).unwrap();
             let ld = Dims::new(2, 4, 8, 8, 8);
-            let lat: Vec<f32> = (0..ld.numel())
-                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-                .collect();
+            let lat: Vec<f32> = (0..ld.numel()).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
             for _ in 0..2 {
                 d.train_step(&lat, ld).unwrap();
             }
@@ -481,16 +348,7 @@ fn results_do_not_depend_on_the_thread_count() {
     let one = run(1);
     let three = run(3);
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-    assert!(
-        same(&one.0, &three.0),
-        "autoencoder weights depend on the thread count"
-    );
-    assert!(
-        same(&one.1, &three.1),
-        "discriminator weights depend on the thread count"
-    );
-    assert!(
-        same(&one.2, &three.2),
-        "unet weights depend on the thread count"
-    );
+    assert!(same(&one.0, &three.0), "autoencoder weights depend on the thread count");
+    assert!(same(&one.1, &three.1), "discriminator weights depend on the thread count");
+    assert!(same(&one.2, &three.2), "unet weights depend on the thread count");
 }

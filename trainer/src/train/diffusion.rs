@@ -47,15 +47,8 @@ impl DiffusionConfig {
         DiffusionConfig {
             unet: UnetConfig::bundle(),
             scheduler: SchedulerConfig::bundle(),
-            adam: AdamConfig {
-                lr: 1e-5,
-                ..AdamConfig::default()
-            },
-            lr: MultiStepLr {
-                base: 1e-5,
-                milestones: vec![5000],
-                gamma: 0.1,
-            },
+            adam: AdamConfig { lr: 1e-5, ..AdamConfig::default() },
+            lr: MultiStepLr { base: 1e-5, milestones: vec![5000], gamma: 0.1 },
             scale_factor,
             ema_decay: None,
         }
@@ -93,30 +86,19 @@ pub fn encode_latents(
 ) -> Result<(Vec<f32>, Dims), TrainError> {
     let (mu, sigma, ld) = ae.encode(p, images, dims)?;
     let n = normals(seed, index, Stream::Encode, mu.len());
-    Ok((
-        mu.iter()
-            .zip(&sigma)
-            .zip(&n)
-            .map(|((m, s), e)| m + s * e)
-            .collect(),
-        ld,
-    ))
+    Ok((mu.iter().zip(&sigma).zip(&n).map(|((m, s), e)| m + s * e).collect(), ld))
 }
 
 /// `1 / std(z)` with PyTorch's unbiased standard deviation.
 pub fn scale_factor(z: &[f32]) -> Result<f32, TrainError> {
     if z.len() < 2 {
-        return Err(TrainError::Invalid(
-            "scale factor needs at least two latent values".into(),
-        ));
+        return Err(TrainError::Invalid("scale factor needs at least two latent values".into()));
     }
     let n = z.len() as f64;
     let mean = z.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = z.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
     if var.is_nan() || var <= 0.0 || var.is_infinite() {
-        return Err(TrainError::Invalid(format!(
-            "latents have variance {var}; no scale factor"
-        )));
+        return Err(TrainError::Invalid(format!("latents have variance {var}; no scale factor")));
     }
     Ok((1.0 / var.sqrt()) as f32)
 }
@@ -129,15 +111,11 @@ impl DiffusionTrainer {
     /// Builds the UNet; `init == false` leaves parameters at zero (resume overwrites them).
     fn build(config: DiffusionConfig, seed: u64, init: bool) -> Result<Self, TrainError> {
         if config.scheduler.num_train_timesteps == 0 {
-            return Err(TrainError::Invalid(
-                "scheduler has 0 training timesteps".into(),
-            ));
+            return Err(TrainError::Invalid("scheduler has 0 training timesteps".into()));
         }
         if let Some(d) = config.ema_decay {
             if !(0.0..1.0).contains(&d) {
-                return Err(TrainError::Invalid(format!(
-                    "ema_decay {d} must be in [0, 1)"
-                )));
+                return Err(TrainError::Invalid(format!("ema_decay {d} must be in [0, 1)")));
             }
         }
         let mut params = ParamStore::new();
@@ -148,24 +126,11 @@ impl DiffusionTrainer {
         let opt = Adam::new(config.adam, params.len());
         let alphas_cumprod = alphas_cumprod(&config.scheduler);
         let ema = config.ema_decay.map(|_| params.data.clone());
-        Ok(DiffusionTrainer {
-            config,
-            seed,
-            step: 0,
-            unet,
-            params,
-            opt,
-            ema,
-            alphas_cumprod,
-        })
+        Ok(DiffusionTrainer { config, seed, step: 0, unet, params, opt, ema, alphas_cumprod })
     }
 
     /// One optimisation step on scaled latents `[N, C, D, H, W]`.
-    pub fn train_step(
-        &mut self,
-        latents: &[f32],
-        dims: Dims,
-    ) -> Result<DiffusionStepLog, TrainError> {
+    pub fn train_step(&mut self, latents: &[f32], dims: Dims) -> Result<DiffusionStepLog, TrainError> {
         let step = self.step;
         self.unet.check_input(dims, dims.n)?;
         if latents.len() != dims.numel() {
@@ -184,11 +149,7 @@ impl DiffusionTrainer {
         let mut x_t = Vec::with_capacity(latents.len());
         for (i, &t) in ts.iter().enumerate() {
             let a = self.alphas_cumprod[t as usize];
-            x_t.extend(add_noise(
-                &latents[i * per..(i + 1) * per],
-                &eps[i * per..(i + 1) * per],
-                a,
-            ));
+            x_t.extend(add_noise(&latents[i * per..(i + 1) * per], &eps[i * per..(i + 1) * per], a));
         }
         let tf: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
         let p = &self.params.data;
@@ -200,18 +161,11 @@ impl DiffusionTrainer {
         all_finite(step, "unet gradient", &self.params.grad)?;
         let lr = self.config.lr.lr_at(step);
         if !self.opt.step(&mut self.params.data, &self.params.grad, lr) {
-            return Err(TrainError::Invalid(
-                "optimiser does not fit the parameters".into(),
-            ));
+            return Err(TrainError::Invalid("optimiser does not fit the parameters".into()));
         }
         self.update_ema();
         self.step += 1;
-        Ok(DiffusionStepLog {
-            step,
-            loss,
-            lr,
-            timesteps: ts,
-        })
+        Ok(DiffusionStepLog { step, loss, lr, timesteps: ts })
     }
 
     /// `ema = d * ema + (1 - d) * params` after the optimiser's `opt.t`-th update.
@@ -238,11 +192,7 @@ impl DiffusionTrainer {
 
     /// Atomic checkpoint of parameters, Adam state, the EMA (when kept), step and configuration.
     pub fn save(&self, path: &Path, extra: serde_json::Value) -> Result<(), TrainError> {
-        let mut sections = vec![
-            ("unet.params", &self.params.data),
-            ("unet.adam_m", &self.opt.m),
-            ("unet.adam_v", &self.opt.v),
-        ];
+        let mut sections = vec![("unet.params", &self.params.data), ("unet.adam_m", &self.opt.m), ("unet.adam_v", &self.opt.v)];
         if let Some(ema) = &self.ema {
             sections.push(("unet.ema", ema));
         }
@@ -250,18 +200,11 @@ impl DiffusionTrainer {
             kind: KIND.into(),
             step: self.step,
             seed: self.seed,
-            config: serde_json::to_value(&self.config)
-                .map_err(|e| TrainError::Invalid(e.to_string()))?,
+            config: serde_json::to_value(&self.config).map_err(|e| TrainError::Invalid(e.to_string()))?,
             tensors: tensor_table(&self.params),
             adam_steps: vec![self.opt.t],
             extra,
-            sections: sections
-                .iter()
-                .map(|(n, s)| SectionInfo {
-                    name: n.to_string(),
-                    len: s.len() as u64,
-                })
-                .collect(),
+            sections: sections.iter().map(|(n, s)| SectionInfo { name: n.to_string(), len: s.len() as u64 }).collect(),
         };
         let bufs: Vec<&[f32]> = sections.iter().map(|(_, s)| s.as_slice()).collect();
         Ok(checkpoint::save(path, &header, &bufs)?)
@@ -270,33 +213,22 @@ impl DiffusionTrainer {
     pub fn resume(path: &Path) -> Result<(Self, serde_json::Value), TrainError> {
         let (h, mut secs) = checkpoint::load(path)?;
         if h.kind != KIND || h.adam_steps.len() != 1 {
-            return Err(TrainError::Invalid(format!(
-                "{}: not a diffusion checkpoint (kind {})",
-                path.display(),
-                h.kind
-            )));
+            return Err(TrainError::Invalid(format!("{}: not a diffusion checkpoint (kind {})", path.display(), h.kind)));
         }
-        let config: DiffusionConfig = serde_json::from_value(h.config.clone())
-            .map_err(|e| TrainError::Invalid(format!("{}: config: {e}", path.display())))?;
+        let config: DiffusionConfig =
+            serde_json::from_value(h.config.clone()).map_err(|e| TrainError::Invalid(format!("{}: config: {e}", path.display())))?;
         let want = if config.ema_decay.is_some() { 4 } else { 3 };
         if secs.len() != want {
             return Err(TrainError::Invalid(format!(
                 "{}: {} sections, a diffusion checkpoint {} EMA holds {want}",
                 path.display(),
                 secs.len(),
-                if config.ema_decay.is_some() {
-                    "with"
-                } else {
-                    "without"
-                }
+                if config.ema_decay.is_some() { "with" } else { "without" }
             )));
         }
         let mut t = DiffusionTrainer::build(config, h.seed, false)?;
         if h.tensors != tensor_table(&t.params) || secs.iter().any(|s| s.len() != t.params.len()) {
-            return Err(TrainError::Invalid(format!(
-                "{}: tensors do not match the configuration",
-                path.display()
-            )));
+            return Err(TrainError::Invalid(format!("{}: tensors do not match the configuration", path.display())));
         }
         if t.config.ema_decay.is_some() {
             t.ema = secs.pop();
