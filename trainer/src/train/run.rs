@@ -272,7 +272,12 @@ struct StepBook<'a> {
     last: Option<f32>,
 }
 
-impl StepBook<'_> {
+impl<'a> StepBook<'a> {
+    /// Opens the run's log (appending) for a loop that runs from `start_step` to `total`.
+    fn open(out: &'a Path, stage: Stage, started: Instant, total: u64, checkpoint_every: u64, start_step: u64) -> Result<Self, TrainError> {
+        Ok(StepBook { log: open_log(out)?, out, stage, started, total, checkpoint_every, start_step, first: None, last: None })
+    }
+
     /// Records step `rec_step` (the trainer now at `now` completed steps); `save` writes the checkpoint.
     fn record<R: Serialize>(
         &mut self,
@@ -347,17 +352,7 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
     };
     let extra = serde_json::to_value(&record).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let total = o.steps.unwrap_or(st.steps);
-    let mut book = StepBook {
-        log: open_log(o.out)?,
-        out: o.out,
-        stage: Stage::Autoencoder,
-        started,
-        total,
-        checkpoint_every: st.checkpoint_every,
-        start_step: t.step,
-        first: None,
-        last: None,
-    };
+    let mut book = StepBook::open(o.out, Stage::Autoencoder, started, total, st.checkpoint_every, t.step)?;
     let mut order = Order::new(t.seed, o.volumes.len());
     let b = st.batch_size;
     let [px, py, pz] = st.patch;
@@ -503,17 +498,7 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
     };
     let extra = serde_json::to_value(&record).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let total = o.steps.unwrap_or(st.steps);
-    let mut book = StepBook {
-        log: open_log(o.out)?,
-        out: o.out,
-        stage: Stage::Diffusion,
-        started,
-        total,
-        checkpoint_every: st.checkpoint_every,
-        start_step: t.step,
-        first: None,
-        last: None,
-    };
+    let mut book = StepBook::open(o.out, Stage::Diffusion, started, total, st.checkpoint_every, t.step)?;
     let mut order = Order::new(t.seed, o.volumes.len());
     let b = st.batch_size;
     let dims = Dims::new(b, ld.c, ld.d, ld.h, ld.w);
