@@ -4,15 +4,15 @@
 use crate::error::RuntimeError;
 use crate::exec::{self, Workspaces};
 use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
-use crate::options::{Options, Precision, Progress, Sampler};
+use crate::options::{self, Options, Precision, Progress, Resolved, Sampler};
 use crate::philox::philox_normal;
 use crate::pool::Pool;
 use crate::runtime::PlanReport;
-use crate::schedule::{ddim_step, ddim_timesteps, ddpm_step, Schedule};
+use crate::schedule::{ddim_step, ddpm_step, Schedule};
 use crate::slab::SlabPlan;
 use crate::weights::WeightSource;
 use crate::{attention, conv, gemm};
-use ldm_weights::{ModelConfig, SamplerKind};
+use ldm_weights::ModelConfig;
 
 /// Default bytes of one normalisation slab (input planes normalised ahead of a convolution).
 const SLAB_BYTES: usize = 32 << 20;
@@ -68,49 +68,8 @@ fn try_vec(len: usize, what: &'static str) -> Result<Vec<f32>, RuntimeError> {
 impl CpuRuntime {
     /// Builds a runtime taking tensors from any `WeightSource`.
     pub fn from_source(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<CpuRuntime, RuntimeError> {
-        config.validate().map_err(|e| RuntimeError::InvalidConfig(e.to_string()))?;
-        match opts.precision {
-            Precision::F32 => {}
-            p => return Err(RuntimeError::UnsupportedPrecision(format!("{p:?}").to_lowercase())),
-        }
-        if opts.batch == 0 || opts.batch > 1 << 20 {
-            return Err(RuntimeError::InvalidOption(format!("batch {} must be in 1..=2^20", opts.batch)));
-        }
-        let threads = match opts.threads {
-            Some(0) => return Err(RuntimeError::InvalidOption("threads must be at least 1".into())),
-            Some(t) => t.min(1024),
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        };
-        if !(config.scale_factor.is_finite() && config.scale_factor != 0.0) {
-            return Err(RuntimeError::InvalidConfig(format!("scale factor {} must be finite and non-zero", config.scale_factor)));
-        }
-        let latent = opts.latent_shape.unwrap_or(config.latent_shape.map(|v| v as usize));
-        if latent.iter().any(|&v| v == 0 || v > 1 << 16) {
-            return Err(RuntimeError::InvalidOption(format!("latent shape {latent:?} has a zero or huge dimension")));
-        }
-        let schedule = Schedule::new(&config.scheduler)?;
-        let t_train = schedule.num_train_timesteps();
-        let sampler = opts.sampler.unwrap_or(match config.scheduler.default_sampler {
-            SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
-            SamplerKind::Ddpm => Sampler::Ddpm,
-        });
-        let timesteps = match sampler {
-            Sampler::Ddim { eta } => {
-                if !(eta.is_finite() && eta >= 0.0) {
-                    return Err(RuntimeError::InvalidOption(format!("DDIM eta {eta} must be finite and >= 0")));
-                }
-                ddim_timesteps(t_train, opts.steps.unwrap_or(config.scheduler.default_steps as usize))?
-            }
-            Sampler::Ddpm => {
-                let n = opts.steps.unwrap_or(t_train);
-                if n != t_train {
-                    return Err(RuntimeError::InvalidOption(format!(
-                        "DDPM runs every training timestep: steps must be {t_train}, got {n}"
-                    )));
-                }
-                (0..t_train as u32).rev().collect()
-            }
-        };
+        let Resolved { latent, schedule, sampler, timesteps } = options::resolve(config, &opts, &[Precision::F32])?;
+        let threads = opts.threads.map_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), |t| t.min(1024));
         gemm::init();
         let slab = opts.max_memory.map_or(SLAB_BYTES, |m| (m / 16).clamp(1 << 16, SLAB_BYTES));
         let mut params = Params::default();

@@ -1,4 +1,10 @@
-//! User-facing run options (device, precision, batch, shapes, sampler) and progress events.
+//! User-facing run options (device, precision, batch, shapes, sampler), the checks that resolve
+//! them against a model for every backend, and progress events.
+
+use ldm_weights::{ModelConfig, SamplerKind};
+
+use crate::error::RuntimeError;
+use crate::schedule::{ddim_timesteps, Schedule};
 
 /// Where the computation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,4 +74,58 @@ impl Default for Options {
 pub enum Progress {
     Step { index: usize, total: usize, timestep: u32 },
     Decoding,
+}
+
+/// What `Options` come to for one model: latent shape, noise schedule, sampler and its timesteps
+/// (descending).
+pub(crate) struct Resolved {
+    pub latent: [usize; 4],
+    pub schedule: Schedule,
+    pub sampler: Sampler,
+    pub timesteps: Vec<u32>,
+}
+
+/// Checks `opts` against `config` the same way for every backend, so all report the same typed
+/// errors in the same order: the configuration, the precision (the backend computes in
+/// `precisions`), batch, threads, scale factor, latent shape, sampler and step count.
+pub(crate) fn resolve(config: &ModelConfig, opts: &Options, precisions: &[Precision]) -> Result<Resolved, RuntimeError> {
+    config.validate().map_err(|e| RuntimeError::InvalidConfig(e.to_string()))?;
+    if !precisions.contains(&opts.precision) {
+        return Err(RuntimeError::UnsupportedPrecision(format!("{:?}", opts.precision).to_lowercase()));
+    }
+    if opts.batch == 0 || opts.batch > 1 << 20 {
+        return Err(RuntimeError::InvalidOption(format!("batch {} must be in 1..=2^20", opts.batch)));
+    }
+    if opts.threads == Some(0) {
+        return Err(RuntimeError::InvalidOption("threads must be at least 1".into()));
+    }
+    if !(config.scale_factor.is_finite() && config.scale_factor != 0.0) {
+        return Err(RuntimeError::InvalidConfig(format!("scale factor {} must be finite and non-zero", config.scale_factor)));
+    }
+    let latent = opts.latent_shape.unwrap_or(config.latent_shape.map(|v| v as usize));
+    if latent.iter().any(|&v| v == 0 || v > 1 << 16) {
+        return Err(RuntimeError::InvalidOption(format!("latent shape {latent:?} has a zero or huge dimension")));
+    }
+    let schedule = Schedule::new(&config.scheduler)?;
+    let t_train = schedule.num_train_timesteps();
+    let sampler = opts.sampler.unwrap_or(match config.scheduler.default_sampler {
+        SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
+        SamplerKind::Ddpm => Sampler::Ddpm,
+    });
+    let timesteps = match sampler {
+        Sampler::Ddim { eta } => {
+            if !(eta.is_finite() && eta >= 0.0) {
+                return Err(RuntimeError::InvalidOption(format!("DDIM eta {eta} must be finite and >= 0")));
+            }
+            ddim_timesteps(t_train, opts.steps.unwrap_or(config.scheduler.default_steps as usize))?
+        }
+        Sampler::Ddpm => {
+            let n = opts.steps.unwrap_or(t_train);
+            if n != t_train {
+                return Err(RuntimeError::InvalidOption(format!("DDPM runs every training timestep: steps must be {t_train}, got {n}")));
+            }
+            (0..t_train as u32).rev().collect()
+        }
+    };
+    Ok(Resolved { latent, schedule, sampler, timesteps })
 }

@@ -227,10 +227,10 @@ mod cuda_backend {
     use super::{Backend, PlanReport};
     use crate::cuda::{CudaError, CudaRuntime};
     use crate::error::RuntimeError;
-    use crate::options::{Options, Progress, Sampler};
-    use crate::schedule::{ddim_timesteps, Schedule};
+    use crate::options::{self, Options, Precision, Progress};
+    use crate::schedule::Schedule;
     use crate::weights::WeightSource;
-    use ldm_weights::{ModelConfig, SamplerKind};
+    use ldm_weights::ModelConfig;
 
     pub(super) struct CudaBackend {
         pub rt: CudaRuntime,
@@ -252,50 +252,9 @@ mod cuda_backend {
         }
     }
 
-    /// The option checks of the CPU runtime that do not depend on the backend, so both report
-    /// the same typed errors; returns the schedule.
-    fn check_options(config: &ModelConfig, opts: &Options) -> Result<Schedule, RuntimeError> {
-        config.validate().map_err(|e| RuntimeError::InvalidConfig(e.to_string()))?;
-        if opts.batch == 0 || opts.batch > 1 << 20 {
-            return Err(RuntimeError::InvalidOption(format!("batch {} must be in 1..=2^20", opts.batch)));
-        }
-        if opts.threads == Some(0) {
-            return Err(RuntimeError::InvalidOption("threads must be at least 1".into()));
-        }
-        if !(config.scale_factor.is_finite() && config.scale_factor != 0.0) {
-            return Err(RuntimeError::InvalidConfig(format!("scale factor {} must be finite and non-zero", config.scale_factor)));
-        }
-        let latent = opts.latent_shape.unwrap_or(config.latent_shape.map(|v| v as usize));
-        if latent.iter().any(|&v| v == 0 || v > 1 << 16) {
-            return Err(RuntimeError::InvalidOption(format!("latent shape {latent:?} has a zero or huge dimension")));
-        }
-        let schedule = Schedule::new(&config.scheduler)?;
-        let t_train = schedule.num_train_timesteps();
-        let sampler = opts.sampler.unwrap_or(match config.scheduler.default_sampler {
-            SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
-            SamplerKind::Ddpm => Sampler::Ddpm,
-        });
-        match sampler {
-            Sampler::Ddim { eta } => {
-                if !(eta.is_finite() && eta >= 0.0) {
-                    return Err(RuntimeError::InvalidOption(format!("DDIM eta {eta} must be finite and >= 0")));
-                }
-                ddim_timesteps(t_train, opts.steps.unwrap_or(config.scheduler.default_steps as usize))?;
-            }
-            Sampler::Ddpm => {
-                let n = opts.steps.unwrap_or(t_train);
-                if n != t_train {
-                    return Err(RuntimeError::InvalidOption(format!(
-                        "DDPM runs every training timestep: steps must be {t_train}, got {n}"
-                    )));
-                }
-            }
-        }
-        Ok(schedule)
-    }
-
     pub(super) fn open(config: &ModelConfig, store: &dyn WeightSource, opts: &Options, ordinal: usize) -> Result<Backend, RuntimeError> {
-        let schedule = check_options(config, opts)?;
+        // The CPU runtime's checks and typed errors; the CUDA backend computes in all three precisions.
+        let schedule = options::resolve(config, opts, &[Precision::F32, Precision::F16, Precision::Bf16])?.schedule;
         // Fail fast (before seconds of host planning at the bundle's size) when no GPU is usable.
         crate::cuda::check_available(ordinal).map_err(|e| convert(ordinal, e))?;
         let rt = CudaRuntime::new(config, store, opts).map_err(|e| convert(ordinal, e))?;
