@@ -70,6 +70,21 @@ fn checked(v: &[usize]) -> Result<usize, RuntimeError> {
 }
 
 impl<'a> Builder<'a> {
+    /// An empty graph over the weights under `prefix`; GroupNorm uses `groups` (non-zero) and `eps`.
+    fn new(
+        store: &'a dyn WeightSource,
+        prefix: &'static str,
+        params: &'a mut Params,
+        groups: u32,
+        eps: f32,
+        slab_bytes: usize,
+    ) -> Result<Self, RuntimeError> {
+        if groups == 0 {
+            return Err(RuntimeError::InvalidConfig("norm_num_groups is 0".into()));
+        }
+        Ok(Builder { store, prefix, params, g: Graph::default(), groups: groups as usize, eps, slab_bytes, slots: Vec::new() })
+    }
+
     fn vec(&mut self, name: &str, shape: &[usize]) -> Result<usize, RuntimeError> {
         let full = format!("{}{}", self.prefix, name);
         let d = self.store.tensor(&full, shape)?;
@@ -214,19 +229,7 @@ pub fn build_decoder(
             latent[0], cfg.latent_channels
         )));
     }
-    let mut b = Builder {
-        store,
-        prefix: "autoencoder.",
-        params,
-        g: Graph::default(),
-        groups: cfg.norm_num_groups as usize,
-        eps: cfg.norm_eps,
-        slab_bytes,
-        slots: Vec::new(),
-    };
-    if b.groups == 0 {
-        return Err(RuntimeError::InvalidConfig("norm_num_groups is 0".into()));
-    }
+    let mut b = Builder::new(store, "autoencoder.", params, cfg.norm_num_groups, cfg.norm_eps, slab_bytes)?;
     b.finish_planes(latent[1] * latent[2] * latent[3])?;
     let z = b.new_tensor(latent[0], latent[1], latent[2], latent[3])?;
     b.g.inputs.push(z.buf);
@@ -364,19 +367,7 @@ pub fn build_unet(
         return Err(RuntimeError::InvalidConfig("unet: num_channels[0] must be even".into()));
     }
     let temb = 4 * c0;
-    let mut b = Builder {
-        store,
-        prefix: "unet.",
-        params,
-        g: Graph::default(),
-        groups: cfg.norm_num_groups as usize,
-        eps: cfg.norm_eps,
-        slab_bytes,
-        slots: Vec::new(),
-    };
-    if b.groups == 0 {
-        return Err(RuntimeError::InvalidConfig("norm_num_groups is 0".into()));
-    }
+    let mut b = Builder::new(store, "unet.", params, cfg.norm_num_groups, cfg.norm_eps, slab_bytes)?;
     let time_w1 = b.vec("time_embed.0.weight", &[temb, c0])?;
     let time_b1 = b.vec("time_embed.0.bias", &[temb])?;
     let time_w2 = b.vec("time_embed.2.weight", &[temb, temb])?;

@@ -354,6 +354,21 @@ mod tests {
         assert_eq!(rt.output_shape(), [1, 8, 8, 8]);
     }
 
+    /// A configuration with no GroupNorm groups is refused by name for either network (before
+    /// any division by the group count).
+    #[test]
+    fn zero_norm_groups_is_an_invalid_config() {
+        let (cfg, store) = tiny();
+        let mut no_decoder_groups = cfg.clone();
+        no_decoder_groups.decoder.as_mut().unwrap().norm_num_groups = 0;
+        let mut no_unet_groups = cfg;
+        no_unet_groups.unet.as_mut().unwrap().norm_num_groups = 0;
+        for (bad, net) in [(no_decoder_groups, "decoder"), (no_unet_groups, "unet")] {
+            let e = Runtime::from_store(&bad, &store, Options::default()).err().expect("must fail");
+            assert!(matches!(&e, RuntimeError::InvalidConfig(m) if m.contains(&format!("{net}.norm_num_groups"))), "{e:?}");
+        }
+    }
+
     /// Without the feature, asking for a GPU names the device and says how to build one in.
     #[cfg(not(feature = "cuda"))]
     #[test]
