@@ -13,22 +13,19 @@ use std::path::Path;
 /// Generation with the fixture networks is cheap; 2 threads match the CI machine.
 const THREADS: &str = "2";
 
-fn generate(model: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&["--threads", THREADS]);
+/// `brats-ldm generate --model MODEL --out OUT EXTRA...`, whatever its outcome.
+fn try_generate(model: &str, out: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["generate", "--model", model, "--out", out];
     args.extend_from_slice(extra);
-    let o = run(&args);
-    assert!(
-        o.status.success(),
-        "generate {extra:?} failed: {}",
-        stderr(&o)
-    );
+    run(&args)
+}
+
+/// A generation that must succeed, on the CI machine's thread count unless `extra` says otherwise.
+fn generate(model: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--threads", THREADS];
+    args.extend_from_slice(extra);
+    let o = try_generate(model.to_str().unwrap(), out.to_str().unwrap(), &args);
+    assert!(o.status.success(), "generate {extra:?} failed: {}", stderr(&o));
     o
 }
 
@@ -232,19 +229,7 @@ fn same_seed_gives_byte_identical_files_at_any_thread_count() {
     let model = fixture_blob(tmp.path());
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     generate(&model, &a, &["--seed", "11", "--steps", "4"]);
-    let o = run(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        b.to_str().unwrap(),
-        "--seed",
-        "11",
-        "--steps",
-        "4",
-        "--threads",
-        "1",
-    ]);
+    let o = try_generate(model.to_str().unwrap(), b.to_str().unwrap(), &["--seed", "11", "--steps", "4", "--threads", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let fa = std::fs::read(a.join("seed-000011.nii.gz")).unwrap();
     assert_eq!(fa, std::fs::read(b.join("seed-000011.nii.gz")).unwrap());
@@ -462,17 +447,7 @@ fn existing_outputs_are_checked_not_trusted() {
     generate(&model, &out, &["--seed", "1", "--steps", "2"]);
     assert_eq!(std::fs::read(&path).unwrap(), good);
     // made with other settings: refused, untouched
-    let o = run(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--seed",
-        "1",
-        "--steps",
-        "3",
-    ]);
+    let o = try_generate(model.to_str().unwrap(), out.to_str().unwrap(), &["--seed", "1", "--steps", "3"]);
     assert_one_line_error(&o, &["seed-000001.nii.gz", "other settings"]);
     assert_eq!(std::fs::read(&path).unwrap(), good);
 
@@ -482,19 +457,7 @@ fn existing_outputs_are_checked_not_trusted() {
         &out,
         &["--seed", "2", "--steps", "2", "--format", "npy"],
     );
-    let o = run(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--seed",
-        "2",
-        "--steps",
-        "3",
-        "--format",
-        "npy",
-    ]);
+    let o = try_generate(model.to_str().unwrap(), out.to_str().unwrap(), &["--seed", "2", "--steps", "3", "--format", "npy"]);
     assert_one_line_error(&o, &["seed-000002.npy", "records other settings"]);
 }
 
@@ -506,13 +469,7 @@ fn bad_input_gives_one_clear_line() {
     let out = tmp.path().join("out");
     let o_ = out.to_str().unwrap();
 
-    let o = run(&[
-        "generate",
-        "--model",
-        "/nonexistent/model.blob",
-        "--out",
-        o_,
-    ]);
+    let o = try_generate("/nonexistent/model.blob", o_, &[]);
     assert_one_line_error(&o, &["/nonexistent/model.blob"]);
 
     let mut bytes = std::fs::read(&model).unwrap();
@@ -520,103 +477,41 @@ fn bad_input_gives_one_clear_line() {
     bytes[mid] ^= 0x55;
     let corrupt = tmp.path().join("corrupt.blob");
     std::fs::write(&corrupt, &bytes).unwrap();
-    let o = run(&[
-        "generate",
-        "--model",
-        corrupt.to_str().unwrap(),
-        "--out",
-        o_,
-    ]);
+    let o = try_generate(corrupt.to_str().unwrap(), o_, &[]);
     assert_one_line_error(&o, &["corrupt.blob"]);
     let truncated = tmp.path().join("truncated.blob");
     std::fs::write(&truncated, &bytes[..100]).unwrap();
-    let o = run(&[
-        "generate",
-        "--model",
-        truncated.to_str().unwrap(),
-        "--out",
-        o_,
-    ]);
+    let o = try_generate(truncated.to_str().unwrap(), o_, &[]);
     assert_one_line_error(&o, &["truncated.blob"]);
 
     // root ignores permission bits, so make the directory impossible: a path through a file
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"").unwrap();
     let unwritable = file.join("out");
-    let o = run(&[
-        "generate",
-        "--model",
-        m,
-        "--out",
-        unwritable.to_str().unwrap(),
-    ]);
+    let o = try_generate(m, unwritable.to_str().unwrap(), &[]);
     assert_one_line_error(&o, &["cannot write to output directory", "a-file"]);
 
-    let o = run(&[
-        "generate",
-        "--model",
-        m,
-        "--out",
-        o_,
-        "--latent-shape",
-        "8,6,8,4",
-    ]);
+    let o = try_generate(m, o_, &["--latent-shape", "8,6,8,4"]);
     assert_one_line_error(&o, &["8,6,8,4", "divisible by 4"]);
-    let o = run(&[
-        "generate",
-        "--model",
-        m,
-        "--out",
-        o_,
-        "--latent-shape",
-        "4,8,8,4",
-    ]);
+    let o = try_generate(m, o_, &["--latent-shape", "4,8,8,4"]);
     assert_one_line_error(&o, &["channels"]);
-    let o = run(&[
-        "generate",
-        "--model",
-        m,
-        "--out",
-        o_,
-        "--latent-shape",
-        "8,8,8",
-    ]);
+    let o = try_generate(m, o_, &["--latent-shape", "8,8,8"]);
     assert_one_line_error(&o, &["--latent-shape"]);
 
     for spec in ["3/2", "1/0", "x", "1-2"] {
-        let o = run(&["generate", "--model", m, "--out", o_, "--shard", spec]);
+        let o = try_generate(m, o_, &["--shard", spec]);
         assert_one_line_error(&o, &["--shard", spec]);
     }
 
-    let o = run(&["generate", "--model", m, "--out", o_, "--format", "mha"]);
+    let o = try_generate(m, o_, &["--format", "mha"]);
     assert_one_line_error(&o, &["--format"]);
-    let o = run(&[
-        "generate",
-        "--model",
-        m,
-        "--out",
-        o_,
-        "--sampler",
-        "ddpm",
-        "--eta",
-        "0.5",
-    ]);
+    let o = try_generate(m, o_, &["--sampler", "ddpm", "--eta", "0.5"]);
     assert_one_line_error(&o, &["--eta"]);
-    let o = run(&["generate", "--model", m, "--out", o_, "--init-noise", m]);
+    let o = try_generate(m, o_, &["--init-noise", m]);
     assert_one_line_error(&o, &["fixture.blob", ".npy"]);
-    let o = run(&[
-        "generate",
-        "--model",
-        m,
-        "--out",
-        o_,
-        "--sampler",
-        "ddpm",
-        "--steps",
-        "10",
-    ]);
+    let o = try_generate(m, o_, &["--sampler", "ddpm", "--steps", "10"]);
     assert_one_line_error(&o, &["ddpm", "1000"]);
-    let o = run(&["generate", "--model", m, "--out", o_, "--device", "tpu"]);
+    let o = try_generate(m, o_, &["--device", "tpu"]);
     assert_one_line_error(&o, &["--device"]);
 
     // nothing was written by any of these
