@@ -5,7 +5,7 @@
 mod generate_support;
 
 use generate_support::*;
-use ldm_test_support::{read_npy, rel_l2};
+use ldm_test_support::{read_npy, rel_l2, write_npy};
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
@@ -326,6 +326,46 @@ fn init_noise_reproduces_the_monai_bundle_sampler() {
     let err2 = rel_l2(&read_npy(&out2.join("init-noise.npy")).1, &reference);
     eprintln!("--init-noise with a converted blob: relative L2 {err2:.3e}");
     assert!(err2 < 1e-4, "relative L2 {err2}");
+}
+
+/// With a stochastic sampler `--init-noise` draws its step noise from `--seed`: seed 5's own
+/// initial noise with `--seed 5` gives seed 5's volume, `--seed 6` another one, and the seed is
+/// recorded, so a rerun with another seed does not take the old file for its own.
+#[test]
+fn init_noise_with_a_stochastic_sampler_takes_step_noise_from_the_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture_blob(tmp.path());
+    let m = model.to_str().unwrap();
+    let sampler = ["--sampler", "ddim", "--eta", "1", "--steps", "4", "--format", "npy"];
+    fn with<'a>(extra: &[&'a str], sampler: &[&'a str]) -> Vec<&'a str> {
+        [extra, sampler].concat()
+    }
+    let by_seed = tmp.path().join("by-seed");
+    generate(&model, &by_seed, &with(&["--seed", "5"], &sampler));
+    let (_, seed5) = read_npy(&by_seed.join("seed-000005.npy"));
+
+    let latent = fixture_config().latent_shape.map(|d| d as usize);
+    let mut noise = vec![0f32; latent.iter().product()];
+    ldm_runtime::philox_normal(5, 0, &mut noise);
+    let z = tmp.path().join("z5.npy");
+    write_npy(&z, &latent, &noise);
+    let z = z.to_str().unwrap();
+
+    let same = tmp.path().join("same");
+    generate(&model, &same, &with(&["--init-noise", z, "--seed", "5"], &sampler));
+    assert_eq!(read_npy(&same.join("init-z5.npy")).1, seed5);
+
+    let other = tmp.path().join("other");
+    generate(&model, &other, &with(&["--init-noise", z, "--seed", "6"], &sampler));
+    assert_ne!(read_npy(&other.join("init-z5.npy")).1, seed5);
+    assert_eq!(manifest_lines(&other.join("manifest.jsonl"))[0]["seed"], 6);
+    let o = try_generate(m, other.to_str().unwrap(), &with(&["--init-noise", z, "--seed", "5"], &sampler));
+    assert_one_line_error(&o, &["init-z5.npy", "other settings"]);
+
+    // deterministic DDIM: no step noise, so no seed is recorded
+    let ddim = tmp.path().join("ddim");
+    generate(&model, &ddim, &["--init-noise", z, "--seed", "6", "--steps", "4", "--format", "npy"]);
+    assert_eq!(manifest_lines(&ddim.join("manifest.jsonl"))[0]["seed"], serde_json::Value::Null);
 }
 
 #[test]

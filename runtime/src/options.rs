@@ -33,6 +33,17 @@ pub enum Sampler {
     Ddpm,
 }
 
+impl Sampler {
+    /// Whether it draws fresh noise at each step (DDPM, DDIM with eta > 0), so that the initial
+    /// noise alone does not decide the result.
+    pub fn is_stochastic(self) -> bool {
+        match self {
+            Sampler::Ddim { eta } => eta != 0.0,
+            Sampler::Ddpm => true,
+        }
+    }
+}
+
 /// Options of `Runtime::new`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {

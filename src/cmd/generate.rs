@@ -72,7 +72,8 @@ pub struct Args {
     #[arg(long, value_name = "C,D,H,W")]
     pub latent_shape: Option<String>,
     /// Start from this initial latent (float32 .npy, [C,D,H,W] or [1,C,D,H,W]) instead of seeded
-    /// noise; the latent shape comes from the file.
+    /// noise; the latent shape comes from the file. A stochastic sampler (DDPM, DDIM with
+    /// eta > 0) draws its step noise from --seed, as the run of that seed does.
     #[arg(long, value_name = "FILE.npy")]
     pub init_noise: Option<PathBuf>,
     /// No per-volume log lines when stderr is not a terminal.
@@ -281,10 +282,29 @@ fn fnv1a(data: &[f32]) -> u64 {
     h
 }
 
+/// Where a volume's noise comes from.
+#[derive(Clone, Copy)]
+enum Noise {
+    /// Initial and step noise from this seed's Philox stream.
+    Seed(u64),
+    /// The `--init-noise` latent; a stochastic sampler (DDPM, DDIM with eta > 0) draws its step
+    /// noise from `step_seed` (`--seed`), a deterministic one has none (None).
+    Init { step_seed: Option<u64> },
+}
+
+impl Noise {
+    /// The seed recorded in the manifest: the one that, with the settings, decides the volume.
+    fn recorded_seed(self) -> Option<u64> {
+        match self {
+            Noise::Seed(seed) => Some(seed),
+            Noise::Init { step_seed } => step_seed,
+        }
+    }
+}
+
 /// One volume to produce.
 struct Job {
-    /// Seed of the initial noise, or None for `--init-noise`.
-    seed: Option<u64>,
+    noise: Noise,
     volume_name: String,
     preview_name: Option<String>,
     header: VolumeHeader,
@@ -443,7 +463,7 @@ impl Batch<'_> {
     fn entry(&self, job: &Job, seconds: Option<f64>) -> ManifestEntry {
         ManifestEntry {
             file: job.volume_name.clone(),
-            seed: job.seed,
+            seed: job.noise.recorded_seed(),
             seconds,
             ..self.template.clone()
         }
@@ -526,10 +546,12 @@ impl Batch<'_> {
             Progress::Step { index, .. } => steps_bar.set_position(index as u64 + 1),
             Progress::Decoding => steps_bar.set_message(format!("{} decoding", job.volume_name)),
         };
-        let result = match (job.seed, init) {
-            (Some(seed), _) => rt.generate(seed, volume, &mut on_progress),
-            (None, Some(noise)) => rt.generate_from_noise(noise, volume, &mut on_progress),
-            (None, None) => bail!("internal error: a job without seed or initial noise"),
+        let result = match (job.noise, init) {
+            (Noise::Seed(seed), _) => rt.generate(seed, volume, &mut on_progress),
+            (Noise::Init { step_seed }, Some(noise)) => {
+                rt.generate_from_noise_seeded(noise, step_seed.unwrap_or(0), volume, &mut on_progress)
+            }
+            (Noise::Init { .. }, None) => bail!("internal error: an --init-noise job without its latent"),
         };
         result.with_context(|| format!("generating {} failed", job.volume_name))?;
         steps_bar.set_position(self.steps as u64 + 1);
@@ -624,11 +646,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (total, jobs): (u64, Box<dyn Iterator<Item = Job> + '_>) = match &settings.init {
         Some((path, _, data)) => {
             let stem = init_stem(path);
+            let step_seed = sampler.is_stochastic().then_some(args.seed);
+            let id = match step_seed {
+                Some(seed) => format!("init={:016x} seed={seed}", fnv1a(data)),
+                None => format!("init={:016x}", fnv1a(data)),
+            };
             let job = Job {
-                seed: None,
+                noise: Noise::Init { step_seed },
                 volume_name: format!("init-{stem}.{ext}"),
                 preview_name: preview.then(|| format!("init-{stem}.png")),
-                header: header_for(&format!("init={:016x}", fnv1a(data))),
+                header: header_for(&id),
             };
             (1, Box::new(std::iter::once(job)))
         }
@@ -638,7 +665,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let jobs = range.clone().map(move |k| {
                 let seed = first + k;
                 Job {
-                    seed: Some(seed),
+                    noise: Noise::Seed(seed),
                     volume_name: format!("seed-{seed:06}.{ext}"),
                     preview_name: preview.then(|| format!("seed-{seed:06}.png")),
                     header: header_for(&format!("seed={seed}")),

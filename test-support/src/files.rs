@@ -1,4 +1,5 @@
-//! Fixture paths and the two file readers (`.npy`, `.safetensors`), little-endian f32 only.
+//! Fixture paths, the two file readers (`.npy`, `.safetensors`) and a `.npy` writer, little-endian
+//! f32 only.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,23 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
         "{p}: data length does not match shape {shape:?}"
     );
     (shape, data)
+}
+
+/// Writes `data` (C order, little-endian f32) with `shape` as a format 1.0 `.npy` file, its
+/// header padded to a multiple of 64 bytes as numpy writes it.
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: data length does not match shape {shape:?}", path.display());
+    let dims: String = shape.iter().map(|d| format!("{d}, ")).collect();
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims.trim_end());
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    b.extend_from_slice(header.as_bytes());
+    data.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
+    std::fs::write(path, b).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// Reads every tensor of a `.safetensors` file, which must all be F32: name -> (shape, data).
@@ -158,6 +176,19 @@ mod tests {
         b.extend_from_slice(&1.0f64.to_le_bytes());
         std::fs::write(&path, b).unwrap();
         read_npy(&path);
+    }
+
+    #[test]
+    fn write_npy_round_trips() {
+        let dir = std::env::temp_dir().join(format!("ldm-test-support-rt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for shape in [vec![3], vec![1, 2, 3, 2]] {
+            let data: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| i as f32 * 0.5 - 1.0).collect();
+            let path = dir.join("rt.npy");
+            write_npy(&path, &shape, &data);
+            assert_eq!(std::fs::read(&path).unwrap().len() % 4, 0);
+            assert_eq!(read_npy(&path), (shape, data));
+        }
     }
 
     #[test]

@@ -11,4 +11,4 @@ pub mod files;
 
 pub use blob::{fixture_blob, fixture_tensors, write_fixture_blob};
 pub use config::{case, fixture_config, fixture_decoder, fixture_encoder, fixture_scheduler, fixture_unet};
-pub use files::{fixtures_dir, monai, read_npy, read_safetensors, rel_l2, Tensors};
+pub use files::{fixtures_dir, monai, read_npy, read_safetensors, rel_l2, write_npy, Tensors};
