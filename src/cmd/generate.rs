@@ -284,27 +284,27 @@ fn fnv1a(data: &[f32]) -> u64 {
 
 /// Where a volume's noise comes from.
 #[derive(Clone, Copy)]
-enum Noise {
+enum Noise<'a> {
     /// Initial and step noise from this seed's Philox stream.
     Seed(u64),
     /// The `--init-noise` latent; a stochastic sampler (DDPM, DDIM with eta > 0) draws its step
     /// noise from `step_seed` (`--seed`), a deterministic one has none (None).
-    Init { step_seed: Option<u64> },
+    Init { latent: &'a [f32], step_seed: Option<u64> },
 }
 
-impl Noise {
+impl Noise<'_> {
     /// The seed recorded in the manifest: the one that, with the settings, decides the volume.
     fn recorded_seed(self) -> Option<u64> {
         match self {
             Noise::Seed(seed) => Some(seed),
-            Noise::Init { step_seed } => step_seed,
+            Noise::Init { step_seed, .. } => step_seed,
         }
     }
 }
 
 /// One volume to produce.
-struct Job {
-    noise: Noise,
+struct Job<'a> {
+    noise: Noise<'a>,
     volume_name: String,
     preview_name: Option<String>,
     header: VolumeHeader,
@@ -535,7 +535,6 @@ impl Batch<'_> {
         &mut self,
         job: &Job,
         rt: &mut Runtime,
-        init: Option<&[f32]>,
         volume: &mut [f32],
     ) -> anyhow::Result<()> {
         let started = Instant::now();
@@ -546,12 +545,11 @@ impl Batch<'_> {
             Progress::Step { index, .. } => steps_bar.set_position(index as u64 + 1),
             Progress::Decoding => steps_bar.set_message(format!("{} decoding", job.volume_name)),
         };
-        let result = match (job.noise, init) {
-            (Noise::Seed(seed), _) => rt.generate(seed, volume, &mut on_progress),
-            (Noise::Init { step_seed }, Some(noise)) => {
-                rt.generate_from_noise_seeded(noise, step_seed.unwrap_or(0), volume, &mut on_progress)
+        let result = match job.noise {
+            Noise::Seed(seed) => rt.generate(seed, volume, &mut on_progress),
+            Noise::Init { latent, step_seed } => {
+                rt.generate_from_noise_seeded(latent, step_seed.unwrap_or(0), volume, &mut on_progress)
             }
-            (Noise::Init { .. }, None) => bail!("internal error: an --init-noise job without its latent"),
         };
         result.with_context(|| format!("generating {} failed", job.volume_name))?;
         steps_bar.set_position(self.steps as u64 + 1);
@@ -652,7 +650,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 None => format!("init={:016x}", fnv1a(data)),
             };
             let job = Job {
-                noise: Noise::Init { step_seed },
+                noise: Noise::Init { latent: data, step_seed },
                 volume_name: format!("init-{stem}.{ext}"),
                 preview_name: preview.then(|| format!("init-{stem}.png")),
                 header: header_for(&id),
@@ -714,12 +712,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         made: 0,
         skipped: 0,
     };
-    let init = settings.init.as_ref().map(|(_, _, data)| data.as_slice());
     let mut volume = vec![0f32; out_shape.iter().product()];
     for job in jobs {
         batch.clean_stale(&job)?;
         if !batch.already_done(&job)? {
-            batch.produce(&job, &mut rt, init, &mut volume)?;
+            batch.produce(&job, &mut rt, &mut volume)?;
         }
     }
     batch.bars.steps.finish_and_clear();
