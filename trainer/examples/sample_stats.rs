@@ -2,14 +2,16 @@
 //! resemble. Per volume it prints the head volume (voxels above 0.15), the median intensity
 //! inside the head, and the L1 distance to the nearest training volume; a sample "looks like the
 //! training data" when its head volume lies inside the training range widened by 10% and its
-//! nearest-volume L1 is no larger than the largest nearest-neighbour L1 among training volumes
-//! (so it is neither an outlier nor, at L1 near the autoencoder's reconstruction error, a copy).
+//! nearest-volume L1 is no larger than the largest nearest-neighbour L1 among training volumes.
+//! (An L1 near the autoencoder's reconstruction error would mean a copy of a training volume: it
+//! is printed, not judged.)
 //!
 //! `cargo run --release -p ldm-trainer --example sample_stats -- PREPARED_DIR SAMPLE.nii.gz ...`
 //! (PREPARED_DIR: `brats-ldm prepare` output with the generator's spacing and crop.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use ldm_trainer::data::dataset::discover;
 use ldm_trainer::data::nifti_io::read_volume;
 
 const HEAD_THRESHOLD: f32 = 0.15;
@@ -40,21 +42,19 @@ fn nearest(train: &[Vec<f32>], v: &[f32], skip: Option<usize>) -> (usize, f64) {
     })
 }
 
-fn nifti_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".nii") || p.to_string_lossy().ends_with(".nii.gz"))
-        .collect();
-    files.sort();
-    Ok(files)
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("sample_stats: {e}");
+        std::process::exit(1);
+    }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [train_dir, samples @ ..] = args.as_slice() else {
         return Err("usage: sample_stats PREPARED_DIR SAMPLE.nii[.gz]...".into());
     };
-    let train_files = nifti_files(Path::new(train_dir))?;
+    let train_files = discover(Path::new(train_dir), false)?.images;
     if train_files.len() < 2 {
         return Err(format!("{train_dir}: needs at least two prepared volumes").into());
     }
