@@ -7,7 +7,8 @@
 # Every step has its own timeout and the script keeps going after a failure; everything is
 # logged to $OUT/gpu-check.log and a one-line-per-step summary to $OUT/summary.txt; bench and
 # PyTorch results are also collected in $OUT/results.txt. Steps, in order:
-#   1. cuda_kernels / cuda_runtime test binaries (--nocapture), and the library's cuda:: unit tests
+#   1. cuda_kernels / cuda_runtime test binaries (--nocapture), the runtime library's cuda:: unit
+#      tests and the ldm-cuda crate's unit tests (device feature)
 #   2. the MONAI fixture pipeline via `generate --init-noise`: GPU f32/f16/bf16 vs CPU and vs MONAI
 #   3. bundle scale: bf16/f16 UNet forward and decode vs the GPU's fp32, and 50 steps with device
 #      memory read before/after (cuda_bundle, ignored tests)
@@ -96,11 +97,13 @@ KERNELS=$(bin_of cuda_kernels)
 RUNTIME=$(bin_of cuda_runtime)
 BUNDLE=$(bin_of cuda_bundle)
 LIBTESTS=$(bin_of ldm_runtime)
+CUDATESTS=$(bin_of ldm_cuda)
 
 # --- 1. correctness: kernels, runtime end to end on a tiny model, unit tests touching the GPU.
 [ -n "$KERNELS" ] && run cuda_kernels 90 "$KERNELS" --nocapture --test-threads=1
 [ -n "$RUNTIME" ] && run cuda_runtime 120 "$RUNTIME" --nocapture --test-threads=1
 [ -n "$LIBTESTS" ] && run lib_cuda_unit_tests 60 "$LIBTESTS" cuda:: --test-threads=4
+[ -n "$CUDATESTS" ] && run ldm_cuda_unit_tests 60 "$CUDATESTS" --test-threads=4
 
 # --- 2. the MONAI fixture pipeline (50 DDIM steps from the fixture's initial noise).
 F=tests/fixtures/monai

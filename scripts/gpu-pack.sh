@@ -12,7 +12,7 @@ jobs="${2:-2}"
 scripts/install-nvcc.sh >/dev/null
 
 # The test binaries' paths, from cargo's JSON messages (newest build of each target).
-tests_json=$(cargo test --release -p ldm-runtime --features cuda --no-run -j "$jobs" --message-format=json 2>/dev/null)
+tests_json=$(cargo test --release -p ldm-runtime -p ldm-cuda --features ldm-runtime/cuda --no-run -j "$jobs" --message-format=json 2>/dev/null)
 cargo build --release --features cuda -j "$jobs" >&2
 pick() {
     # $1: target name, $2: kind (test or lib); prints the executable path.
@@ -32,7 +32,7 @@ print(exe or "")' "$1" "$2"
 }
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
-for spec in cuda_kernels:test cuda_runtime:test cuda_bundle:test ldm_runtime:rlib; do
+for spec in cuda_kernels:test cuda_runtime:test cuda_bundle:test ldm_runtime:rlib ldm_cuda:lib; do
     exe=$(pick "${spec%%:*}" "${spec##*:}")
     [ -n "$exe" ] || { echo "no executable for $spec" >&2; exit 1; }
     cp "$exe" "$stage/"

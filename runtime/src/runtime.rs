@@ -247,7 +247,10 @@ mod cuda_backend {
             CudaError::DeviceUnavailable { reason, hint } => RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}: {reason}; {hint}")),
             e @ CudaError::UnsupportedDevice { .. } => RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}: {e}")),
             CudaError::MemoryLimit { needed, limit } => RuntimeError::MemoryLimit { needed, limit },
-            CudaError::Plan(e) => *e,
+            CudaError::Plan(e) => match e.downcast::<RuntimeError>() {
+                Ok(e) => *e,
+                Err(e) => RuntimeError::Cuda(CudaError::Plan(e)),
+            },
             e => RuntimeError::Cuda(e),
         }
     }

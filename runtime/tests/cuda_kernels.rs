@@ -5,11 +5,11 @@
 //! and runs the real checks on a GPU machine.
 #![cfg(feature = "cuda")]
 
-use ldm_runtime::cuda::conv::{Conv3dSpec, ConvPlan};
-use ldm_runtime::cuda::gemm::{reference_gemm, GemmSpec};
-use ldm_runtime::cuda::geometry;
+use ldm_cuda::conv::{Conv3dSpec, ConvPlan};
+use ldm_cuda::gemm::{reference_gemm, GemmSpec};
+use ldm_cuda::geometry;
 use ldm_runtime::cuda::sampler::{ddim_table, ddpm_table, COEFS_PER_STEP};
-use ldm_runtime::cuda::{
+use ldm_cuda::{
     ArenaLayout, AttentionArgs, CudaDevice, DevPtr, DeviceArena, NoiseStream, Region, StepGraph,
 };
 use ldm_runtime::schedule::{ddim_step, ddim_timesteps, ddpm_step, Schedule};
@@ -547,14 +547,14 @@ fn cublas_linear_and_cudnn_conv_match_references() {
             4 * x.len(),
             4 * w.len(),
             4 * want.len(),
-            ldm_runtime::cuda::gemm::CUBLAS_WORKSPACE_BYTES,
+            ldm_cuda::gemm::CUBLAS_WORKSPACE_BYTES,
         ],
     );
     s.put(&dev, 0, &bytes(&x));
     s.put(&dev, 1, &bytes(&w));
     unsafe {
         dev.blas
-            .set_workspace(s.ptr(3), ldm_runtime::cuda::gemm::CUBLAS_WORKSPACE_BYTES)
+            .set_workspace(s.ptr(3), ldm_cuda::gemm::CUBLAS_WORKSPACE_BYTES)
             .unwrap();
         dev.blas
             .gemm(&spec, DType::F32, s.ptr(1), s.ptr(0), s.ptr(2), 0.0)

@@ -20,14 +20,14 @@ use crate::schedule::{ddim_timesteps, Schedule};
 use crate::weights::WeightSource;
 use ldm_weights::{DType, ModelConfig, SamplerKind};
 
-use super::arena::{ArenaLayout, DevPtr, DeviceArena, Region};
-use super::conv::{workspace_limit_from_env, AlgoSearch, ConvPlan};
-use super::device::CudaDevice;
-use super::error::CudaError;
-use super::gemm::{GemmSpec, CUBLAS_WORKSPACE_BYTES};
-use super::geometry;
-use super::graph::StepGraph;
-use super::kernels::{AttentionArgs, NoiseStream};
+use ldm_cuda::arena::{ArenaLayout, DevPtr, DeviceArena, Region};
+use ldm_cuda::conv::{workspace_limit_from_env, AlgoSearch, ConvPlan};
+use ldm_cuda::device::CudaDevice;
+use ldm_cuda::error::CudaError;
+use ldm_cuda::gemm::{GemmSpec, CUBLAS_WORKSPACE_BYTES};
+use ldm_cuda::geometry;
+use ldm_cuda::graph::StepGraph;
+use ldm_cuda::kernels::{AttentionArgs, NoiseStream};
 use super::lower::{lower, unpack, BiasRef, Lowered, Step};
 use super::sampler::{ddim_table, ddpm_table, timestep_table};
 
@@ -986,7 +986,7 @@ mod tests {
             ),
             Err(e) => {
                 println!("CUDA runtime unavailable here: {e}");
-                if !super::super::device::library_presence().driver {
+                if !ldm_cuda::library_presence().driver {
                     assert!(matches!(e, CudaError::DeviceUnavailable { .. }), "{e:?}");
                 }
             }

@@ -14,10 +14,10 @@
 use crate::gemm::{PackedA, KC, MR};
 use crate::graph::{Bias, Graph, InitKind, Op};
 
-use super::arena::{align_up, Region, ARENA_ALIGN};
-use super::conv::Conv3dSpec;
-use super::error::CudaError;
-use super::geometry;
+use ldm_cuda::arena::{align_up, Region, ARENA_ALIGN};
+use ldm_cuda::conv::Conv3dSpec;
+use ldm_cuda::error::CudaError;
+use ldm_cuda::geometry;
 
 /// Where a bias vector lives: a parameter vector or a per-step dynamic slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

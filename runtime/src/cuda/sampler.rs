@@ -6,7 +6,7 @@
 
 use crate::schedule::Schedule;
 
-use super::error::CudaError;
+use ldm_cuda::error::CudaError;
 
 /// Floats per step in a table (the kernels' kSamplerCoefs).
 pub const COEFS_PER_STEP: usize = 6;

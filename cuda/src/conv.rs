@@ -5,9 +5,12 @@
 //! fp32 uses CUDNN_FMA_MATH (no TF32) so the GPU stays within 1e-4 of the CPU; fp16/bf16 use
 //! tensor cores. Asymmetric padding (the encoder's Downsample) is not expressible here.
 
+#[cfg(feature = "device")]
 use cudarc::cudnn::{result as dnn, sys};
+#[cfg(feature = "device")]
 use ldm_weights::DType;
 
+#[cfg(feature = "device")]
 use super::arena::DevPtr;
 use super::error::CudaError;
 
@@ -127,7 +130,8 @@ impl Conv3dSpec {
         Ok(2 * per_output * outputs)
     }
 
-    fn validate(&self) -> Result<(), CudaError> {
+    /// Refuses shapes no convolution can have (zero sizes, padding beyond half the kernel).
+    pub fn validate(&self) -> Result<(), CudaError> {
         if self.batch == 0 || self.in_channels == 0 || self.out_channels == 0 {
             return Err(CudaError::Shape(format!("empty convolution {self:?}")));
         }
@@ -179,6 +183,7 @@ pub fn packed_strides(dims: [i32; 5]) -> Result<[i32; 5], CudaError> {
     Ok(strides)
 }
 
+#[cfg(feature = "device")]
 /// cuDNN's storage type for a tensor dtype.
 pub fn cudnn_dtype(dtype: DType) -> sys::cudnnDataType_t {
     match dtype {
@@ -188,6 +193,7 @@ pub fn cudnn_dtype(dtype: DType) -> sys::cudnnDataType_t {
     }
 }
 
+#[cfg(feature = "device")]
 /// fp32 stays exact fp32 (no TF32); half types use tensor cores (fp32 accumulation either way).
 pub fn cudnn_math(dtype: DType) -> sys::cudnnMathType_t {
     match dtype {
@@ -196,11 +202,13 @@ pub fn cudnn_math(dtype: DType) -> sys::cudnnMathType_t {
     }
 }
 
+#[cfg(feature = "device")]
 /// A cuDNN handle bound to the backend's stream.
 pub struct Dnn {
     handle: sys::cudnnHandle_t,
 }
 
+#[cfg(feature = "device")]
 impl Dnn {
     /// # Safety
     /// `stream` must be a live stream of the current context, outliving this handle.
@@ -216,6 +224,7 @@ impl Dnn {
     }
 }
 
+#[cfg(feature = "device")]
 impl Drop for Dnn {
     fn drop(&mut self) {
         // Errors cannot be reported from drop; the handle is gone either way.
@@ -286,6 +295,7 @@ pub fn workspace_limit_from_env() -> Result<usize, CudaError> {
     }
 }
 
+#[cfg(feature = "device")]
 /// Whether a candidate algorithm may be used: it ran, fits the workspace, and for fp32 uses
 /// plain FMA math (no TF32), which keeps fp32 within 1e-4 of the CPU.
 fn acceptable(
@@ -298,6 +308,7 @@ fn acceptable(
         && (dtype != DType::F32 || p.mathType == sys::cudnnMathType_t::CUDNN_FMA_MATH)
 }
 
+#[cfg(feature = "device")]
 /// Descriptors, algorithm and workspace size of one convolution shape, fixed at load time.
 pub struct ConvPlan {
     pub spec: Conv3dSpec,
@@ -310,6 +321,7 @@ pub struct ConvPlan {
     pub workspace_bytes: usize,
 }
 
+#[cfg(feature = "device")]
 impl ConvPlan {
     /// Creates the descriptors and picks the first heuristic algorithm whose workspace fits
     /// `workspace_limit` bytes.
@@ -480,6 +492,7 @@ impl ConvPlan {
     }
 }
 
+#[cfg(feature = "device")]
 impl Drop for ConvPlan {
     fn drop(&mut self) {
         unsafe {
@@ -499,6 +512,7 @@ impl Drop for ConvPlan {
     }
 }
 
+#[cfg(feature = "device")]
 fn to_i32_3(v: [usize; 3]) -> Result<[i32; 3], CudaError> {
     let mut out = [0i32; 3];
     for (o, &x) in out.iter_mut().zip(&v) {
@@ -583,6 +597,7 @@ mod tests {
             .is_err());
     }
 
+    #[cfg(feature = "device")]
     #[test]
     fn dtype_mappings() {
         assert_eq!(
@@ -626,6 +641,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "device")]
     #[test]
     fn fp32_never_takes_tensor_core_math() {
         // SAFETY: a plain C struct; all-zero is a valid bit pattern for it.

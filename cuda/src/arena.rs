@@ -3,8 +3,10 @@
 //! a GPU; `DeviceArena` owns the allocation and turns regions into raw device addresses for the
 //! kernels, cuBLAS and cuDNN. Nothing is allocated after construction.
 
+#[cfg(feature = "device")]
 use std::sync::Arc;
 
+#[cfg(feature = "device")]
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
 use super::error::CudaError;
@@ -126,6 +128,7 @@ impl DevPtr {
     }
 }
 
+#[cfg(feature = "device")]
 /// One device allocation holding every region of a layout.
 pub struct DeviceArena {
     buffer: CudaSlice<u8>,
@@ -133,6 +136,7 @@ pub struct DeviceArena {
     bytes: usize,
 }
 
+#[cfg(feature = "device")]
 impl DeviceArena {
     /// Allocates `layout.total_bytes()` (zeroed) on `stream`'s device.
     pub fn new(stream: &Arc<CudaStream>, layout: &ArenaLayout) -> Result<Self, CudaError> {

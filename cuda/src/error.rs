@@ -1,4 +1,4 @@
-//! The CUDA backend's error type: every failure names the call or the value that is wrong.
+//! The CUDA layer's error type: every failure names the call or the value that is wrong.
 
 use thiserror::Error;
 
@@ -24,18 +24,21 @@ pub enum CudaError {
         major: i32,
         minor: i32,
     },
+    #[cfg(feature = "device")]
     #[error("CUDA driver call `{call}` failed: {source}")]
     Driver {
         call: &'static str,
         #[source]
         source: cudarc::driver::DriverError,
     },
+    #[cfg(feature = "device")]
     #[error("cuBLAS call `{call}` failed: {source}")]
     Cublas {
         call: &'static str,
         #[source]
         source: cudarc::cublas::result::CublasError,
     },
+    #[cfg(feature = "device")]
     #[error("cuDNN call `{call}` failed: {source}")]
     Cudnn {
         call: &'static str,
@@ -63,29 +66,33 @@ pub enum CudaError {
     /// The device plan needs more bytes (weights excluded) than `Options::max_memory` allows.
     #[error("the device plan needs {needed} bytes but max_memory is {limit} bytes")]
     MemoryLimit { needed: usize, limit: usize },
-    /// Host-side planning failed (model build, schedule, options): the CPU runtime's own error.
+    /// Host-side planning failed in the caller (model build, schedule, options): its own error,
+    /// kept whole so the caller can recover its type (`downcast`).
     #[error(transparent)]
-    Plan(Box<crate::error::RuntimeError>),
+    Plan(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl CudaError {
-    pub(crate) fn driver(
+    #[cfg(feature = "device")]
+    pub fn driver(
         call: &'static str,
     ) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError {
         move |source| CudaError::Driver { call, source }
     }
 
-    pub(crate) fn cublas(
+    #[cfg(feature = "device")]
+    pub fn cublas(
         call: &'static str,
     ) -> impl FnOnce(cudarc::cublas::result::CublasError) -> CudaError {
         move |source| CudaError::Cublas { call, source }
     }
 
-    pub(crate) fn cudnn(call: &'static str) -> impl FnOnce(cudarc::cudnn::CudnnError) -> CudaError {
+    #[cfg(feature = "device")]
+    pub fn cudnn(call: &'static str) -> impl FnOnce(cudarc::cudnn::CudnnError) -> CudaError {
         move |source| CudaError::Cudnn { call, source }
     }
 
-    pub(crate) fn unavailable(reason: impl Into<String>) -> CudaError {
+    pub fn unavailable(reason: impl Into<String>) -> CudaError {
         CudaError::DeviceUnavailable {
             reason: reason.into(),
             hint: DRIVER_HINT,

@@ -1,4 +1,4 @@
-//! The kernels of `cuda/*.cu`, compiled ahead of time by `runtime/build.rs` into one fatbin
+//! The kernels of `src/kernels/*.cu`, compiled ahead of time by `cuda/build.rs` into one fatbin
 //! (sm_80 + sm_90 machine code, compute_90 PTX, uncompressed) and embedded here. Loaded through
 //! the driver API at device construction; no NVRTC at run time.
 

@@ -9,9 +9,12 @@
 //! column-major GEMM with BLAS semantics. `Blas` owns a cuBLAS handle with a fixed workspace, so
 //! that GEMMs can be captured into a CUDA graph without allocations.
 
+#[cfg(feature = "device")]
 use cudarc::cublas::{result as blas, sys};
+#[cfg(feature = "device")]
 use ldm_weights::DType;
 
+#[cfg(feature = "device")]
 use super::arena::DevPtr;
 use super::error::CudaError;
 
@@ -172,6 +175,7 @@ pub fn reference_gemm(s: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32]) {
     }
 }
 
+#[cfg(feature = "device")]
 /// cuBLAS's storage type of a dtype.
 pub fn cublas_dtype(dtype: DType) -> sys::cudaDataType {
     match dtype {
@@ -181,6 +185,7 @@ pub fn cublas_dtype(dtype: DType) -> sys::cudaDataType {
     }
 }
 
+#[cfg(feature = "device")]
 /// fp32: pedantic fp32 (no TF32, parity with the CPU within 1e-4); fp16/bf16: tensor cores with
 /// fp32 accumulation.
 pub fn cublas_compute(dtype: DType) -> sys::cublasComputeType_t {
@@ -190,6 +195,7 @@ pub fn cublas_compute(dtype: DType) -> sys::cublasComputeType_t {
     }
 }
 
+#[cfg(feature = "device")]
 fn cublas_op(op: Op) -> sys::cublasOperation_t {
     match op {
         Op::N => sys::cublasOperation_t::CUBLAS_OP_N,
@@ -197,6 +203,7 @@ fn cublas_op(op: Op) -> sys::cublasOperation_t {
     }
 }
 
+#[cfg(feature = "device")]
 /// A cuBLAS handle on the backend's stream with a caller-provided workspace.
 pub struct Blas {
     handle: sys::cublasHandle_t,
@@ -205,6 +212,7 @@ pub struct Blas {
 /// Workspace cuBLAS gets from the arena (its recommended size for Hopper is 32 MiB).
 pub const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
+#[cfg(feature = "device")]
 impl Blas {
     /// # Safety
     /// `stream` must be a live stream of the current context, outliving this handle.
@@ -270,6 +278,7 @@ impl Blas {
     }
 }
 
+#[cfg(feature = "device")]
 impl Drop for Blas {
     fn drop(&mut self) {
         let _ = unsafe { blas::destroy_handle(self.handle) };
@@ -354,6 +363,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "device")]
     #[test]
     fn dtype_mappings() {
         assert_eq!(cublas_dtype(DType::BF16), sys::cudaDataType::CUDA_R_16BF);
