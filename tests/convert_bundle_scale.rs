@@ -163,7 +163,7 @@ fn bundle_scale_pt_conversion() {
     );
     assert!(stdout.contains("dropped 22 tensors"), "{stdout}");
     assert_eq!(blob.tensors().len(), ae_specs.len() + unet_specs.len() - 22);
-    // DESIGN.md: 21.0 M VAE parameters, 189.3 M UNet parameters used.
+    // docs/architecture.md (bundle sizes): 21.0 M VAE parameters, 189.3 M UNet parameters used.
     assert_eq!(
         ((pc.decoder + pc.encoder) as f64 / 1e5).round() / 10.0,
         21.0

@@ -121,7 +121,7 @@ impl Conv3dSpec {
         to_i32([self.batch, self.out_channels, o[0], o[1], o[2]])
     }
 
-    /// Multiply-adds x 2 (the FLOP convention of DESIGN.md).
+    /// Multiply-adds x 2 (the FLOP convention of docs/architecture.md).
     pub fn flops(&self) -> Result<u64, CudaError> {
         let o = self.out_dims()?;
         let per_output = (self.in_channels * self.kernel.iter().product::<usize>()) as u64;

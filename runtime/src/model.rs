@@ -1,5 +1,5 @@
 //! Builds the static op graphs of the decoder (`post_quant_conv` + `Decoder`) and the diffusion
-//! UNet from a weight store, with MONAI Generative 0.2.3 semantics (see DESIGN.md): weights are
+//! UNet from a weight store, with MONAI Generative 0.2.3 semantics (docs/architecture.md): weights are
 //! packed once here, GroupNorm(+SiLU) is fused into the next convolution, upsampling into the
 //! convolution after it, and the time-embedding projection into conv1's bias.
 

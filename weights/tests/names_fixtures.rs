@@ -80,7 +80,7 @@ fn unet_keys_match_fixture_with_proj_attn() {
 
 #[test]
 fn bundle_parameter_counts_match_design() {
-    // DESIGN.md: 21.0 M VAE parameters, 189.3 M UNet parameters used (+1.9 M unused proj_attn).
+    // docs/architecture.md (bundle sizes): 21.0 M VAE parameters, 189.3 M UNet parameters used (+1.9 M unused proj_attn).
     let mut cfg = base_config();
     cfg.decoder = Some(DecoderConfig::bundle());
     cfg.encoder = Some(EncoderConfig::bundle());
