@@ -1,11 +1,15 @@
 //! `brats-ldm prepare`: run the bundle's preprocessing on a dataset or file and write each result
 //! as float32 NIfTI with its affine, printing per-file statistics; `--skip-bad` keeps going past
-//! unreadable files.
+//! unreadable files. Before reading a file's voxels it computes, from the header and the
+//! settings, the most memory the chain will hold and refuses with that byte count when it is above
+//! `--max-memory` (default: half of physical memory).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ldm_trainer::data::{discover, preprocess_file, write_volume, PreprocessConfig};
+use ldm_io::budget::{gib, parse_size, Budget};
+use ldm_trainer::data::preprocess::output_bytes;
+use ldm_trainer::data::{discover, preprocess_file_within, write_volume, PreprocessConfig};
 
 #[derive(clap::Args, Debug)]
 #[command(about = "Preprocess NIfTI volumes as the bundle does (RAS, 1.1 mm, centre crop, percentile scaling)")]
@@ -34,6 +38,10 @@ pub struct PrepareArgs {
     /// Warn about unreadable files (and missing dataset.json entries) and go on.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Most memory one volume's preprocessing may use (e.g. 4G, 512M); a file that would need
+    /// more is refused before its voxels are read. Default: half of physical memory.
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
 }
 
 fn parse_spacing(s: &str) -> anyhow::Result<[f64; 3]> {
@@ -77,6 +85,20 @@ pub fn run(a: PrepareArgs) -> anyhow::Result<()> {
         },
     };
     cfg.validate()?;
+    let budget = match &a.max_memory {
+        Some(s) => Budget::new(parse_size(s).map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?),
+        None => Budget::from_system(),
+    };
+    let out_bytes = output_bytes(&cfg);
+    if out_bytes > budget.limit() as u128 {
+        anyhow::bail!(
+            "--crop {} needs {out_bytes} bytes ({}) for the output volume alone, above the memory limit of {} bytes ({}); raise it with --max-memory if the machine has the memory",
+            a.crop,
+            gib(out_bytes),
+            budget.limit(),
+            gib(budget.limit() as u128)
+        );
+    }
     let ds = discover(&a.data, a.skip_bad)?;
     for m in &ds.missing {
         eprintln!("warning: skipping {}: listed in dataset.json but missing", m.display());
@@ -88,7 +110,7 @@ pub fn run(a: PrepareArgs) -> anyhow::Result<()> {
         "file", "source dims", "mm", "resampled", "p0", "p99.5", "mean", "std"
     );
     for src in &ds.images {
-        let result = preprocess_file(src, &cfg).and_then(|p| {
+        let result = preprocess_file_within(src, &cfg, budget).and_then(|p| {
             let out = a.out.join(output_name(src));
             write_volume(&out, &p.volume, "brats-ldm prepare")?;
             Ok(p)

@@ -5,10 +5,8 @@
 
 use crate::output::{atomic, nifti, npy};
 use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
-use flate2::{Compression, GzBuilder};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// File format of generated volumes.
@@ -70,8 +68,7 @@ pub fn write(
         Format::Nii => nifti::write_volume(w, header, data),
         Format::NiiGz => {
             // mtime 0 and no file name: the same volume always gives the same bytes.
-            let mut gz: GzEncoder<&mut dyn Write> =
-                GzBuilder::new().mtime(0).write(w, Compression::new(6));
+            let mut gz = ldm_io::gzip::encoder(w);
             nifti::write_volume(&mut gz, header, data)?;
             gz.finish()?;
             Ok(())

@@ -34,59 +34,19 @@ fn f32s(path: &Path, bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// Reads a `.npy` file (format 1.x or 2.x) holding little-endian f32 in C order; returns
-/// (shape, data). Any other dtype or order, or a data length that disagrees with the shape,
-/// fails the test.
+/// Reads a `.npy` file of little-endian f32 in C order with the project's reader
+/// (`ldm_io::npy`); returns (shape, data). Any other dtype or order, or a data length that
+/// disagrees with the shape, fails the test.
 pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let b = read(path);
-    let p = path.display();
-    assert!(b.len() >= 10 && &b[..6] == b"\x93NUMPY", "{p}: not a .npy file");
-    let (hlen, start) = match b[6] {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10usize),
-        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-        v => panic!("{p}: unsupported .npy version {v}"),
-    };
-    let end = start
-        .checked_add(hlen)
-        .filter(|&e| e <= b.len())
-        .unwrap_or_else(|| panic!("{p}: header length {hlen} past the end"));
-    let header = std::str::from_utf8(&b[start..end]).unwrap_or_else(|e| panic!("{p}: header is not UTF-8: {e}"));
-    assert!(header.contains("'descr': '<f4'"), "{p}: not little-endian f32: {header}");
-    assert!(header.contains("'fortran_order': False"), "{p}: not C order: {header}");
-    let dims = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap_or_else(|| panic!("{p}: no shape in header: {header}"));
-    let shape: Vec<usize> = dims
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap_or_else(|e| panic!("{p}: bad dimension '{s}': {e}")))
-        .collect();
-    let data = f32s(path, &b[end..]);
-    assert_eq!(
-        data.len(),
-        shape.iter().product::<usize>(),
-        "{p}: data length does not match shape {shape:?}"
-    );
-    (shape, data)
+    let a = ldm_io::npy::read_f32(path).unwrap_or_else(|e| panic!("{e}"));
+    (a.shape, a.data)
 }
 
-/// Writes `data` (C order, little-endian f32) with `shape` as a format 1.0 `.npy` file, its
-/// header padded to a multiple of 64 bytes as numpy writes it.
+/// Writes `data` (C order, little-endian f32) with `shape` as a format 1.0 `.npy` file with the
+/// project's writer (`ldm_io::npy`).
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: data length does not match shape {shape:?}", path.display());
-    let dims: String = shape.iter().map(|d| format!("{d}, ")).collect();
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims.trim_end());
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    b.extend_from_slice(header.as_bytes());
-    data.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
-    std::fs::write(path, b).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ldm_io::atomic::write_file(path, |w| ldm_io::npy::write_f32(w, shape, data))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// Reads every tensor of a `.safetensors` file, which must all be F32: name -> (shape, data).
@@ -163,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "not little-endian f32")]
+    #[should_panic(expected = "dtype '<f8' is not supported")]
     fn refuses_other_dtypes() {
         let dir = std::env::temp_dir().join(format!("ldm-test-support-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

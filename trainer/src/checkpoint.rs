@@ -8,7 +8,6 @@
 //! checks magic, sizes against the file length (no allocation from an unchecked length),
 //! section lengths, and the checksum before returning anything.
 
-use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -89,12 +88,9 @@ pub fn save(path: &Path, header: &CheckpointHeader, sections: &[&[f32]]) -> Resu
         return Err(CheckpointError::Mismatch("section table does not describe the buffers".into()));
     }
     let json = serde_json::to_vec(header).map_err(|e| CheckpointError::Mismatch(e.to_string()))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        // Streamed through a buffer (no second copy of the state in memory), hashed as written.
-        let mut w = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?), hash: FNV_OFFSET };
+    ldm_io::atomic::write_file(path, |out| {
+        // Streamed through the writer's buffer (no second copy of the state), hashed as written.
+        let mut w = HashingWriter { inner: out, hash: FNV_OFFSET };
         w.put(MAGIC)?;
         w.put(&(json.len() as u64).to_le_bytes())?;
         w.put(&json)?;
@@ -107,27 +103,15 @@ pub fn save(path: &Path, header: &CheckpointHeader, sections: &[&[f32]]) -> Resu
             }
         }
         let hash = w.hash;
-        let mut inner = w.inner;
-        inner.write_all(&hash.to_le_bytes())?;
-        let f = inner.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+        w.inner.write_all(&hash.to_le_bytes())
+    })
+    .map(|_| ())
+    .map_err(io)
 }
 
 /// Reads and validates a checkpoint; returns the header and the sections.
 pub fn load(path: &Path) -> Result<(CheckpointHeader, Vec<Vec<f32>>), CheckpointError> {
-    let bytes = fs::read(path).map_err(|cause| CheckpointError::Io { path: path.to_path_buf(), cause })?;
+    let bytes = ldm_io::input::read_all(path, ldm_io::Budget::default()).map_err(|cause| CheckpointError::Io { path: path.to_path_buf(), cause })?;
     let corrupt = |msg: String| CheckpointError::Corrupt { path: path.to_path_buf(), msg };
     if bytes.len() < 24 || &bytes[..8] != MAGIC {
         return Err(CheckpointError::Magic { path: path.to_path_buf() });

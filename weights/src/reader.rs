@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use ldm_io::input::{read_full, read_rest, Input};
+use ldm_io::Budget;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::ModelConfig;
@@ -42,13 +44,31 @@ pub struct Blob {
 }
 
 impl Blob {
-    /// Reads the file with one read into one buffer, then validates it (`from_bytes`).
+    /// Reads the file into one buffer within the default budget (half of physical memory), then
+    /// validates it (`from_bytes`).
     pub fn open(path: impl AsRef<Path>) -> Result<Blob, BlobError> {
+        Blob::open_within(path, Budget::default())
+    }
+
+    /// `open` with an explicit byte limit. A regular file's length is checked against `budget`
+    /// before it is read; a FIFO or socket is refused without opening it (it could block); a
+    /// device must start with the blob magic and is read only up to the budget.
+    pub fn open_within(path: impl AsRef<Path>, budget: Budget) -> Result<Blob, BlobError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|cause| BlobError::Io {
+        let io = |cause| BlobError::Io {
             path: path.to_path_buf(),
             cause,
-        })?;
+        };
+        let mut input = Input::open(path).map_err(io)?;
+        let mut head = vec![0u8; MAGIC.len()];
+        let got = read_full(&mut input.file, &mut head).map_err(io)?;
+        head.truncate(got);
+        if got == MAGIC.len() && head[..] != MAGIC[..] {
+            return Err(BlobError::BadMagic {
+                found: le_array(&head, 0),
+            });
+        }
+        let bytes = read_rest(&mut input, head, budget, "the model file").map_err(io)?;
         Blob::from_bytes(bytes)
     }
 

@@ -1,13 +1,11 @@
 //! Blob writer: validates config and tensors against the contract, lays tensors out in canonical
 //! order at 256-byte boundaries, and streams prefix, header, data and checksum. `write_blob_file`
-//! writes through a temporary file in the target's directory and renames it into place, so a
-//! failed write never leaves a partial blob behind.
+//! writes through `ldm_io::atomic` (temporary file in the target's directory, renamed into
+//! place), so a failed write never leaves a partial blob behind.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Write;
+use std::path::Path;
 
 use xxhash_rust::xxh3::Xxh3Default;
 
@@ -47,47 +45,28 @@ pub fn write_blob<W: Write>(w: W, config: &ModelConfig, tensors: &[TensorData]) 
     out.inner.flush().map_err(BlobError::Write)
 }
 
-/// Writes a blob to `path` atomically: a temporary file in the same directory, synced, then
-/// renamed over `path`. On any error the temporary file is removed and `path` is untouched.
+/// Writes a blob to `path` atomically (`ldm_io::atomic`: a temporary file in the same directory,
+/// synced, then renamed over `path`). On any error the temporary file is removed and `path` is
+/// untouched.
 pub fn write_blob_file(path: impl AsRef<Path>, config: &ModelConfig, tensors: &[TensorData]) -> Result<(), BlobError> {
     let path = path.as_ref();
-    let tmp = temp_path(path);
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |cause| BlobError::Io { path: p, cause }
-    };
-    let result = (|| {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        let mut buf = BufWriter::with_capacity(1 << 20, file);
-        write_blob(&mut buf, config, tensors)?;
-        let file = buf.into_inner().map_err(|e| BlobError::Io {
-            path: tmp.clone(),
-            cause: e.into_error(),
-        })?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if result.is_err() {
-        // Best effort: the temporary may not exist if creating it failed.
-        let _ = fs::remove_file(&tmp);
+    // The closure speaks io::Error; a blob error is kept aside and returned as itself.
+    let mut blob_error = None;
+    let result = ldm_io::atomic::write_file(path, |w| {
+        write_blob(w, config, tensors).map_err(|e| {
+            let marker = std::io::Error::other(e.to_string());
+            blob_error = Some(e);
+            marker
+        })
+    });
+    match (result, blob_error) {
+        (Ok(_), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(cause), None) => Err(BlobError::Io {
+            path: path.to_path_buf(),
+            cause,
+        }),
     }
-    result
-}
-
-/// `<dir>/.<file name>.tmp-<pid>-<n>` beside `path`.
-fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "blob".to_string());
-    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 /// Checks `tensors` against the config's contract; returns them in canonical order.

@@ -98,19 +98,14 @@ pub fn write_loss_png(log: &[serde_json::Value], out: &Path) -> anyhow::Result<(
             cv.line(map(w[0].0, w[0].1), map(w[1].0, w[1].1), *c, 1.0);
         }
     }
-    let tmp = out.with_extension("png.tmp");
-    let write = || -> anyhow::Result<()> {
-        let f = std::fs::File::create(&tmp)?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(f), W as u32, H as u32);
+    ldm_io::atomic::write_file(out, |f| {
+        let mut enc = png::Encoder::new(f, W as u32, H as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc.write_header()?;
-        w.write_image_data(&cv.px)?;
-        w.finish()?;
-        std::fs::rename(&tmp, out)?;
-        Ok(())
-    };
-    write().with_context(|| format!("writing the loss curve {}", out.display())).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
+        let mut w = enc.write_header().map_err(std::io::Error::other)?;
+        w.write_image_data(&cv.px).map_err(std::io::Error::other)?;
+        w.finish().map_err(std::io::Error::other)
     })
+    .map(|_| ())
+    .with_context(|| format!("writing the loss curve {}", out.display()))
 }

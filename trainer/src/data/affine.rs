@@ -1,17 +1,7 @@
 //! 4x4 voxel-to-world affine algebra in f64: products, inverses, nibabel's `io_orientation`
 //! and MONAI's `zoom_affine` (rotation kept, zooms replaced) used by reorientation and resampling.
 
-/// A homogeneous 4x4 affine, row-major: world = A * [i, j, k, 1].
-pub type Affine = [[f64; 4]; 4];
-
-/// The identity affine.
-pub fn identity() -> Affine {
-    let mut a = [[0.0; 4]; 4];
-    for (i, row) in a.iter_mut().enumerate() {
-        row[i] = 1.0;
-    }
-    a
-}
+pub use ldm_io::affine::{identity, inverse, spacing, Affine};
 
 /// Matrix product a * b.
 pub fn matmul(a: &Affine, b: &Affine) -> Affine {
@@ -31,41 +21,6 @@ pub fn apply(a: &Affine, p: [f64; 3]) -> [f64; 3] {
         *o = a[i][0] * p[0] + a[i][1] * p[1] + a[i][2] * p[2] + a[i][3];
     }
     out
-}
-
-/// Inverse by Gauss-Jordan elimination with partial pivoting; `None` when singular.
-pub fn inverse(a: &Affine) -> Option<Affine> {
-    let mut m = *a;
-    let mut inv = identity();
-    let scale = a.iter().flatten().fold(0.0f64, |s, v| s.max(v.abs()));
-    if !(scale.is_finite() && scale > 0.0) {
-        return None;
-    }
-    for col in 0..4 {
-        let pivot = (col..4).max_by(|&x, &y| m[x][col].abs().total_cmp(&m[y][col].abs()))?;
-        if m[pivot][col].abs() <= scale * 1e-12 {
-            return None;
-        }
-        m.swap(col, pivot);
-        inv.swap(col, pivot);
-        let p = m[col][col];
-        for j in 0..4 {
-            m[col][j] /= p;
-            inv[col][j] /= p;
-        }
-        for r in 0..4 {
-            if r != col {
-                let f = m[r][col];
-                if f != 0.0 {
-                    for j in 0..4 {
-                        m[r][j] -= f * m[col][j];
-                        inv[r][j] -= f * inv[col][j];
-                    }
-                }
-            }
-        }
-    }
-    Some(inv)
 }
 
 fn mat3(a: &Affine) -> [[f64; 3]; 3] {
@@ -98,15 +53,6 @@ fn inv3(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
         }
     }
     Some(r)
-}
-
-/// Voxel sizes: the Euclidean norm of each of the first three columns (MONAI `affine_to_spacing`).
-pub fn spacing(a: &Affine) -> [f64; 3] {
-    let mut s = [0.0; 3];
-    for (j, sj) in s.iter_mut().enumerate() {
-        *sj = (0..3).map(|i| a[i][j] * a[i][j]).sum::<f64>().sqrt();
-    }
-    s
 }
 
 /// nibabel's `io_orientation`: for each voxel axis, the world axis (0=R, 1=A, 2=S) it points

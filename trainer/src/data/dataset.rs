@@ -181,9 +181,8 @@ impl Split {
     /// Record the split as JSON (temp file + rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| DataError::InvalidSetting(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, path))
+        ldm_io::atomic::write_bytes(path, text.as_bytes())
+            .map(|_| ())
             .map_err(|e| DataError::io(path, e))
     }
 

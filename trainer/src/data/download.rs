@@ -522,10 +522,7 @@ pub fn download_dataset(dir: &Path, opts: &DownloadOptions) -> Result<PathBuf> {
     download_file(&archive, opts)?;
     extract_tar(&archive, dir)?;
     let text = serde_json::json!({ "url": opts.url, "md5": opts.md5, "archive": name }).to_string();
-    let tmp = dir.join(".brats-ldm-download.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &marker))
-        .map_err(|e| DataError::io(&marker, e))?;
+    ldm_io::atomic::write_bytes(&marker, text.as_bytes()).map_err(|e| DataError::io(&marker, e))?;
     if opts.remove_archive {
         std::fs::remove_file(&archive).map_err(|e| DataError::io(&archive, e))?;
     }

@@ -30,6 +30,8 @@ pub enum DataError {
         count: usize,
         first: [usize; 3],
     },
+    #[error("{path}: {reason}")]
+    TooLarge { path: PathBuf, reason: String },
     #[error("{path}: the voxel-to-world affine is not usable: {reason}")]
     BadAffine { path: PathBuf, reason: String },
     #[error("{path}: bad dataset description: {reason}")]

@@ -18,7 +18,9 @@ pub use dataset::{discover, split, Dataset, DatasetKind, Split};
 pub use error::{DataError, Result};
 pub use loader::{load_set, LoadedSet, PatchSampler, VAE_PATCH};
 pub use nifti_io::{read_info, read_volume, write_volume, NiftiInfo};
-pub use preprocess::{preprocess_file, preprocess_volume, PreprocessCache, PreprocessConfig, Preprocessed};
+pub use preprocess::{
+    preprocess_file, preprocess_file_within, preprocess_volume, PreprocessCache, PreprocessConfig, PreprocessPlan, Preprocessed,
+};
 pub use rng::SplitMix64;
 pub use transforms::{random_crop, PercentileScaling};
 pub use volume::{Volume, VolumeStats};

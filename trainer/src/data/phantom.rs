@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::affine::Affine;
 use super::error::{DataError, Result};
-use super::nifti_io::write_array;
+use super::nifti_io::write_image;
 use super::rng::SplitMix64;
 use super::volume::Volume;
 
@@ -399,16 +399,17 @@ pub fn write_phantom_dataset(
         let name = format!("BRATS_{:03}.nii.gz", i + 1);
         let p = make_phantom(case_seed(seed, i), opt)?;
         let [nx, ny, nz] = p.dims;
-        let mut arr = ndarray::Array4::<i16>::zeros((nx, ny, nz, 4));
-        for (m, vol) in p.modalities.iter().enumerate() {
-            for (idx, v) in vol.data.iter().enumerate() {
-                let (x, rest) = (idx / (ny * nz), idx % (ny * nz));
-                arr[[x, rest / nz, rest % nz, m]] = v.round().clamp(0.0, i16::MAX as f32) as i16;
-            }
-        }
+        // channel-major [C, X, Y, Z]: each modality's C-order volume in turn
+        let arr: Vec<i16> = p
+            .modalities
+            .iter()
+            .flat_map(|vol| vol.data.iter().map(|v| v.round().clamp(0.0, i16::MAX as f32) as i16))
+            .collect();
         let img_path = images.join(&name);
-        write_array(
+        write_image(
             &img_path,
+            [nx, ny, nz],
+            p.modalities.len(),
             &arr,
             &affine,
             &format!("brats-ldm phantom seed {seed} case {i}"),
@@ -416,9 +417,7 @@ pub fn write_phantom_dataset(
         drop(arr);
         let mut entry = serde_json::json!({ "image": format!("./imagesTr/{name}") });
         if labels {
-            let lab = ndarray::ArrayView3::from_shape((nx, ny, nz), &p.labels)
-                .map_err(|e| DataError::InvalidSetting(format!("label shape: {e}")))?;
-            write_array(&labels_dir.join(&name), &lab, &affine, "brats-ldm phantom labels")?;
+            write_image(&labels_dir.join(&name), [nx, ny, nz], 1, &p.labels, &affine, "brats-ldm phantom labels")?;
             entry["label"] = serde_json::json!(format!("./labelsTr/{name}"));
         }
         training.push(entry);
@@ -441,10 +440,7 @@ pub fn write_phantom_dataset(
     });
     let text = serde_json::to_string_pretty(&json).map_err(|e| DataError::InvalidSetting(e.to_string()))?;
     let dj = out.join("dataset.json");
-    let tmp = out.join(".dataset.json.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &dj))
-        .map_err(|e| DataError::io(&dj, e))?;
+    ldm_io::atomic::write_bytes(&dj, text.as_bytes()).map_err(|e| DataError::io(&dj, e))?;
     Ok(paths)
 }
 

@@ -2,12 +2,16 @@
 //! crop to 144x176x112, 0..99.5th percentile scaling to [0, 1] — and an on-disk cache of its
 //! results keyed by source file (path, size, mtime) and settings, so epochs never re-read NIfTI.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::error::{DataError, Result};
-use super::nifti_io::read_volume;
-use super::transforms::{center_crop, orient_ras, resample_to_spacing, scale_percentiles, PercentileScaling};
+use ldm_io::budget::{gib, Budget};
+
+use super::nifti_io::{read_checked_info, read_volume_within, NiftiInfo};
+use super::transforms::{
+    center_crop, center_crop_shape, orient_ras, ras_grid, resample_to_spacing, scale_percentiles, spacing_grid,
+    PercentileScaling,
+};
 use super::volume::Volume;
 
 /// Settings of the chain; `Default` is the bundle's.
@@ -116,9 +120,85 @@ pub fn preprocess_volume(v: Volume, cfg: &PreprocessConfig, path: &Path) -> Resu
     })
 }
 
-/// Read a NIfTI file and run the chain.
+/// What the chain will make of a source, computed from its header alone, and the most memory it
+/// holds at once: every step keeps its input and its output alive together (read: the volume;
+/// RAS: two copies of the source; resampling: source + resampled; crop: resampled + output;
+/// percentiles: the output and a sorted copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreprocessPlan {
+    pub source_dims: [usize; 3],
+    pub resampled_dims: [usize; 3],
+    pub output_dims: [usize; 3],
+    pub peak_bytes: u128,
+}
+
+/// Writer buffers and decoding steps on top of the volumes (gzip state, one row, one chunk).
+const PLAN_SLACK: u128 = 4 << 20;
+
+fn voxels(d: [usize; 3]) -> u128 {
+    d.iter().map(|&n| n as u128).product()
+}
+
+impl PreprocessPlan {
+    /// The plan for a source whose header is `info` (selected channel; shapes only).
+    pub fn new(info: &NiftiInfo, cfg: &PreprocessConfig) -> std::result::Result<PreprocessPlan, String> {
+        let (ras_dims, ras_affine) = ras_grid(info.dims, &info.affine)?;
+        let (resampled_dims, _) = spacing_grid(ras_dims, &ras_affine, cfg.spacing)?;
+        let output_dims = center_crop_shape(resampled_dims, cfg.roi, cfg.pad_to_roi);
+        let (src, res, out) = (voxels(info.dims), voxels(resampled_dims), voxels(output_dims));
+        let peak = [2 * src, src + res, res + out, 2 * out].into_iter().max().unwrap_or(0);
+        Ok(PreprocessPlan {
+            source_dims: info.dims,
+            resampled_dims,
+            output_dims,
+            peak_bytes: 4 * peak + PLAN_SLACK,
+        })
+    }
+
+    /// Ok when the peak fits `budget`; otherwise the refusal with the byte count and the shapes.
+    pub fn check(&self, budget: Budget) -> std::result::Result<(), String> {
+        let d = |x: [usize; 3]| format!("{}x{}x{}", x[0], x[1], x[2]);
+        if self.peak_bytes <= budget.limit() as u128 {
+            return Ok(());
+        }
+        Err(format!(
+            "preprocessing needs {} bytes ({}) at its peak (source {}, resampled {}, output {}), above the memory limit of {} bytes ({}); raise it with --max-memory if the machine has the memory",
+            self.peak_bytes,
+            gib(self.peak_bytes),
+            d(self.source_dims),
+            d(self.resampled_dims),
+            d(self.output_dims),
+            budget.limit(),
+            gib(budget.limit() as u128)
+        ))
+    }
+}
+
+/// Bytes the output alone needs (the crop and its sorted copy for the percentiles), known from
+/// the settings before any file is read.
+pub fn output_bytes(cfg: &PreprocessConfig) -> u128 {
+    8 * voxels(cfg.roi)
+}
+
+/// Read a NIfTI file and run the chain, within the default budget (half of physical memory).
 pub fn preprocess_file(path: &Path, cfg: &PreprocessConfig) -> Result<Preprocessed> {
-    let v = read_volume(path, Some(cfg.channel))?;
+    preprocess_file_within(path, cfg, Budget::default())
+}
+
+/// Read a NIfTI file and run the chain, refusing before any voxel is read when the chain's
+/// peak memory (`PreprocessPlan`) exceeds `budget`.
+pub fn preprocess_file_within(path: &Path, cfg: &PreprocessConfig, budget: Budget) -> Result<Preprocessed> {
+    cfg.validate()?;
+    let info = read_checked_info(path)?;
+    let plan = PreprocessPlan::new(&info, cfg).map_err(|reason| DataError::BadAffine {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    plan.check(budget).map_err(|reason| DataError::TooLarge {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let v = read_volume_within(path, Some(cfg.channel), budget)?;
     preprocess_volume(v, cfg, path)
 }
 
@@ -164,7 +244,7 @@ impl PreprocessCache {
 }
 
 fn load_entry(path: &Path) -> Option<Volume> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = ldm_io::input::read_all(path, Budget::default()).ok()?;
     let head = 8 + 3 * 8 + 16 * 8;
     if bytes.len() < head || &bytes[..8] != CACHE_MAGIC {
         return None;
@@ -188,7 +268,6 @@ fn load_entry(path: &Path) -> Option<Volume> {
 
 fn store_entry(dir: &Path, path: &Path, v: &Volume) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut buf = Vec::with_capacity(8 + 24 + 128 + v.data.len() * 4);
     buf.extend_from_slice(CACHE_MAGIC);
     for d in v.dims {
@@ -200,14 +279,44 @@ fn store_entry(dir: &Path, path: &Path, v: &Volume) -> Result<()> {
     for x in &v.data {
         buf.extend_from_slice(&x.to_le_bytes());
     }
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&buf)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        DataError::io(path, e)
-    })
+    ldm_io::atomic::write_bytes(path, &buf).map(|_| ()).map_err(|e| DataError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::nifti_io::write_volume;
+
+    #[test]
+    fn the_plan_predicts_the_shapes_the_chain_makes() {
+        let dir = std::env::temp_dir().join(format!("ldm-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // LPS-ish, anisotropic, so reorientation and resampling both change the grid
+        let affine = [
+            [-0.9, 0.0, 0.0, 30.0],
+            [0.0, 0.0, 1.7, -20.0],
+            [0.0, -1.2, 0.0, 10.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let dims = [37, 23, 19];
+        let data = (0..37 * 23 * 19).map(|i| (i % 101) as f32).collect();
+        let path = dir.join("v.nii.gz");
+        write_volume(&path, &Volume::new(dims, data, affine).unwrap(), "plan").unwrap();
+        for (roi, pad) in [([16, 16, 16], true), ([40, 8, 50], false), ([40, 8, 50], true)] {
+            let cfg = PreprocessConfig {
+                roi,
+                pad_to_roi: pad,
+                ..Default::default()
+            };
+            let plan = PreprocessPlan::new(&read_checked_info(&path).unwrap(), &cfg).unwrap();
+            let done = preprocess_file(&path, &cfg).unwrap();
+            assert_eq!(plan.source_dims, done.source_dims);
+            assert_eq!(plan.resampled_dims, done.resampled_dims);
+            assert_eq!(plan.output_dims, done.volume.dims);
+            assert!(plan.check(Budget::new(plan.peak_bytes as u64)).is_ok());
+            let refused = preprocess_file_within(&path, &cfg, Budget::new(plan.peak_bytes as u64 - 1)).unwrap_err();
+            assert!(refused.to_string().contains(&format!("needs {} bytes", plan.peak_bytes)), "{refused}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

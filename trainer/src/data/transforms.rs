@@ -10,31 +10,11 @@ use super::volume::{percentiles, Volume};
 /// MONAI `Orientation(axcodes="RAS")`: flip and permute voxel axes so that they point along
 /// +R, +A, +S as closely as the affine allows; the affine is updated so world positions stay put.
 pub fn orient_ras(v: &Volume) -> Result<Volume, String> {
-    let ornt = affine::io_orientation(&v.affine)?;
-    // out axis o takes input axis src[o]; flipped when the input axis points backwards
-    let mut src = [0usize; 3];
-    let mut flip = [false; 3];
-    for (in_ax, &(out_ax, sign)) in ornt.iter().enumerate() {
-        src[out_ax] = in_ax;
-        flip[out_ax] = sign < 0;
-    }
+    let (src, flip) = ras_axes(&v.affine)?;
     if src == [0, 1, 2] && flip == [false; 3] {
         return Ok(v.clone());
     }
-    let in_dims = v.dims;
-    let dims = [in_dims[src[0]], in_dims[src[1]], in_dims[src[2]]];
-    // out index -> in index as an affine M (in = M * out), new affine = old * M
-    let mut m = [[0.0; 4]; 4];
-    m[3][3] = 1.0;
-    for o in 0..3 {
-        let i = src[o];
-        if flip[o] {
-            m[i][o] = -1.0;
-            m[i][3] = (in_dims[i] - 1) as f64;
-        } else {
-            m[i][o] = 1.0;
-        }
-    }
+    let (dims, new_affine) = ras_geometry(v.dims, &v.affine, src, flip);
     let mut data = vec![0f32; v.data.len()];
     let mut idx = [0usize; 3];
     let mut pos = 0;
@@ -52,8 +32,48 @@ pub fn orient_ras(v: &Volume) -> Result<Volume, String> {
     Ok(Volume {
         dims,
         data,
-        affine: affine::matmul(&v.affine, &m),
+        affine: new_affine,
     })
+}
+
+/// The shape and affine `orient_ras` gives a volume of `dims` with `affine`, without its data.
+pub fn ras_grid(dims: [usize; 3], a: &Affine) -> Result<([usize; 3], Affine), String> {
+    let (src, flip) = ras_axes(a)?;
+    Ok(ras_geometry(dims, a, src, flip))
+}
+
+/// For each output axis: the input axis it takes and whether it is flipped.
+fn ras_axes(a: &Affine) -> Result<([usize; 3], [bool; 3]), String> {
+    let ornt = affine::io_orientation(a)?;
+    // out axis o takes input axis src[o]; flipped when the input axis points backwards
+    let mut src = [0usize; 3];
+    let mut flip = [false; 3];
+    for (in_ax, &(out_ax, sign)) in ornt.iter().enumerate() {
+        src[out_ax] = in_ax;
+        flip[out_ax] = sign < 0;
+    }
+    Ok((src, flip))
+}
+
+/// Output shape and affine of the axis permutation/flips `src`, `flip`.
+fn ras_geometry(in_dims: [usize; 3], a: &Affine, src: [usize; 3], flip: [bool; 3]) -> ([usize; 3], Affine) {
+    if src == [0, 1, 2] && flip == [false; 3] {
+        return (in_dims, *a);
+    }
+    let dims = [in_dims[src[0]], in_dims[src[1]], in_dims[src[2]]];
+    // out index -> in index as an affine M (in = M * out), new affine = old * M
+    let mut m = [[0.0; 4]; 4];
+    m[3][3] = 1.0;
+    for o in 0..3 {
+        let i = src[o];
+        if flip[o] {
+            m[i][o] = -1.0;
+            m[i][3] = (in_dims[i] - 1) as f64;
+        } else {
+            m[i][o] = 1.0;
+        }
+    }
+    (dims, affine::matmul(a, &m))
 }
 
 /// The output grid of MONAI `Spacing(pixdim)` (`zoom_affine` + `compute_shape_offset` with
@@ -224,6 +244,11 @@ fn extract_box(v: &Volume, start: [i64; 3], size: [usize; 3]) -> Volume {
         data,
         affine: aff,
     }
+}
+
+/// The shape `center_crop` gives a volume of shape `dims`.
+pub fn center_crop_shape(dims: [usize; 3], roi: [usize; 3], pad: bool) -> [usize; 3] {
+    [0, 1, 2].map(|a| if dims[a] >= roi[a] || pad { roi[a] } else { dims[a] })
 }
 
 /// MONAI `CenterSpatialCrop(roi)`: start = d/2 - roi/2 (floors), axes shorter than roi are kept

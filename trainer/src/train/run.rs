@@ -191,8 +191,7 @@ fn trim_log(path: &Path, keep_below: u64) -> Result<(), TrainError> {
             kept.push('\n');
         }
     }
-    let tmp = path.with_extension("jsonl.tmp");
-    fs::write(&tmp, kept).and_then(|()| fs::rename(&tmp, path)).map_err(|e| io_err(path, e))
+    ldm_io::atomic::write_bytes(path, kept.as_bytes()).map(|_| ()).map_err(|e| io_err(path, e))
 }
 
 /// Reads a run's log (skipping lines that are not JSON objects, e.g. a torn last line).
@@ -231,8 +230,7 @@ fn prepare_dir(o: &RunOptions, stage: Stage) -> Result<PathBuf, TrainError> {
     if !o.resume {
         let text = serde_json::to_string_pretty(o.config).map_err(|e| TrainError::Invalid(e.to_string()))?;
         let p = o.out.join(CONFIG_FILE);
-        let tmp = o.out.join(".config.json.tmp");
-        fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, &p)).map_err(|e| io_err(&p, e))?;
+        ldm_io::atomic::write_bytes(&p, text.as_bytes()).map_err(|e| io_err(&p, e))?;
         let log = o.out.join(LOG_FILE);
         if log.exists() {
             fs::remove_file(&log).map_err(|e| io_err(&log, e))?;
