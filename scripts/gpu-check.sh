@@ -14,7 +14,9 @@
 #      memory read before/after (cuda_bundle, ignored tests)
 #   4. `bench --device cuda` f32/f16/bf16 at latent [8,36,44,28] on a random bundle blob, and
 #      bf16/f16 with the cuDNN workspace bound at 1 GiB instead of 2 (LDM_CUDNN_WORKSPACE_MIB)
-#   5. benches/pytorch_reference.py --device cuda --latent 36 44 28, --amp off/fp16/bf16
+#   5. benches/pytorch_reference.py --device cuda --latent 36 44 28, --amp off/fp16/bf16, and
+#      --amp bf16 --best (SDPA, cudnn.benchmark, channels_last_3d, torch.compile) with a whole
+#      volume; `generate --device cuda --count 8` wall time
 #   6. Nsight Compute per-kernel GPU time of one bf16 UNet step and decode ($OUT/ncu-bf16.txt)
 # "quick" stops after step 3.
 set -u
@@ -181,6 +183,20 @@ if [ "$mode" != quick ]; then
             --reps 5 --amp $amp >\"$WORK/torch-$amp.txt\" 2>&1; rc=\$?; cat \"$WORK/torch-$amp.txt\"; exit \$rc" \
             && { echo "pytorch amp $amp:"; cat "$WORK/torch-$amp.txt"; } >>"$RESULTS"
     done
+    # The best PyTorch a careful user writes (SDPA, cudnn.benchmark, channels_last_3d,
+    # torch.compile), bf16, with a whole volume (50 DDIM steps + decode); compile mode "default"
+    # ("max-autotune" compiles for minutes).
+    run pytorch_best_bf16 240 sh -c "python3 benches/pytorch_reference.py --device cuda --latent 36 44 28 \
+        --reps 5 --amp bf16 --best --compile-mode default --volume 50 --json >\"$WORK/torch-best-bf16.txt\" 2>&1; rc=\$?; \
+        cat \"$WORK/torch-best-bf16.txt\"; exit \$rc" \
+        && { echo "pytorch best bf16:"; cat "$WORK/torch-best-bf16.txt"; } >>"$RESULTS"
+    # Volumes per second of a batch job: generate 8 volumes (50 DDIM steps, bf16) to .nii.gz.
+    if [ -f "$BLOB" ]; then
+        run generate_cuda_bf16_count8 150 sh -c "rm -rf \"$WORK/gen8\"; s=\$(date +%s.%N); \"$CLI\" generate --device cuda \
+            --precision bf16 --model \"$BLOB\" --out \"$WORK/gen8\" --count 8 --steps 50 --sampler ddim \
+            >\"$WORK/gen8.txt\" 2>&1; rc=\$?; e=\$(date +%s.%N); awk -v s=\$s -v e=\$e -v rc=\$rc 'BEGIN { printf \"generate --count 8: %.2f s wall, rc %d\\n\", e - s, rc }'; exit \$rc" \
+            && grep "generate --count 8" "$LOG" | tail -n1 >>"$RESULTS"
+    fi
     # PyTorch fp32 without TF32 (cuDNN and matmul), the same arithmetic as our f32 path.
     run pytorch_amp_off_no_tf32 90 sh -c "python3 -c \"import runpy, sys, torch
 torch.backends.cudnn.allow_tf32 = False
