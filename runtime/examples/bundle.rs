@@ -43,7 +43,7 @@ fn main() {
     drop(store);
     let p = rt.plan().clone();
     let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
-    println!("latent {latent:?} -> output {:?}, threads {}", rt.output_shape(), p.threads);
+    println!("latent {latent:?} -> output {:?}, threads {}, microkernel {}", rt.output_shape(), p.threads, ldm_runtime::gemm::selected());
     println!(
         "plan: weights {:.3} GiB, arena {:.3} GiB (unet {:.3} GiB of {:.3} unshared, decoder {:.3} GiB of {:.3} unshared), workspace {:.3} GiB, state {:.4} GiB, total {:.3} GiB",
         gib(p.weights_bytes),

@@ -9,7 +9,14 @@ use ldm_runtime::pool::Pool;
 use std::time::Instant;
 
 fn main() {
-    init();
+    let kernel = match init() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    eprintln!("microkernel {kernel}");
     let threads: usize = std::env::args().nth(1).and_then(|v| v.parse().ok()).unwrap_or(2);
     let reps: usize = std::env::args().nth(2).and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let pool = Pool::new(threads).unwrap();

@@ -1,4 +1,4 @@
-//! Measures our packed AVX-512 GEMM (a 1x1 convolution is exactly `C[M,N] = W[M,K] X[K,N]`)
+//! Measures our packed GEMM (the selected microkernel, see `LDM_CPU_KERNEL`) (a 1x1 convolution is exactly `C[M,N] = W[M,K] X[K,N]`)
 //! against the `matrixmultiply` crate on conv-like shapes, single-threaded:
 //! `cargo run --release -p ldm-runtime --example gemm_compare`.
 use ldm_runtime::conv::{conv, pack_len, shared_pack_len, ConvGeom, ConvInput, Init, OutWindow, PackWs};
@@ -7,7 +7,14 @@ use ldm_runtime::pool::Pool;
 use std::time::Instant;
 
 fn main() {
-    init();
+    let kernel = match init() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    eprintln!("microkernel {kernel}");
     let pool = Pool::new(1).expect("pool");
     for (m, k, n) in [(64usize, 1728usize, 8192usize), (256, 6912, 1152), (512, 13824, 144)] {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();

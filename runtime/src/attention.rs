@@ -4,22 +4,31 @@
 //! (or `attn` alone when no residual is given).
 
 use crate::fastmath::exp;
-use crate::gemm::{microkernel, MR, NR};
+use crate::gemm::{microkernel, with_tile, Kernel, Tile, MR};
 use crate::pool::Pool;
 
 /// Queries per task (a multiple of the microkernel's MR).
 pub const BQ: usize = 4 * MR;
-/// Keys per streamed block (a multiple of NR).
-pub const BK: usize = 4 * NR;
 
-fn dh_pad(dh: usize) -> usize {
-    dh.div_ceil(NR) * NR
+/// Keys per streamed block for B panels of width `nr` (a multiple of it).
+fn bk_of(nr: usize) -> usize {
+    4 * nr
 }
 
-/// Per-thread workspace floats for head size `dh`.
-pub fn ws_len(dh: usize) -> usize {
+fn dh_pad(dh: usize, nr: usize) -> usize {
+    dh.div_ceil(nr) * nr
+}
+
+/// Per-thread workspace floats for head size `dh` and panel width `nr`.
+fn ws_len_nr(dh: usize, nr: usize) -> usize {
+    let bk = bk_of(nr);
     // q panels, k panels, scores, p panels, v^T panels, output rows, max, sum
-    BQ * dh + BK * dh + BQ * BK + BQ * BK + BK * dh_pad(dh) + BQ * dh + 2 * BQ
+    BQ * dh + bk * dh + BQ * bk + BQ * bk + bk * dh_pad(dh, nr) + BQ * dh + 2 * BQ
+}
+
+/// Per-thread workspace floats for head size `dh` (enough for every kernel).
+pub fn ws_len(dh: usize) -> usize {
+    Kernel::ALL.into_iter().map(|k| ws_len_nr(dh, k.nr())).max().unwrap_or(0)
 }
 
 #[derive(Clone, Copy)]
@@ -32,17 +41,32 @@ impl Ptr {
     }
 }
 
-/// Attention of every head; both products run on the GEMM microkernel with small packed panels.
+/// Attention of every head; both products run on the selected GEMM microkernel with small
+/// packed panels.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(pool: &Pool, qkv: &[f32], x: Option<&[f32]>, c: usize, n: usize, dh: usize, out: &mut [f32], ws: &mut [f32]) {
+    attention_with(crate::gemm::selected(), pool, qkv, x, c, n, dh, out, ws)
+}
+
+/// `attention` on microkernel `kernel` (the portable one where the CPU lacks it).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(kernel: Kernel, pool: &Pool, qkv: &[f32], x: Option<&[f32]>, c: usize, n: usize, dh: usize, out: &mut [f32], ws: &mut [f32]) {
+    with_tile!(kernel, t => attention_tiled(t, pool, qkv, x, c, n, dh, out, ws))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_tiled<T: Tile>(t: T, pool: &Pool, qkv: &[f32], x: Option<&[f32]>, c: usize, n: usize, dh: usize, out: &mut [f32], ws: &mut [f32]) {
+    let nr = T::NR;
+    let bkm = bk_of(nr);
     let heads = c / dh;
     let scale = 1.0 / (dh as f32).sqrt();
     let qblocks = n.div_ceil(BQ);
     let per = ws_len(dh);
+    debug_assert!(ws_len_nr(dh, nr) <= per);
     debug_assert!(ws.len() >= pool.threads() * per);
     let wsp = Ptr(ws.as_mut_ptr());
     let outp = Ptr(out.as_mut_ptr());
-    let dp = dh_pad(dh);
+    let dp = dh_pad(dh, nr);
     pool.for_each_sized(heads * qblocks, 2 * n * n * c, &|task, tid| {
         let h = task / qblocks;
         let i0 = (task % qblocks) * BQ;
@@ -50,10 +74,10 @@ pub fn attention(pool: &Pool, qkv: &[f32], x: Option<&[f32]>, c: usize, n: usize
         // SAFETY: one workspace slice per thread.
         let w = unsafe { std::slice::from_raw_parts_mut(wsp.at(tid * per), per) };
         let (qp, rest) = w.split_at_mut(BQ * dh);
-        let (kp, rest) = rest.split_at_mut(BK * dh);
-        let (s, rest) = rest.split_at_mut(BQ * BK);
-        let (pp, rest) = rest.split_at_mut(BQ * BK);
-        let (vp, rest) = rest.split_at_mut(BK * dp);
+        let (kp, rest) = rest.split_at_mut(bkm * dh);
+        let (s, rest) = rest.split_at_mut(BQ * bkm);
+        let (pp, rest) = rest.split_at_mut(BQ * bkm);
+        let (vp, rest) = rest.split_at_mut(bkm * dp);
         let (o, rest) = rest.split_at_mut(BQ * dh);
         let (mx, l) = rest.split_at_mut(BQ);
         let row = |base: usize, ch: usize| &qkv[(base + h * dh + ch) * n..(base + h * dh + ch + 1) * n];
@@ -73,46 +97,46 @@ pub fn attention(pool: &Pool, qkv: &[f32], x: Option<&[f32]>, c: usize, n: usize
         let qpanels = bq.div_ceil(MR);
         let mut j0 = 0;
         while j0 < n {
-            let bk = BK.min(n - j0);
-            let kpanels = bk.div_ceil(NR);
-            // K panels: kp[jp * dh * NR + ch * NR + j] = k[ch, j0 + jp*NR + j].
+            let bk = bkm.min(n - j0);
+            let kpanels = bk.div_ceil(nr);
+            // K panels: kp[jp * dh * nr + ch * nr + j] = k[ch, j0 + jp*nr + j].
             for jp in 0..kpanels {
                 for ch in 0..dh {
                     let k = row(c, ch);
-                    let dst = &mut kp[(jp * dh + ch) * NR..(jp * dh + ch + 1) * NR];
+                    let dst = &mut kp[(jp * dh + ch) * nr..(jp * dh + ch + 1) * nr];
                     for (j, d) in dst.iter_mut().enumerate() {
-                        let jj = jp * NR + j;
+                        let jj = jp * nr + j;
                         *d = if jj < bk { k[j0 + jj] } else { 0.0 };
                     }
                 }
             }
-            // V^T panels: vp[cp * bk * NR + j * NR + cc] = v[cp*NR + cc, j0 + j].
-            for cp in 0..dp / NR {
-                for cc in 0..NR {
-                    let ch = cp * NR + cc;
+            // V^T panels: vp[cp * bk * nr + j * nr + cc] = v[cp*nr + cc, j0 + j].
+            for cp in 0..dp / nr {
+                for cc in 0..nr {
+                    let ch = cp * nr + cc;
                     if ch < dh {
                         let v = &row(2 * c, ch)[j0..j0 + bk];
                         for (j, &val) in v.iter().enumerate() {
-                            vp[(cp * bk + j) * NR + cc] = val;
+                            vp[(cp * bk + j) * nr + cc] = val;
                         }
                     } else {
                         for j in 0..bk {
-                            vp[(cp * bk + j) * NR + cc] = 0.0;
+                            vp[(cp * bk + j) * nr + cc] = 0.0;
                         }
                     }
                 }
             }
-            s[..bq * BK].fill(0.0);
+            s[..bq * bkm].fill(0.0);
             for p in 0..qpanels {
                 let rows = MR.min(bq - p * MR);
                 for jp in 0..kpanels {
-                    let cols = NR.min(bk - jp * NR);
-                    microkernel(dh, rows, &qp[p * dh * MR..(p + 1) * dh * MR], &kp[jp * dh * NR..(jp + 1) * dh * NR], &mut s[p * MR * BK + jp * NR..], BK, cols);
+                    let cols = nr.min(bk - jp * nr);
+                    microkernel(t, dh, rows, &qp[p * dh * MR..(p + 1) * dh * MR], &kp[jp * dh * nr..(jp + 1) * dh * nr], &mut s[p * MR * bkm + jp * nr..], bkm, cols);
                 }
             }
             // Online softmax; P panels: pp[p * bk * MR + j * MR + r] = P[p*MR + r, j].
             for i in 0..bq {
-                let srow = &mut s[i * BK..i * BK + bk];
+                let srow = &mut s[i * bkm..i * bkm + bk];
                 let mut m_new = mx[i];
                 for v in srow.iter_mut() {
                     *v *= scale;
@@ -135,9 +159,9 @@ pub fn attention(pool: &Pool, qkv: &[f32], x: Option<&[f32]>, c: usize, n: usize
             // Rows past bq in the last panel are never written back (rows limit below).
             for p in 0..qpanels {
                 let rows = MR.min(bq - p * MR);
-                for cp in 0..dp / NR {
-                    let cols = NR.min(dh - cp * NR);
-                    microkernel(bk, rows, &pp[p * bk * MR..(p + 1) * bk * MR], &vp[cp * bk * NR..(cp + 1) * bk * NR], &mut o[p * MR * dh + cp * NR..], dh, cols);
+                for cp in 0..dp / nr {
+                    let cols = nr.min(dh - cp * nr);
+                    microkernel(t, bk, rows, &pp[p * bk * MR..(p + 1) * bk * MR], &vp[cp * bk * nr..(cp + 1) * bk * nr], &mut o[p * MR * dh + cp * nr..], dh, cols);
                 }
             }
             j0 += bk;
@@ -161,12 +185,17 @@ mod tests {
     fn matches_naive_softmax_attention() {
         let pool = Pool::new(2).unwrap();
         let (c, n, dh) = (80usize, 150usize, 40usize);
-        crate::gemm::init();
         let qkv: Vec<f32> = (0..3 * c * n).map(|i| ((i * 29 % 41) as f32 - 20.0) / 15.0).collect();
         let x: Vec<f32> = (0..c * n).map(|i| (i % 7) as f32).collect();
-        let mut out = vec![0f32; c * n];
         let mut ws = vec![0f32; 2 * ws_len(dh)];
-        attention(&pool, &qkv, Some(&x), c, n, dh, &mut out, &mut ws);
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+            let mut out = vec![0f32; c * n];
+            attention_with(kernel, &pool, &qkv, Some(&x), c, n, dh, &mut out, &mut ws);
+            check(&qkv, &x, &out, c, n, dh);
+        }
+    }
+
+    fn check(qkv: &[f32], x: &[f32], out: &[f32], c: usize, n: usize, dh: usize) {
         for h in 0..c / dh {
             for i in 0..n {
                 let mut sc: Vec<f64> = (0..n)

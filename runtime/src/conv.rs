@@ -1,13 +1,15 @@
 //! 3-D convolution as an implicit GEMM: output `[Cout, P]` = packed weights `[Cout, Cin*k^3]` x
 //! a virtual im2col matrix that is never materialised; each `KC x NC` block of it is packed straight
 //! from the input volume (optionally nearest-x2-upsampled on the fly). Tasks split the output into
-//! (column block, row block) tiles, so results do not depend on the thread count.
+//! (column block, row block) tiles, so results do not depend on the thread count. The B panel
+//! width and block width follow the selected microkernel (`gemm::Kernel`).
 
-use crate::gemm::{microkernel, PackedA, KC, MR, NR};
+#[cfg(target_arch = "x86_64")]
+use crate::gemm::{Avx2, Avx512};
+#[cfg(target_arch = "aarch64")]
+use crate::gemm::Neon;
+use crate::gemm::{microkernel, with_tile, Kernel, PackedA, Portable, Tile, KC, MR, NC_MAX};
 use crate::pool::Pool;
-
-/// Columns per packed B block.
-pub const NC: usize = 512;
 
 /// Shape of one convolution. The input volume `[cin, din, hin, win]` is first upsampled by
 /// `2^up` (nearest), then convolved with a `k^3` kernel at `stride` with zero padding `pad`.
@@ -60,9 +62,9 @@ pub struct ConvInput<'a> {
     pub planes: usize,
 }
 
-/// Per-thread pack buffer length in floats.
+/// Per-thread pack buffer length in floats (enough for every kernel).
 pub fn pack_len() -> usize {
-    KC * NC
+    KC * NC_MAX
 }
 
 /// Raw output pointer shared by tasks that write disjoint tiles.
@@ -113,9 +115,49 @@ pub struct OutWindow {
 }
 
 /// Computes output planes `od0..od1` of the convolution into `out`, which holds the output
-/// planes of `win` (the whole volume: `OutWindow { z0: 0, planes: D_out }`).
+/// planes of `win` (the whole volume: `OutWindow { z0: 0, planes: D_out }`), on the selected
+/// microkernel.
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
+    pool: &Pool,
+    g: &ConvGeom,
+    w: &PackedA,
+    bias: &[f32],
+    input: &ConvInput,
+    od0: usize,
+    od1: usize,
+    out: &mut [f32],
+    win: OutWindow,
+    init: Init,
+    ws: PackWs,
+    shared: PackWs,
+) {
+    conv_with(crate::gemm::selected(), pool, g, w, bias, input, od0, od1, out, win, init, ws, shared)
+}
+
+/// `conv` on microkernel `kernel` (the portable one where the CPU lacks it).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_with(
+    kernel: Kernel,
+    pool: &Pool,
+    g: &ConvGeom,
+    w: &PackedA,
+    bias: &[f32],
+    input: &ConvInput,
+    od0: usize,
+    od1: usize,
+    out: &mut [f32],
+    win: OutWindow,
+    init: Init,
+    ws: PackWs,
+    shared: PackWs,
+) {
+    with_tile!(kernel, t => conv_tiled(t, pool, g, w, bias, input, od0, od1, out, win, init, ws, shared))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_tiled<T: PackB>(
+    t: T,
     pool: &Pool,
     g: &ConvGeom,
     w: &PackedA,
@@ -133,11 +175,12 @@ pub fn conv(
     let plane = o[1] * o[2];
     // Row stride of the output window; columns are counted from the window's first plane.
     let p_total = win.planes * plane;
+    let (nr, nc_max) = (T::NR, T::NC);
     {
         let n = (od1 - od0) * plane;
         let (k, m_panels) = (g.kdim(), g.cout.div_ceil(MR));
-        if n > 0 && n <= NC && n.div_ceil(NR) < 4 * pool.threads() && m_panels > 1 && k * n.div_ceil(NR) * NR <= shared.1 {
-            conv_shared(pool, g, w, bias, input, od0, od1, out, win, init, shared);
+        if n > 0 && n <= nc_max && n.div_ceil(nr) < 4 * pool.threads() && m_panels > 1 && k * n.div_ceil(nr) * nr <= shared.1 {
+            conv_shared(t, pool, g, w, bias, input, od0, od1, out, win, init, shared);
             return;
         }
     }
@@ -154,7 +197,7 @@ pub fn conv(
     let want = 4 * pool.threads();
     // Smaller column blocks when the volume is small, so that rows need not be split (which
     // would pack the same columns once per row block).
-    let nc_blk = (n.div_ceil(want).div_ceil(NR) * NR).clamp(NR, NC);
+    let nc_blk = (n.div_ceil(want).div_ceil(nr) * nr).clamp(nr, nc_max);
     let n_blocks = n.div_ceil(nc_blk);
     let m_panels = m.div_ceil(MR);
     // Split rows only when there are too few column blocks to feed every thread.
@@ -193,33 +236,22 @@ pub fn conv(
         let mut k0 = 0;
         while k0 < k {
             let kc = KC.min(k - k0);
-            pack_b(g, input, k0, kc, c_begin + win.z0 * plane, nc, o, pack);
-            let panels_n = nc.div_ceil(NR);
+            t.pack_b(g, input, k0, kc, c_begin + win.z0 * plane, nc, o, pack);
+            let panels_n = nc.div_ceil(nr);
             for jp in 0..panels_n {
-                let bpanel = &pack[jp * kc * NR..(jp + 1) * kc * NR];
-                let col = c_begin + jp * NR;
-                let cols = NR.min(c_begin + nc - col);
+                let bpanel = &pack[jp * kc * nr..(jp + 1) * kc * nr];
+                let col = c_begin + jp * nr;
+                let cols = nr.min(c_begin + nc - col);
                 for p in p_begin..p_end {
                     let rows = MR.min(m - p * MR);
                     let a = w.panel(k0, kc, p);
                     let cstart = p * MR * p_total + col;
-                    microkernel(kc, rows, a, bpanel, &mut outs[cstart..], p_total, cols);
+                    microkernel(t, kc, rows, a, bpanel, &mut outs[cstart..], p_total, cols);
                 }
             }
             k0 += kc;
         }
     });
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// AVX-512 packing of one run: masked loads give the zero borders for free.
@@ -275,6 +307,73 @@ mod simd_pack {
     }
 }
 
+/// AVX2 packing of one run: masked loads give the zero borders; whole 8-lane stores, the last
+/// one overlapping the previous (no masked stores, which are slow on some AMD cores).
+#[cfg(target_arch = "x86_64")]
+mod avx2_pack {
+    use std::arch::x86_64::*;
+
+    /// Lanes `j` of an 8-lane chunk with `lo <= j < hi` (bounds relative to the chunk).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn window(lo: isize, hi: isize) -> __m256i {
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let ge = _mm256_cmpgt_epi32(iota, _mm256_set1_epi32(lo.clamp(-1, 8) as i32 - 1));
+        let lt = _mm256_cmpgt_epi32(_mm256_set1_epi32(hi.clamp(-1, 8) as i32), iota);
+        _mm256_and_si256(ge, lt)
+    }
+
+    /// Offsets of the 8-lane chunks covering `0..len` (`len >= 8`): 0, 8, .., then `len - 8`.
+    #[inline(always)]
+    #[allow(clippy::manual_is_multiple_of)]
+    fn chunks(len: usize) -> impl Iterator<Item = usize> {
+        (0..len / 8).map(|c| 8 * c).chain((len % 8 != 0).then_some(len - 8))
+    }
+
+    /// `d[i] = row[zw0 + i]` for `i` in `lo..hi`, 0 for other `i < len`; `len >= 8`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn run_copy(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize) {
+        for c in chunks(len) {
+            let p = row.wrapping_offset(zw0 + c as isize);
+            let v = if lo <= c && c + 8 <= hi {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, window(lo as isize - c as isize, hi as isize - c as isize))
+            };
+            _mm256_storeu_ps(d.add(c), v);
+        }
+    }
+
+    /// Nearest x2 upsampling: `d[i] = row[(zw0 + i) >> 1]` for `i` in `lo..hi`, 0 for other
+    /// `i < len`; `len >= 8`; the source row has `win` values and `avail >= win` floats may be
+    /// read from its start (the rest of the input: unmasked loads where they stay inside).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_up2(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize, win: usize, avail: usize) {
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for c in chunks(len) {
+            let z = zw0 + c as isize;
+            let base = z >> 1;
+            let p = row.wrapping_offset(base);
+            let s = if base >= 0 && base as usize + 8 <= avail {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, window(-base, win as isize - base))
+            };
+            let idx = _mm256_srli_epi32::<1>(_mm256_add_epi32(iota, _mm256_set1_epi32((z & 1) as i32)));
+            let v = _mm256_permutevar8x32_ps(s, idx);
+            if lo <= c && c + 8 <= hi {
+                _mm256_storeu_ps(d.add(c), v);
+            } else {
+                let keep = window(lo as isize - c as isize, hi as isize - c as isize);
+                _mm256_storeu_ps(d.add(c), _mm256_and_ps(v, _mm256_castsi256_ps(keep)));
+            }
+        }
+    }
+}
+
 /// One run of output columns inside a single output row and a single NR panel.
 #[derive(Clone, Copy, Default)]
 struct Seg {
@@ -289,7 +388,7 @@ struct Seg {
 /// Copies a short run (the compiler turns the fixed-bound loop into vector moves; `memcpy`
 /// calls cost more than the copy at these lengths).
 #[inline(always)]
-fn copy_run(d: &mut [f32], s: &[f32]) {
+fn copy_run<const NR: usize>(d: &mut [f32], s: &[f32]) {
     if let (Ok(d), Some(Ok(s))) = (<&mut [f32; NR]>::try_from(&mut *d), s.get(..NR).map(<&[f32; NR]>::try_from)) {
         *d = *s;
         return;
@@ -303,7 +402,8 @@ fn copy_run(d: &mut [f32], s: &[f32]) {
 /// (one task per KC block), then split the output rows over the threads, instead of packing the
 /// same columns once per row block.
 #[allow(clippy::too_many_arguments)]
-fn conv_shared(
+fn conv_shared<T: PackB>(
+    t: T,
     pool: &Pool,
     g: &ConvGeom,
     w: &PackedA,
@@ -321,7 +421,8 @@ fn conv_shared(
     let p_total = win.planes * plane;
     let c_begin = (od0 - win.z0) * plane;
     let n = (od1 - od0) * plane;
-    let npad = n.div_ceil(NR) * NR;
+    let nr = T::NR;
+    let npad = n.div_ceil(nr) * nr;
     let (m, k) = (g.cout, g.kdim());
     let kblocks = k.div_ceil(KC);
     let work = m * k * n;
@@ -330,7 +431,7 @@ fn conv_shared(
         let kc = KC.min(k - k0);
         // SAFETY: each KC block owns its own range of the shared buffer (checked to fit).
         let dst = unsafe { shared.range(k0 * npad, kc * npad) };
-        pack_b(g, input, k0, kc, c_begin + win.z0 * plane, n, o, dst);
+        t.pack_b(g, input, k0, kc, c_begin + win.z0 * plane, n, o, dst);
     });
     let m_panels = m.div_ceil(MR);
     let m_blocks = m_panels.min(4 * pool.threads());
@@ -362,13 +463,13 @@ fn conv_shared(
         while k0 < k {
             let kc = KC.min(k - k0);
             let block = &packed[k0 * npad..(k0 + kc) * npad];
-            for jp in 0..npad / NR {
-                let bpanel = &block[jp * kc * NR..(jp + 1) * kc * NR];
-                let col = c_begin + jp * NR;
-                let cols = NR.min(c_begin + n - col);
+            for jp in 0..npad / nr {
+                let bpanel = &block[jp * kc * nr..(jp + 1) * kc * nr];
+                let col = c_begin + jp * nr;
+                let cols = nr.min(c_begin + n - col);
                 for p in p_begin..p_end {
                     let rows = MR.min(m - p * MR);
-                    microkernel(kc, rows, w.panel(k0, kc, p), bpanel, &mut outs[p * MR * p_total + col..], p_total, cols);
+                    microkernel(t, kc, rows, w.panel(k0, kc, p), bpanel, &mut outs[p * MR * p_total + col..], p_total, cols);
                 }
             }
             k0 += kc;
@@ -376,43 +477,92 @@ fn conv_shared(
     });
 }
 
-/// Floats of the shared pack buffer a convolution needs when it has few output columns.
+/// Floats of the shared pack buffer a convolution needs when it has few output columns (enough
+/// for every kernel).
 pub fn shared_pack_len(g: &ConvGeom) -> usize {
     let o = g.out_dims();
     let n = o[0] * o[1] * o[2];
-    if n <= NC {
-        g.kdim() * n.div_ceil(NR) * NR
-    } else {
-        0
-    }
+    Kernel::ALL.into_iter().filter(|k| n <= k.nc()).map(|k| g.kdim() * n.div_ceil(k.nr()) * k.nr()).max().unwrap_or(0)
 }
 
-/// Packs rows `k0..k0+kc` and columns `c0..c0+nc` of the virtual im2col matrix into NR panels:
-/// `dst[(j / NR) * kc * NR + kk * NR + j % NR]`, zero-padded to whole panels.
-#[allow(clippy::too_many_arguments)]
-fn pack_b(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if g.stride == 1 && g.up <= 1 && has_avx512() {
-            // SAFETY: the CPU has AVX-512F.
-            unsafe { pack_b_avx512(g, input, k0, kc, c0, nc, o, dst) };
-            return;
+/// The im2col packing of a tile: `NR`-wide panels, with the kernel's instruction set.
+trait PackB: Tile {
+    #[allow(clippy::too_many_arguments)]
+    fn pack_b(self, g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]);
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PackB for Avx512 {
+    #[inline]
+    fn pack_b(self, g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
+        if g.stride == 1 && g.up <= 1 {
+            // SAFETY: an `Avx512` value exists only where the CPU has AVX-512F.
+            unsafe { pack_b_avx512(g, input, k0, kc, c0, nc, o, dst) }
+        } else {
+            pack_b_body::<32>(g, input, k0, kc, c0, nc, o, dst, Run::Plain)
         }
     }
-    pack_b_body(g, input, k0, kc, c0, nc, o, dst, false)
 }
 
-/// `pack_b_body` compiled with AVX-512 so that the run copies inline into it.
+#[cfg(target_arch = "x86_64")]
+impl PackB for Avx2 {
+    #[inline]
+    fn pack_b(self, g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
+        // SAFETY: an `Avx2` value exists only where the CPU has AVX2 and FMA.
+        unsafe { pack_b_avx2(g, input, k0, kc, c0, nc, o, dst) }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+impl PackB for Neon {
+    #[inline]
+    fn pack_b(self, g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
+        pack_b_body::<12>(g, input, k0, kc, c0, nc, o, dst, Run::Plain)
+    }
+}
+
+impl PackB for Portable {
+    #[inline]
+    fn pack_b(self, g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
+        pack_b_body::<32>(g, input, k0, kc, c0, nc, o, dst, Run::Plain)
+    }
+}
+
+/// How one run of a packed row is copied.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// Scalar or compiler-vectorised copies.
+    Plain,
+    /// AVX-512 masked loads and stores (runs of at most 32 lanes).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX2 masked loads, whole-vector stores (runs of at least 8 lanes; shorter ones plain).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+/// `pack_b_body` for 32-lane panels compiled with AVX-512 so that the run copies inline into it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn pack_b_avx512(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
-    pack_b_body(g, input, k0, kc, c0, nc, o, dst, true)
+    pack_b_body::<32>(g, input, k0, kc, c0, nc, o, dst, Run::Avx512)
 }
 
+/// `pack_b_body` for the AVX2 kernel's 24-lane panels, compiled with AVX2 (vector copies).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_b_avx2(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32]) {
+    pack_b_body::<24>(g, input, k0, kc, c0, nc, o, dst, Run::Avx2)
+}
+
+/// Packs rows `k0..k0+kc` and columns `c0..c0+nc` of the virtual im2col matrix into NR panels:
+/// `dst[(j / NR) * kc * NR + kk * NR + j % NR]`, zero-padded to whole panels.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn pack_b_body(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32], simd: bool) {
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn pack_b_body<const NR: usize>(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize, nc: usize, o: [usize; 3], dst: &mut [f32], mode: Run) {
     let (ho, wo) = (o[1], o[2]);
     let plane_o = ho * wo;
     let v = g.virt();
@@ -422,7 +572,8 @@ fn pack_b_body(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize,
     let (s, pad, up) = (g.stride as isize, g.pad as isize, g.up);
     let panels = nc.div_ceil(NR);
     // Column runs of this block (at most one per column).
-    let mut segs = [Seg::default(); NC];
+    debug_assert!(nc <= NC_MAX);
+    let mut segs = [Seg::default(); NC_MAX];
     let mut nseg = 0;
     let mut j = 0usize;
     while j < nc {
@@ -446,8 +597,8 @@ fn pack_b_body(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize,
     let mut kk = 0;
     while kk < kc {
         let chan = &input.data[ci * in_chan..(ci + 1) * in_chan];
-        // With SIMD, the three kw taps of a kernel row share one source row: do them together.
-        let taps = if simd && g.k == 3 && kw == 0 && kk + 3 <= kc { 3 } else { 1 };
+        // The three kw taps of a kernel row share one source row: do them together.
+        let taps = if g.k == 3 && kw == 0 && kk + 3 <= kc { 3 } else { 1 };
         for sg in segs {
             let len = sg.len as usize;
             let zd = sg.od as isize * s + kd as isize - pad;
@@ -462,15 +613,18 @@ fn pack_b_body(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize,
             let sd = (zd >> up) as usize - input.z0;
             let sh = (zh >> up) as usize;
             let row = &chan[sd * in_plane + sh * g.win..sd * in_plane + (sh + 1) * g.win];
+            // Floats readable from the row's start (the row, then the rest of the channel).
+            let row_avail = chan.len() - (sd * in_plane + sh * g.win);
             for t in 0..taps {
                 let at = sg.dst as usize + (kk + t) * NR;
                 let d = &mut dst[at..at + len];
                 let zw0 = sg.ow as isize * s + (kw + t) as isize - pad;
-                if simd {
+                #[cfg(target_arch = "x86_64")]
+                if mode == Run::Avx512 {
                     let lo = (-zw0).clamp(0, len as isize) as usize;
                     let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
-                    // SAFETY: lanes outside [lo, hi) are masked (never read); d has `len` lanes.
-                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: lanes outside [lo, hi) are masked (never read); d has `len <= 32`
+                    // lanes; this mode is chosen only on CPUs with AVX-512F.
                     unsafe {
                         if up == 0 {
                             simd_pack::run_copy(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi);
@@ -478,13 +632,31 @@ fn pack_b_body(g: &ConvGeom, input: &ConvInput, k0: usize, kc: usize, c0: usize,
                             simd_pack::run_up2(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi, g.win);
                         }
                     }
-                } else if fast {
+                    continue;
+                }
+                #[cfg(target_arch = "x86_64")]
+                if mode == Run::Avx2 && len >= 8 && up <= 1 && s == 1 {
+                    let lo = (-zw0).clamp(0, len as isize) as usize;
+                    let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
+                    // SAFETY: lanes outside [lo, hi) (and, upsampling, outside the source row)
+                    // are masked (never read); stores cover exactly d's `len` lanes; this mode is
+                    // chosen only on CPUs with AVX2.
+                    unsafe {
+                        if up == 0 {
+                            avx2_pack::run_copy(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi);
+                        } else {
+                            avx2_pack::run_up2(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi, g.win, row_avail);
+                        }
+                    }
+                    continue;
+                }
+                if fast {
                     let lo = (-zw0).clamp(0, len as isize) as usize;
                     let hi = (vw - zw0).clamp(lo as isize, len as isize) as usize;
                     d[..lo].fill(0.0);
                     if hi > lo {
                         let src0 = (zw0 + lo as isize) as usize;
-                        copy_run(&mut d[lo..hi], &row[src0..src0 + hi - lo]);
+                        copy_run::<NR>(&mut d[lo..hi], &row[src0..src0 + hi - lo]);
                     }
                     d[hi..].fill(0.0);
                 } else {
@@ -563,12 +735,13 @@ mod tests {
 
     #[test]
     fn implicit_gemm_matches_direct_convolution() {
-        crate::gemm::init();
         let pool = Pool::new(2).unwrap();
         let cases = [
             ConvGeom { cin: 5, din: 4, hin: 6, win: 37, up: 0, k: 3, stride: 1, pad: 1, cout: 14 },
             ConvGeom { cin: 3, din: 3, hin: 5, win: 4, up: 1, k: 3, stride: 1, pad: 1, cout: 13 },
             ConvGeom { cin: 2, din: 2, hin: 3, win: 21, up: 1, k: 3, stride: 1, pad: 1, cout: 3 },
+            ConvGeom { cin: 3, din: 2, hin: 3, win: 13, up: 1, k: 3, stride: 1, pad: 1, cout: 9 },
+            ConvGeom { cin: 2, din: 3, hin: 4, win: 32, up: 0, k: 3, stride: 1, pad: 1, cout: 17 },
             ConvGeom { cin: 4, din: 6, hin: 5, win: 7, up: 0, k: 3, stride: 2, pad: 1, cout: 5 },
             ConvGeom { cin: 40, din: 2, hin: 3, win: 5, up: 0, k: 1, stride: 1, pad: 0, cout: 1 },
         ];
@@ -583,13 +756,16 @@ mod tests {
             let mut ws = vec![0f32; 2 * pack_len()];
             let input = ConvInput { data: &x, z0: 0, planes: g.din };
             let want = naive(&g, &x, &w, &b);
-            // Without and with the shared pack buffer (few columns).
-            for shared_len in [0, shared_pack_len(&g)] {
-                let mut sh = vec![0f32; shared_len];
-                y.fill(0.0);
-                conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()), PackWs(sh.as_mut_ptr(), sh.len()));
-                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
-                    assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{g:?} shared {shared_len} at {i}: {a} vs {b}");
+            // Every kernel this CPU runs, without and with the shared pack buffer (few columns).
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+                for shared_len in [0, shared_pack_len(&g)] {
+                    let mut sh = vec![0f32; shared_len];
+                    y.fill(0.0);
+                    let (wsp, shp) = (PackWs(ws.as_mut_ptr(), ws.len()), PackWs(sh.as_mut_ptr(), sh.len()));
+                    conv_with(kernel, &pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, wsp, shp);
+                    for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                        assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{kernel} {g:?} shared {shared_len} at {i}: {a} vs {b}");
+                    }
                 }
             }
         }
