@@ -1,6 +1,7 @@
 //! brats-ldm: the command line. Each subcommand lives in its own module under `cmd/`.
 
 mod cmd;
+mod escape;
 mod import;
 mod output;
 
@@ -51,7 +52,13 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // No control character or escape sequence from an input reaches the terminal, and
+            // every message is one line except a checkpoint's mismatch report, which lists
+            // tensors one per line and escapes their names itself.
+            let text = escape::chain_text(&e);
+            let report = e.chain().any(|c| c.is::<import::assemble::Mismatch>());
+            let shown = if report { escape::escape_keep_lines(&text) } else { escape::escape(&text) };
+            eprintln!("error: {shown}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -249,3 +249,84 @@ fn bundle_preset_and_config_arguments_are_checked() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("inconsistent"), "{err}");
 }
+
+/// The one stderr line of a failed run (asserting there is exactly one).
+fn one_error_line(o: &Output) -> String {
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+#[test]
+fn checkpoint_errors_are_short_and_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.blob");
+
+    // A torch checkpoint whose byteorder member claims big-endian data: every value is read
+    // byte-swapped; one line, not one per damaged tensor.
+    let big = dir.path().join("big.pt");
+    {
+        let src = std::fs::File::open(fixture("unet", "unet.pt")).unwrap();
+        let mut archive = zip::ZipArchive::new(src).unwrap();
+        let mut w = zip::ZipWriter::new(std::fs::File::create(&big).unwrap());
+        for i in 0..archive.len() {
+            let mut entry = archive.by_index(i).unwrap();
+            let name = entry.name().to_string();
+            if name.ends_with("/byteorder") {
+                let opts = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored);
+                w.start_file(name, opts).unwrap();
+                std::io::Write::write_all(&mut w, b"big").unwrap();
+            } else {
+                let opts = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored);
+                w.start_file(name, opts).unwrap();
+                std::io::copy(&mut entry, &mut w).unwrap();
+            }
+        }
+        w.finish().unwrap();
+    }
+    let err = one_error_line(&convert("--unet", &big, &out, &[]));
+    assert!(
+        err.contains("NaN or infinite values in") && err.contains("byte order"),
+        "{err}"
+    );
+
+    // --key that names nothing: a short list, and the hint that no key is needed
+    let err = one_error_line(&convert(
+        "--unet",
+        &fixture("unet", "unet.pt"),
+        &out,
+        &["--key", "nope"],
+    ));
+    assert!(
+        err.contains("and 310 more") && err.contains("drop --key"),
+        "{err}"
+    );
+    assert!(err.len() < 600, "{err}");
+
+    // safetensors whose offsets disagree with the shape: the tensor is named
+    let bad = dir.path().join("bad.safetensors");
+    let header = br#"{"conv_in.conv.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 12]);
+    std::fs::write(&bad, bytes).unwrap();
+    let err = one_error_line(&convert("--unet", &bad, &out, &[]));
+    assert!(
+        err.contains("conv_in.conv.weight") && err.contains("needs 16 bytes"),
+        "{err}"
+    );
+
+    // the other network's checkpoint: the report is capped, not one line per tensor
+    let o = convert("--autoencoder", &fixture("unet", "unet.pt"), &out, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.lines().count() < 40 && err.contains("more unexpected"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -59,18 +59,43 @@ fn try_vec(len: usize, what: &'static str) -> Result<Vec<f32>, RuntimeError> {
     unsafe {
         let p = std::alloc::alloc_zeroed(layout) as *mut f32;
         if p.is_null() {
-            return Err(RuntimeError::Overflow(what));
+            return Err(RuntimeError::OutOfMemory { what, bytes: layout.size() });
         }
         Ok(Vec::from_raw_parts(p, len, len))
     }
 }
 
-impl CpuRuntime {
-    /// Builds a runtime taking tensors from any `WeightSource`.
-    pub fn from_source(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<CpuRuntime, RuntimeError> {
+/// A CPU runtime planned but not yet allocated: graphs built, weights packed, every buffer's
+/// size known (`report`); `allocate` then takes the arena, workspaces and sampler state.
+pub(crate) struct CpuPlan {
+    config: ModelConfig,
+    batch: usize,
+    threads: usize,
+    params: Params,
+    unet: Option<UnetModel>,
+    decoder: Option<DecoderModel>,
+    schedule: Schedule,
+    timesteps: Vec<u32>,
+    sampler: Sampler,
+    latent: [usize; 4],
+    out_shape: [usize; 4],
+    report: PlanReport,
+    slab: Option<SlabPlan>,
+    arena_len: usize,
+    pack_len: usize,
+    shared_len: usize,
+    norm_len: usize,
+    attn_len: usize,
+    temb: usize,
+}
+
+impl CpuPlan {
+    /// Builds and plans both graphs from any `WeightSource` (packing the weights); allocates
+    /// nothing else.
+    pub fn new(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<CpuPlan, RuntimeError> {
         let Resolved { latent, schedule, sampler, timesteps } = options::resolve(config, &opts, &[Precision::F32])?;
         let threads = opts.threads.map_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), |t| t.min(1024));
-        gemm::init();
+        gemm::init()?;
         let slab = opts.max_memory.map_or(SLAB_BYTES, |m| (m / 16).clamp(1 << 16, SLAB_BYTES));
         let mut params = Params::default();
         let unet = match &config.unet {
@@ -149,12 +174,66 @@ impl CpuRuntime {
                 slab = Some(plan);
             }
         }
-        // The plan is known; now allocate.
+        Ok(CpuPlan {
+            config: config.clone(),
+            batch: opts.batch,
+            threads,
+            params,
+            unet,
+            decoder,
+            schedule,
+            timesteps,
+            sampler,
+            latent,
+            out_shape,
+            report,
+            slab,
+            arena_len,
+            pack_len,
+            shared_len,
+            norm_len,
+            attn_len,
+            temb,
+        })
+    }
+
+    pub fn report(&self) -> &PlanReport {
+        &self.report
+    }
+    pub fn output_shape(&self) -> [usize; 4] {
+        self.out_shape
+    }
+
+    /// Starts the worker pool and allocates the arena, workspaces and sampler state.
+    pub fn allocate(self) -> Result<CpuRuntime, RuntimeError> {
+        let CpuPlan {
+            config,
+            batch,
+            threads,
+            params,
+            unet,
+            decoder,
+            schedule,
+            timesteps,
+            sampler,
+            latent,
+            out_shape,
+            report,
+            slab,
+            arena_len,
+            pack_len,
+            shared_len,
+            norm_len,
+            attn_len,
+            temb,
+        } = self;
+        let n = numel(latent);
         let pool = Pool::new(threads)?;
         let dynamic = unet.as_ref().map_or(Vec::new(), |u| u.slots.iter().map(|s| vec![0f32; s.cout]).collect());
         Ok(CpuRuntime {
-            config: config.clone(),
-            batch: opts.batch,
+            slab_moments: vec![0f64; if slab.is_some() { 2 * config.decoder.as_ref().map_or(0, |d| d.norm_num_groups as usize) } else { 0 }],
+            config,
+            batch,
             pool,
             params,
             arena: try_vec(arena_len, "arena")?,
@@ -178,11 +257,12 @@ impl CpuRuntime {
             noise: try_vec(n, "noise")?,
             report,
             slab_stats: try_vec(slab.as_ref().map_or(0, |p| p.stats_len()), "slab statistics")?,
-            slab_moments: vec![0f64; if slab.is_some() { 2 * config.decoder.as_ref().map_or(0, |d| d.norm_num_groups as usize) } else { 0 }],
             slab,
         })
     }
+}
 
+impl CpuRuntime {
     pub fn plan(&self) -> &PlanReport {
         &self.report
     }

@@ -31,6 +31,9 @@ pub enum RuntimeError {
     MemoryLimit { needed: usize, limit: usize },
     #[error("size overflow while planning {0}")]
     Overflow(&'static str),
+    /// The plan fitted `max_memory` (or had none) but the system refused the allocation.
+    #[error("cannot allocate the {what}: {bytes} bytes ({:.2} GiB) are not available", *bytes as f64 / (1u64 << 30) as f64)]
+    OutOfMemory { what: &'static str, bytes: usize },
     #[error("could not start worker thread: {0}")]
     Thread(String),
     /// A failure inside the CUDA backend (driver, cuBLAS, cuDNN, launch, capture).

@@ -31,5 +31,5 @@ pub mod weights;
 pub use error::RuntimeError;
 pub use options::{Device, Options, Precision, Progress, Sampler};
 pub use philox::philox_normal;
-pub use runtime::{PlanReport, Runtime};
+pub use runtime::{PlanReport, Planned, Runtime};
 pub use weights::{WeightSource, WeightStore};

@@ -3,7 +3,7 @@
 //! `cuda`); every method then dispatches to it, and an operation a backend lacks is a typed
 //! `RuntimeError::Unsupported`, never a panic.
 
-use crate::cpu::CpuRuntime;
+use crate::cpu::{CpuPlan, CpuRuntime};
 use crate::error::RuntimeError;
 use crate::options::{Device, Options, Progress};
 use crate::schedule::Schedule;
@@ -39,6 +39,44 @@ pub struct PlanReport {
     pub decoder_slab_planes: usize,
 }
 
+/// A runtime whose plan is known and whose large buffers are not yet allocated (CPU backend):
+/// `report` says what `allocate` will take.
+pub struct Planned {
+    inner: PlannedBackend,
+}
+
+enum PlannedBackend {
+    Cpu(Box<CpuPlan>),
+    /// A backend that plans and allocates in one step (CUDA).
+    Ready(Backend),
+}
+
+impl Planned {
+    /// The plan's bytes: weights (already packed), arena, workspaces and sampler state.
+    pub fn report(&self) -> &PlanReport {
+        match &self.inner {
+            PlannedBackend::Cpu(p) => p.report(),
+            PlannedBackend::Ready(b) => Runtime::backend_report(b),
+        }
+    }
+    /// Shape `[C, D, H, W]` of one generated volume.
+    pub fn output_shape(&self) -> [usize; 4] {
+        match &self.inner {
+            PlannedBackend::Cpu(p) => p.output_shape(),
+            PlannedBackend::Ready(b) => Runtime::backend_output_shape(b),
+        }
+    }
+    /// Allocates what the plan reports and returns the runtime, or a typed error
+    /// (`OutOfMemory` names the buffer and its bytes) when the system refuses.
+    pub fn allocate(self) -> Result<Runtime, RuntimeError> {
+        let backend = match self.inner {
+            PlannedBackend::Cpu(p) => Backend::Cpu(Box::new(p.allocate()?)),
+            PlannedBackend::Ready(b) => b,
+        };
+        Ok(Runtime { backend })
+    }
+}
+
 /// Loads a model once, then samples, runs the UNet and decodes on the chosen device.
 pub struct Runtime {
     backend: Backend,
@@ -64,11 +102,24 @@ impl Runtime {
 
     /// Builds a runtime taking tensors from any `WeightSource`, on `opts.device`.
     pub fn from_source(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<Runtime, RuntimeError> {
-        let backend = match opts.device {
-            Device::Cpu => Backend::Cpu(Box::new(CpuRuntime::from_source(config, store, opts)?)),
-            Device::Cuda(ordinal) => cuda_backend::open(config, store, &opts, ordinal)?,
+        Runtime::plan_source(config, store, opts)?.allocate()
+    }
+
+    /// Plans a runtime without allocating its arena, workspaces or sampler state, so that a
+    /// caller can show `Planned::report` and decide whether it fits before `Planned::allocate`.
+    /// The CPU backend has packed the weights at this point (`weights_bytes`); the CUDA backend
+    /// plans and allocates device memory in one go, so its `Planned` is already allocated.
+    pub fn plan_for(blob: &Blob, opts: Options) -> Result<Planned, RuntimeError> {
+        Runtime::plan_source(blob.config(), blob, opts)
+    }
+
+    /// `plan_for` over any `WeightSource`.
+    pub fn plan_source(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<Planned, RuntimeError> {
+        let inner = match opts.device {
+            Device::Cpu => PlannedBackend::Cpu(Box::new(CpuPlan::new(config, store, opts)?)),
+            Device::Cuda(ordinal) => PlannedBackend::Ready(cuda_backend::open(config, store, &opts, ordinal)?),
         };
-        Ok(Runtime { backend })
+        Ok(Planned { inner })
     }
 
     /// The device this runtime computes on.
@@ -81,14 +132,20 @@ impl Runtime {
     }
 
     pub fn plan(&self) -> &PlanReport {
-        match &self.backend {
+        Runtime::backend_report(&self.backend)
+    }
+    fn backend_report(backend: &Backend) -> &PlanReport {
+        match backend {
             Backend::Cpu(r) => r.plan(),
             #[cfg(feature = "cuda")]
             Backend::Cuda(c) => &c.report,
         }
     }
     pub fn output_shape(&self) -> [usize; 4] {
-        match &self.backend {
+        Runtime::backend_output_shape(&self.backend)
+    }
+    fn backend_output_shape(backend: &Backend) -> [usize; 4] {
+        match backend {
             Backend::Cpu(r) => r.output_shape(),
             #[cfg(feature = "cuda")]
             Backend::Cuda(c) => c.rt.output_shape(),
@@ -355,6 +412,21 @@ mod tests {
         assert!(rt.plan().total_bytes > 0 && rt.plan().threads == 1);
         assert_eq!(rt.latent_shape(), [4, 4, 4, 4]);
         assert_eq!(rt.output_shape(), [1, 8, 8, 8]);
+    }
+
+    /// Planning reports the same bytes as the allocated runtime, before allocating them.
+    #[test]
+    fn a_plan_reports_its_bytes_before_allocation() {
+        let (cfg, store) = tiny();
+        let opts = Options { threads: Some(1), ..Options::default() };
+        let planned = Runtime::plan_source(&cfg, &store, opts.clone()).unwrap();
+        let report = planned.report().clone();
+        assert!(report.arena_bytes > 0 && report.weights_bytes > 0);
+        assert_eq!(report.total_bytes, report.weights_bytes + report.arena_bytes + report.workspace_bytes + report.state_bytes);
+        assert_eq!(planned.output_shape(), [1, 8, 8, 8]);
+        let rt = planned.allocate().unwrap();
+        assert_eq!(rt.plan(), &report);
+        assert_eq!(Runtime::from_store(&cfg, &store, opts).unwrap().plan(), &report);
     }
 
     /// A configuration with no GroupNorm groups is refused by name for either network (before

@@ -4,10 +4,11 @@
 
 use crate::cmd::generate::{
     check_latent_shape, device_name, open_model, parse_device, parse_latent_shape, parse_precision,
-    resolve_model,
+    plan_and_allocate, resolve_model,
 };
+use crate::cmd::memory;
 use anyhow::{bail, Context};
-use ldm_runtime::{Options, Runtime};
+use ldm_runtime::Options;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -39,7 +40,11 @@ pub struct Args {
     /// Skip the decode measurement (it costs about three sampling steps at the bundle's size).
     #[arg(long)]
     pub no_decode: bool,
-    /// Print one JSON object instead of a table.
+    /// Bound in bytes for the arena, workspaces and sampler state (weights excluded), e.g. 2GiB:
+    /// the CPU decoder then works in depth slabs to fit.
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<String>,
+    /// Print one JSON object instead of a table (the plan line still goes to stderr).
     #[arg(long)]
     pub json: bool,
 }
@@ -148,6 +153,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
+    let max_memory = args
+        .max_memory
+        .as_deref()
+        .map(memory::parse_max_memory)
+        .transpose()?;
     let model_path = resolve_model(args.model.as_deref())?;
     let blob = open_model(&model_path)?;
     let cfg = blob.config();
@@ -161,15 +171,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         steps: None,
         sampler: None,
         threads: args.threads,
-        max_memory: None,
+        max_memory,
     };
-    let mut rt = Runtime::new(&blob, options)
-        .with_context(|| format!("cannot prepare model {} to run", model_path.display()))?;
+    let mut rt = plan_and_allocate(&blob, options, &model_path, true)?;
     let plan = rt.plan().clone();
     let out_shape = rt.output_shape();
     let timesteps: Vec<u32> = rt.timesteps().to_vec();
-    let mut x = vec![0f32; latent_shape.iter().product()];
-    let mut eps = vec![0f32; x.len()];
+    let mut x = memory::try_zeroed(latent_shape.iter().product(), "latent")?;
+    let mut eps = memory::try_zeroed(x.len(), "epsilon")?;
     fill(&mut x, 42);
 
     let mut samples = Vec::with_capacity(args.steps);
@@ -191,7 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let decode_seconds = if args.no_decode {
         None
     } else {
-        let mut image = vec![0f32; out_shape.iter().product()];
+        let mut image = memory::try_zeroed(out_shape.iter().product(), "output volume")?;
         let started = Instant::now();
         rt.decode(&x, &mut image).context("decode failed")?;
         Some(started.elapsed().as_secs_f64())

@@ -197,8 +197,9 @@ fn convert_one(
     let mut dtypes: Vec<&str> = source.iter().map(|t| t.source_dtype.name()).collect();
     dtypes.sort_unstable();
     dtypes.dedup();
+    // Keeps the report's type in the error chain: main prints it over several lines.
     let matched = match_network(network, source, cfg)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        .map_err(|e| anyhow::Error::new(*e).context(path.display().to_string()))?;
     say!(
         "{}: {} tensors read from {} ({}), {} renamed from monai >= 1.4 names, {} stored",
         network.prefix(),
@@ -234,7 +235,45 @@ fn check_f16_range(m: &Matched) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `a` and `b` name the same existing file (same device and inode, so symlinks, hard
+/// links and `dir/../name` spellings are all caught); false when either does not exist.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+    }
+}
+
+/// Refuses an `--out` that is one of the inputs: the blob would replace the checkpoint.
+fn check_out_is_not_an_input(args: &ConvertArgs) -> anyhow::Result<()> {
+    for (flag, input) in [
+        ("--autoencoder", &args.autoencoder),
+        ("--unet", &args.unet),
+        ("--config", &args.config),
+    ] {
+        if let Some(input) = input {
+            if same_file(&args.out, input) {
+                bail!(
+                    "--out {} is the same file as {flag} {}: writing the blob would replace it; choose another --out",
+                    args.out.display(),
+                    input.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
+    check_out_is_not_an_input(&args)?;
     let arch = match (&args.config, args.preset) {
         (Some(path), _) => Architecture::from_file(path)?,
         (None, Some(Preset::Bundle)) => Architecture::bundle(),

@@ -1,10 +1,15 @@
 //! `brats-ldm generate`: make N synthetic volumes from a model blob, reproducibly, as files a
 //! neuroimaging tool opens (NIfTI-1 with the model's geometry), with safe batch semantics for job
-//! arrays: per-seed files written by temp + rename, complete outputs skipped on rerun, seed ranges
-//! split by `--shard I/N`, a JSON-lines manifest, optional PNG previews and progress bars.
+//! arrays and runs sharing a folder: per-volume claim files (one run makes each volume), files
+//! written by temp + rename, complete outputs (gzip CRC checked) skipped on rerun, seed ranges split
+//! by `--shard I/N`, a JSON-lines manifest with one line per volume, a volume with non-finite
+//! values refused, the plan's memory printed and checked before it is allocated, optional PNG
+//! previews and progress bars.
 //! Also home of the argument helpers `bench` shares (model lookup, device, latent shape).
 
-use crate::output::manifest::{self, ManifestEntry};
+use crate::cmd::memory;
+use crate::output::claim::{self, Acquired};
+use crate::output::manifest::{self, ManifestEntry, Records};
 use crate::output::nifti::{self, VolumeHeader};
 use crate::output::shard::Shard;
 use crate::output::volume::{self, Existing, Format};
@@ -76,10 +81,18 @@ pub struct Args {
     /// eta > 0) draws its step noise from --seed, as the run of that seed does.
     #[arg(long, value_name = "FILE.npy")]
     pub init_noise: Option<PathBuf>,
-    /// No per-volume log lines when stderr is not a terminal.
+    /// Bound in bytes for the arena, workspaces and sampler state (weights excluded), e.g. 2GiB:
+    /// the CPU decoder then works in depth slabs to fit (same result within 1e-6).
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<String>,
+    /// No plan line and no per-volume log lines when stderr is not a terminal.
     #[arg(long)]
     pub quiet: bool,
 }
+
+/// `--init-noise` values beyond this magnitude are not standard normal noise (|x| > 10 has
+/// probability about 1.5e-23 per value) and are refused before sampling.
+pub const INIT_NOISE_LIMIT: f32 = 10.0;
 
 // ---------------------------------------------------------------------------------------------
 // Argument helpers shared with `bench`.
@@ -289,7 +302,10 @@ enum Noise<'a> {
     Seed(u64),
     /// The `--init-noise` latent; a stochastic sampler (DDPM, DDIM with eta > 0) draws its step
     /// noise from `step_seed` (`--seed`), a deterministic one has none (None).
-    Init { latent: &'a [f32], step_seed: Option<u64> },
+    Init {
+        latent: &'a [f32],
+        step_seed: Option<u64>,
+    },
 }
 
 impl Noise<'_> {
@@ -361,6 +377,7 @@ struct Settings {
     device: Device,
     precision: Precision,
     latent_arg: Option<[usize; 4]>,
+    max_memory: Option<usize>,
     /// `--init-noise`: the file, its latent shape and values.
     init: Option<(PathBuf, [usize; 4], Vec<f32>)>,
 }
@@ -393,6 +410,11 @@ fn parse_settings(args: &Args) -> anyhow::Result<Settings> {
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
+    let max_memory = args
+        .max_memory
+        .as_deref()
+        .map(memory::parse_max_memory)
+        .transpose()?;
     if args.steps == Some(0) {
         bail!("--steps must be at least 1");
     }
@@ -414,6 +436,7 @@ fn parse_settings(args: &Args) -> anyhow::Result<Settings> {
         device,
         precision,
         latent_arg,
+        max_memory,
         init,
     })
 }
@@ -442,13 +465,13 @@ fn init_stem(path: &Path) -> String {
     }
 }
 
-/// The state of one batch run: where files go, what the manifest already records, and how
-/// each volume is described.
+/// The state of one batch run: where files go, what the folder's manifests already record, and
+/// how each volume is described.
 struct Batch<'a> {
     out: &'a Path,
     format: Format,
     manifest_path: PathBuf,
-    recorded: HashMap<String, ManifestEntry>,
+    records: Records,
     stale: HashMap<String, Vec<PathBuf>>,
     /// Manifest fields shared by every volume of the run (file, seed, seconds filled per volume).
     template: ManifestEntry,
@@ -457,6 +480,20 @@ struct Batch<'a> {
     bars: Bars,
     made: usize,
     skipped: usize,
+    /// Volumes another live run was making when this one reached them.
+    busy: Vec<String>,
+    /// Volumes that came out with non-finite values (not written).
+    failed: Vec<String>,
+}
+
+/// What became of one job.
+enum Outcome {
+    Made,
+    Skipped,
+    /// Another run holds the volume's claim.
+    Busy,
+    /// Not written: the reason.
+    Failed(String),
 }
 
 impl Batch<'_> {
@@ -469,7 +506,58 @@ impl Batch<'_> {
         }
     }
 
-    /// Removes temporary files an interrupted run left for this job (never other shards').
+    /// One job under its claim: skip it when another run holds it, else check what exists,
+    /// then make it if needed; the claim is released whatever happens.
+    fn run_job(&mut self, job: &Job, rt: &mut Runtime, volume: &mut [f32]) -> anyhow::Result<()> {
+        let claim = match claim::acquire(self.out, &job.volume_name).with_context(|| {
+            format!("cannot claim {} in {}", job.volume_name, self.out.display())
+        })? {
+            Acquired::Owned(c) => c,
+            Acquired::Busy(holder) => {
+                let who = holder.map_or_else(|| "another run".to_string(), |h| h.describe());
+                self.bars.log(format!(
+                    "{} is being made by {who}: skipped",
+                    job.volume_name
+                ));
+                return self.finish(job, Outcome::Busy);
+            }
+        };
+        if let Some(dead) = &claim.took_over {
+            self.bars.log(format!(
+                "{}: taking over the claim of {dead} (no longer running)",
+                job.volume_name
+            ));
+        }
+        self.clean_stale(job)?;
+        let outcome = if self.already_done(job)? {
+            Outcome::Skipped
+        } else {
+            self.produce(job, rt, volume, &claim)?
+        };
+        claim.release();
+        self.finish(job, outcome)
+    }
+
+    fn finish(&mut self, job: &Job, outcome: Outcome) -> anyhow::Result<()> {
+        match outcome {
+            Outcome::Made => self.made += 1,
+            Outcome::Skipped => {
+                self.skipped += 1;
+                self.bars
+                    .log(format!("{} complete, skipped", job.volume_name));
+            }
+            Outcome::Busy => self.busy.push(job.volume_name.clone()),
+            Outcome::Failed(why) => {
+                self.bars.log(format!("{}: {why}", job.volume_name));
+                self.failed.push(job.volume_name.clone());
+            }
+        }
+        self.bars.volumes.inc(1);
+        Ok(())
+    }
+
+    /// Removes temporary files an interrupted run left for this job (never other shards'; only
+    /// called under the job's claim, so never a live run's).
     fn clean_stale(&mut self, job: &Job) -> anyhow::Result<()> {
         for name in std::iter::once(&job.volume_name).chain(job.preview_name.as_ref()) {
             for tmp in self.stale.remove(name.as_str()).unwrap_or_default() {
@@ -486,33 +574,65 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// True when the job's outputs already exist complete (then it is recorded and skipped).
+    /// Appends the job's manifest line unless a manifest of the folder already records the
+    /// volume with these settings. The manifests read so far are brought up to date first; only
+    /// when they do not record it is the folder listed again (another run's manifest may have
+    /// appeared), so a resumed batch costs no directory scan per volume.
+    fn record(&mut self, entry: &ManifestEntry) -> anyhow::Result<()> {
+        for rescan in [false, true] {
+            self.records
+                .refresh(rescan)
+                .with_context(|| format!("cannot read the manifests in {}", self.out.display()))?;
+            if matches!(self.records.get(&entry.file), Some(found) if same_settings(found, entry)) {
+                return Ok(());
+            }
+        }
+        manifest::append(&self.manifest_path, entry)
+            .with_context(|| format!("cannot append to {}", self.manifest_path.display()))?;
+        self.records
+            .refresh(false)
+            .with_context(|| format!("cannot read {}", self.manifest_path.display()))
+    }
+
+    /// True when the job's outputs already exist complete (then recorded and skipped). A
+    /// `.nii.gz` is complete only when its whole gzip stream inflates to the expected size with
+    /// a correct CRC-32.
     fn already_done(&mut self, job: &Job) -> anyhow::Result<bool> {
         let volume_path = self.out.join(&job.volume_name);
         let preview_ok = match &job.preview_name {
             Some(p) => self.out.join(p).is_file(),
             None => true,
         };
-        match volume::check_existing(&volume_path, self.format, &job.header) {
+        let mut state = volume::check_existing(&volume_path, self.format, &job.header);
+        if state == Existing::Complete && self.format == Format::NiiGz {
+            let want = volume::expected_bytes(self.format, &job.header);
+            match ldm_io::gzip::verify(&volume_path, Some(want)) {
+                Ok(n) if n == want => {}
+                Ok(n) => {
+                    state = Existing::Incomplete(format!("inflates to {n} bytes, expected {want}"))
+                }
+                Err(e) => state = Existing::Incomplete(e.to_string()),
+            }
+        }
+        match state {
             Existing::Complete if preview_ok => {
                 let ours = self.entry(job, None);
-                match self.recorded.get(&job.volume_name) {
-                    Some(found) if !same_settings(found, &ours) => bail!(
-                        "{} exists but {} records other settings for it (model {}, {} {} steps); remove it or \
-                         choose another --out",
-                        volume_path.display(),
-                        self.manifest_path.display(),
-                        found.model_checksum,
-                        found.sampler,
-                        found.steps
-                    ),
-                    Some(_) => {}
-                    None => manifest::append(&self.manifest_path, &ours)
-                        .with_context(|| format!("cannot append to {}", self.manifest_path.display()))?,
+                self.records
+                    .refresh(false)
+                    .with_context(|| format!("cannot read {}", self.manifest_path.display()))?;
+                if let Some(found) = self.records.get(&job.volume_name) {
+                    if !same_settings(found, &ours) {
+                        bail!(
+                            "{} exists but the manifest records other settings for it (model {}, {} {} steps); remove it or \
+                             choose another --out",
+                            volume_path.display(),
+                            found.model_checksum,
+                            found.sampler,
+                            found.steps
+                        );
+                    }
                 }
-                self.skipped += 1;
-                self.bars.log(format!("{} complete, skipped", job.volume_name));
-                self.bars.volumes.inc(1);
+                self.record(&ours)?;
                 Ok(true)
             }
             Existing::Different { found } => bail!(
@@ -530,13 +650,15 @@ impl Batch<'_> {
     }
 
     /// Generates one volume into `volume` and writes preview, volume and manifest line, in
-    /// that order (the volume's final name appears only once its preview exists).
+    /// that order (the volume's final name appears only once its preview exists). A volume with
+    /// a non-finite value is not written; nor is one whose claim another run took meanwhile.
     fn produce(
         &mut self,
         job: &Job,
         rt: &mut Runtime,
         volume: &mut [f32],
-    ) -> anyhow::Result<()> {
+        claim: &claim::Claim,
+    ) -> anyhow::Result<Outcome> {
         let started = Instant::now();
         let steps_bar = &self.bars.steps;
         steps_bar.reset();
@@ -547,12 +669,31 @@ impl Batch<'_> {
         };
         let result = match job.noise {
             Noise::Seed(seed) => rt.generate(seed, volume, &mut on_progress),
-            Noise::Init { latent, step_seed } => {
-                rt.generate_from_noise_seeded(latent, step_seed.unwrap_or(0), volume, &mut on_progress)
-            }
+            Noise::Init { latent, step_seed } => rt.generate_from_noise_seeded(
+                latent,
+                step_seed.unwrap_or(0),
+                volume,
+                &mut on_progress,
+            ),
         };
         result.with_context(|| format!("generating {} failed", job.volume_name))?;
         steps_bar.set_position(self.steps as u64 + 1);
+        let bad = volume.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            let first = volume.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Ok(Outcome::Failed(format!(
+                "{bad} of {} values are not finite (the first, at index {first}, is {}): not written",
+                volume.len(),
+                volume[first]
+            )));
+        }
+        if !claim.still_ours() {
+            self.bars.log(format!(
+                "{}: another run took over its claim meanwhile; not written by this run",
+                job.volume_name
+            ));
+            return Ok(Outcome::Busy);
+        }
 
         if let Some(name) = &job.preview_name {
             let shape = self.out_shape;
@@ -567,18 +708,44 @@ impl Batch<'_> {
                     format!("cannot write {}", self.out.join(&job.volume_name).display())
                 })?;
         let seconds = started.elapsed().as_secs_f64();
-        manifest::append(&self.manifest_path, &self.entry(job, Some(seconds)))
-            .with_context(|| format!("cannot append to {}", self.manifest_path.display()))?;
-        self.made += 1;
+        let entry = self.entry(job, Some(seconds));
+        self.record(&entry)?;
         self.bars
             .log(format!("wrote {} ({seconds:.1} s)", volume_path.display()));
-        self.bars.volumes.inc(1);
-        Ok(())
+        Ok(Outcome::Made)
     }
 }
 
+/// `generate`: on failure, also removes the output directory (and parents) it created when
+/// they are still empty.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let settings = parse_settings(&args)?;
+    let created = first_missing_ancestor(&args.out);
+    let result = run_batch(&args);
+    if let (Err(_), Some(top)) = (&result, &created) {
+        for dir in args.out.ancestors() {
+            // remove_dir removes empty directories only
+            if std::fs::remove_dir(dir).is_err() || dir == top.as_path() {
+                break;
+            }
+        }
+    }
+    result
+}
+
+/// The outermost directory of `dir`'s path that does not exist yet (None: `dir` exists).
+fn first_missing_ancestor(dir: &Path) -> Option<PathBuf> {
+    let mut top = None;
+    for a in dir.ancestors() {
+        if a.as_os_str().is_empty() || a.exists() {
+            break;
+        }
+        top = Some(a.to_path_buf());
+    }
+    top
+}
+
+fn run_batch(args: &Args) -> anyhow::Result<()> {
+    let settings = parse_settings(args)?;
     let model_path = resolve_model(args.model.as_deref())?;
     let blob = open_model(&model_path)?;
     let cfg = blob.config().clone();
@@ -617,10 +784,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         steps: args.steps,
         sampler: Some(sampler),
         threads: args.threads,
-        max_memory: None,
+        max_memory: settings.max_memory,
     };
-    let mut rt = Runtime::new(&blob, options)
-        .with_context(|| format!("cannot prepare model {} to run", model_path.display()))?;
+    let mut rt = plan_and_allocate(&blob, options, &model_path, !args.quiet)?;
     let steps = rt.timesteps().len();
     let out_shape = rt.output_shape();
     let checksum = checksum_hex(&blob);
@@ -650,7 +816,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 None => format!("init={:016x}", fnv1a(data)),
             };
             let job = Job {
-                noise: Noise::Init { latent: data, step_seed },
+                noise: Noise::Init {
+                    latent: data,
+                    step_seed,
+                },
                 volume_name: format!("init-{stem}.{ext}"),
                 preview_name: preview.then(|| format!("init-{stem}.png")),
                 header: header_for(&id),
@@ -676,18 +845,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let manifest_path = args
         .out
         .join(manifest::file_name(&settings.shard.file_tag()));
-    let recorded = manifest::read(&manifest_path)
-        .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?
-        .into_iter()
-        .map(|e| (e.file.clone(), e))
-        .collect();
+    let records = Records::load(&args.out)
+        .with_context(|| format!("cannot read the manifests in {}", args.out.display()))?;
     let stale = atomic::stale_temps(&args.out)
         .with_context(|| format!("cannot list output directory {}", args.out.display()))?;
     let mut batch = Batch {
         out: &args.out,
         format: settings.format,
         manifest_path,
-        recorded,
+        records,
         stale,
         template: ManifestEntry {
             file: String::new(),
@@ -711,26 +877,79 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bars: Bars::new(total, steps as u64 + 1, args.quiet),
         made: 0,
         skipped: 0,
+        busy: Vec::new(),
+        failed: Vec::new(),
     };
-    let mut volume = vec![0f32; out_shape.iter().product()];
+    let mut volume = memory::try_zeroed(out_shape.iter().product(), "output volume")?;
     for job in jobs {
-        batch.clean_stale(&job)?;
-        if !batch.already_done(&job)? {
-            batch.produce(&job, &mut rt, &mut volume)?;
-        }
+        batch.run_job(&job, &mut rt, &mut volume)?;
     }
     batch.bars.steps.finish_and_clear();
     batch.bars.volumes.finish_and_clear();
     if batch.bars.log_lines || std::io::stderr().is_terminal() {
+        let busy = if batch.busy.is_empty() {
+            String::new()
+        } else {
+            format!(", {} being made by other runs", batch.busy.len())
+        };
         eprintln!(
-            "{} written, {} already complete, in {} (manifest: {})",
+            "{} written, {} already complete{busy}, in {} (manifest: {})",
             batch.made,
             batch.skipped,
             args.out.display(),
             batch.manifest_path.display()
         );
     }
+    if !batch.failed.is_empty() {
+        bail!(
+            "{} of {total} volumes had non-finite values and were not written: {}",
+            batch.failed.len(),
+            list_names(&batch.failed, 10)
+        );
+    }
     Ok(())
+}
+
+/// "a, b, c and 7 more".
+fn list_names(names: &[String], show: usize) -> String {
+    let mut s = names
+        .iter()
+        .take(show)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > show {
+        s.push_str(&format!(" and {} more", names.len() - show));
+    }
+    s
+}
+
+/// Plans the runtime, prints the plan's bytes (`announce`), refuses a plan that cannot fit in
+/// the memory available, then allocates it.
+pub fn plan_and_allocate(
+    blob: &Blob,
+    options: Options,
+    model_path: &Path,
+    announce: bool,
+) -> anyhow::Result<Runtime> {
+    let cpu = options.device == Device::Cpu;
+    let planned = Runtime::plan_for(blob, options)
+        .with_context(|| format!("cannot prepare model {} to run", model_path.display()))?;
+    let volume_bytes = planned.output_shape().iter().product::<usize>() as u64 * 4;
+    let available = memory::available();
+    if announce {
+        let mut line = memory::describe(planned.report(), volume_bytes);
+        if let Some(a) = available.as_ref().filter(|_| cpu) {
+            line.push_str(&format!("; {} available", memory::gib(a.bytes)));
+        }
+        eprintln!("{line}");
+    }
+    if cpu {
+        memory::check_fits(planned.report(), volume_bytes, available.as_ref())?;
+    }
+    planned
+        .allocate()
+        .with_context(|| format!("cannot prepare model {} to run", model_path.display()))
 }
 
 /// Whether a manifest entry describes the same volume as `ours` (timing aside).
@@ -762,6 +981,13 @@ fn read_init_noise(path: &Path) -> anyhow::Result<([usize; 4], Vec<f32>)> {
     if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
         bail!(
             "--init-noise {}: value {i} is not finite ({})",
+            path.display(),
+            a.data[i]
+        );
+    }
+    if let Some(i) = a.data.iter().position(|v| v.abs() > INIT_NOISE_LIMIT) {
+        bail!(
+            "--init-noise {}: value {i} is {:e}, far outside standard normal noise (|x| <= {INIT_NOISE_LIMIT})",
             path.display(),
             a.data[i]
         );
@@ -876,6 +1102,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("value 3"));
+        let mut huge = vec![0.0; 16];
+        huge[5] = 1e37;
+        let huge = write("e.npy", &[1, 2, 2, 2, 2], &huge);
+        let e = read_init_noise(&huge).unwrap_err().to_string();
+        assert!(e.contains("value 5") && e.contains("1e37"), "{e}");
+        let edge = write("f.npy", &[1, 2, 2, 2, 2], &[-INIT_NOISE_LIMIT; 16]);
+        assert!(read_init_noise(&edge).is_ok());
         let real =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monai/pipeline/noise.npy");
         assert_eq!(read_init_noise(&real).unwrap().0, [8, 8, 8, 4]);

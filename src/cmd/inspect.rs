@@ -14,6 +14,7 @@ use ldm_weights::{parameter_counts, Blob, ModelConfig};
 use serde::Serialize;
 
 use crate::cmd::convert::dtype_name;
+use crate::escape::escape;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -103,7 +104,11 @@ fn render_text(args: &InspectArgs, blob: &Blob) -> String {
     let cfg = blob.config();
     let (major, minor) = blob.format_version();
     let nets = summarize(blob);
-    push_line!(out, "blob:        {}", args.model.display());
+    push_line!(
+        out,
+        "blob:        {}",
+        escape(&args.model.display().to_string())
+    );
     push_line!(
         out,
         "format:      version {major}.{minor}, {} bytes (header {} bytes, tensor data {} bytes)",
@@ -130,13 +135,13 @@ fn render_text(args: &InspectArgs, blob: &Blob) -> String {
     push_line!(
         out,
         "provenance:  producer \"{}\"; data \"{}\"; steps {}; date {}",
-        p.producer,
-        p.data,
+        escape(&p.producer),
+        escape(&p.data),
         p.steps,
         if p.date.is_empty() {
-            "(not recorded)"
+            "(not recorded)".into()
         } else {
-            &p.date
+            escape(&p.date)
         }
     );
     push_line!(
@@ -162,7 +167,7 @@ fn render_text(args: &InspectArgs, blob: &Blob) -> String {
         out,
         "geometry:    spacing [{}] mm, orientation {}, intensity range [{}]",
         list(&g.spacing_mm),
-        g.orientation,
+        escape(&g.orientation),
         list(&g.intensity_range)
     );
     let count = |k: &str| {
@@ -210,7 +215,7 @@ fn render_text(args: &InspectArgs, blob: &Blob) -> String {
             push_line!(
                 out,
                 "  {:<64} {:<4} [{}] @{} {} bytes",
-                t.name,
+                escape(&t.name),
                 dtype_name(t.dtype),
                 list(&t.shape),
                 t.offset,

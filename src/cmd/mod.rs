@@ -4,6 +4,8 @@ pub mod bench;
 pub mod convert;
 pub mod generate;
 pub mod inspect;
+// plan bytes against available memory, --max-memory (generate and bench)
+pub mod memory;
 pub mod download;
 pub mod phantoms;
 pub mod prepare;

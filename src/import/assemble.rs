@@ -81,31 +81,79 @@ impl Mismatch {
     }
 }
 
+/// Lines of one kind shown in a mismatch report before "... and N more".
+const REPORT_LINES: usize = 12;
+
+/// Writes the first `REPORT_LINES` of `items` with `line`, then how many were left out.
+fn capped<T>(
+    f: &mut fmt::Formatter<'_>,
+    items: &[T],
+    what: &str,
+    line: impl Fn(&mut fmt::Formatter<'_>, &T) -> fmt::Result,
+) -> fmt::Result {
+    for item in items.iter().take(REPORT_LINES) {
+        line(f, item)?;
+    }
+    if items.len() > REPORT_LINES {
+        writeln!(f, "  ... and {} more {what}", items.len() - REPORT_LINES)?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names come from the checkpoint: escaped, so none can break or forge a line.
+        let esc = |s: &str| crate::escape::escape(s).into_owned();
+        let only_non_finite = self.missing.is_empty()
+            && self.extra.is_empty()
+            && self.misshaped.is_empty()
+            && self.duplicated.is_empty()
+            && self.applied_out_proj.is_empty();
+        if only_non_finite && !self.non_finite.is_empty() {
+            // One line: many damaged tensors mean damaged data, not a wrong architecture.
+            let values: usize = self.non_finite.iter().map(|(_, k)| k).sum();
+            let (first, k) = &self.non_finite[0];
+            return write!(
+                f,
+                "the {} checkpoint holds NaN or infinite values in {} tensors ({values} values; first `{}`: {k}); \
+                 its data is damaged, or its byte order or dtype is not what it claims",
+                self.network,
+                self.non_finite.len(),
+                esc(first)
+            );
+        }
         writeln!(
             f,
             "the {} checkpoint does not match the architecture:",
             self.network
         )?;
-        for t in &self.missing {
-            writeln!(f, "  missing     {} {:?}", t.name, t.shape)?;
-        }
-        for (n, s) in &self.extra {
-            writeln!(f, "  unexpected  {n} {s:?}")?;
-        }
-        for (n, want, got) in &self.misshaped {
-            writeln!(f, "  wrong shape {n}: expected {want:?}, found {got:?}")?;
-        }
-        for n in &self.duplicated {
-            writeln!(f, "  duplicated  {n} (present under both namings)")?;
-        }
-        for (n, k) in &self.non_finite {
-            writeln!(f, "  non-finite  {n}: {k} NaN or infinite values")?;
-        }
-        for n in &self.applied_out_proj {
-            writeln!(f, "  out_proj    {n}: monai >= 1.4 applies this output projection, but the config says it is not applied")?;
-        }
+        capped(f, &self.missing, "missing", |f, t| {
+            writeln!(f, "  missing     {} {:?}", t.name, t.shape)
+        })?;
+        capped(f, &self.extra, "unexpected", |f, (n, s)| {
+            writeln!(f, "  unexpected  {} {s:?}", esc(n))
+        })?;
+        capped(
+            f,
+            &self.misshaped,
+            "with the wrong shape",
+            |f, (n, want, got)| {
+                writeln!(
+                    f,
+                    "  wrong shape {}: expected {want:?}, found {got:?}",
+                    esc(n)
+                )
+            },
+        )?;
+        capped(f, &self.duplicated, "duplicated", |f, n| {
+            writeln!(f, "  duplicated  {} (present under both namings)", esc(n))
+        })?;
+        capped(f, &self.non_finite, "non-finite", |f, (n, k)| {
+            writeln!(f, "  non-finite  {}: {k} NaN or infinite values", esc(n))
+        })?;
+        capped(f, &self.applied_out_proj, "out_proj", |f, n| {
+            writeln!(f, "  out_proj    {}: monai >= 1.4 applies this output projection, but the config says it is not applied", esc(n))
+        })?;
         if !self.applied_out_proj.is_empty() {
             writeln!(f, "  (a checkpoint trained with monai >= 1.4 and include_fc=True needs `\"attention_output_projection\": true` in network_def)")?;
         }

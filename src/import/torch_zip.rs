@@ -236,12 +236,30 @@ fn dict_entries(p: &Pickle, id: Id, what: &str) -> Result<Vec<(Id, Id)>, String>
     }
 }
 
+/// The first keys of a dict, e.g. "'a', 'b' and 420 more"; a dict of tensors is named as
+/// such, since then no `--key` is needed.
 fn key_list(p: &Pickle, entries: &[(Id, Id)]) -> String {
-    entries
+    const SHOWN: usize = 8;
+    let mut s = entries
         .iter()
+        .take(SHOWN)
         .map(|(k, _)| p.describe(*k))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if entries.len() > SHOWN {
+        s.push_str(&format!(" and {} more", entries.len() - SHOWN));
+    }
+    if !entries.is_empty()
+        && entries
+            .iter()
+            .all(|(_, v)| matches!(p.get(*v), Obj::Tensor(_)))
+    {
+        s.push_str(&format!(
+            "; all {} entries are tensors, so it is the state dict itself: drop --key",
+            entries.len()
+        ));
+    }
+    s
 }
 
 /// A validated view: shape in usize, element count, and whether it is one contiguous run.

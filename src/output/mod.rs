@@ -3,6 +3,8 @@
 //! Plain functions over plain data; the command in `cmd/generate.rs` strings them together.
 
 pub mod atomic;
+// per-volume claim files for runs sharing an output folder
+pub mod claim;
 pub mod manifest;
 pub mod nifti;
 pub mod npy;

@@ -39,9 +39,14 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Asserts a failed run with exactly one line on stderr containing every `needle`.
+/// Asserts a failed run with exactly one line on stderr containing every `needle` (the
+/// informational "plan: ..." line printed before the runtime allocates does not count).
 pub fn assert_one_line_error(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
+    let err: String = stderr(o)
+        .lines()
+        .filter(|l| !l.starts_with("plan: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert!(
         !o.status.success(),
         "expected failure, got success; stderr: {err}"

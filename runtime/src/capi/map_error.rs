@@ -25,7 +25,7 @@ pub fn from_runtime(e: &RuntimeError) -> CError {
         | RuntimeError::InvalidConfig(_) => ERR_INVALID_BLOB,
         RuntimeError::InvalidOption(_) => ERR_INVALID_ARGUMENT,
         RuntimeError::BufferSize { .. } => ERR_BUFFER_TOO_SMALL,
-        RuntimeError::MemoryLimit { .. } | RuntimeError::Overflow(_) => ERR_OUT_OF_MEMORY,
+        RuntimeError::MemoryLimit { .. } | RuntimeError::Overflow(_) | RuntimeError::OutOfMemory { .. } => ERR_OUT_OF_MEMORY,
         // Not exhaustive on purpose: a variant added to the runtime maps to the generic code
         // instead of breaking the build of the whole crate.
         #[allow(unreachable_patterns)]
