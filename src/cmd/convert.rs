@@ -94,15 +94,6 @@ impl From<DtypeArg> for DType {
     }
 }
 
-/// Display name of a blob dtype (`f32`, `f16`, `bf16`).
-pub fn dtype_name(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-    }
-}
-
 fn parse_latent_shape(s: &str) -> Result<[u32; 4], String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     if parts.len() != 4 {
@@ -308,7 +299,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         "wrote {}: {} tensors ({}), {} bytes, checksum xxh3-64 {:016x} (verified)",
         args.out.display(),
         blob.tensors().len(),
-        dtype_name(dtype),
+        dtype.name(),
         blob.file_len(),
         blob.checksum()
     );

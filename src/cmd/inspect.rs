@@ -4,16 +4,14 @@
 //! The blob is opened through the validating reader, so a blob that inspects at all has a
 //! verified checksum, a consistent config and exactly the tensors its config requires.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use ldm_weights::{parameter_counts, Blob, ModelConfig};
-use serde::Serialize;
+use ldm_weights::report::{dtype_counts, networks, unused_proj_attn_parameters, BlobReport};
+use ldm_weights::Blob;
 
-use crate::cmd::convert::dtype_name;
 use crate::escape::escape;
 
 #[derive(Args, Debug)]
@@ -37,61 +35,6 @@ macro_rules! push_line {
     }};
 }
 
-/// Parameters of `proj_attn` layers that the UNet's config says are not applied (so not stored).
-fn unused_proj_attn_parameters(cfg: &ModelConfig) -> u64 {
-    match &cfg.unet {
-        Some(u) if !u.attention_output_projection => {
-            let mut with = cfg.clone();
-            if let Some(w) = with.unet.as_mut() {
-                w.attention_output_projection = true;
-            }
-            parameter_counts(&with)
-                .unet
-                .saturating_sub(parameter_counts(cfg).unet)
-        }
-        _ => 0,
-    }
-}
-
-#[derive(Serialize)]
-struct NetworkSummary {
-    tensors: usize,
-    parameters: u64,
-    bytes: u64,
-}
-
-fn summarize(blob: &Blob) -> BTreeMap<&'static str, NetworkSummary> {
-    let mut out: BTreeMap<&'static str, NetworkSummary> = BTreeMap::new();
-    for t in blob.tensors() {
-        let net = if t.name.starts_with("autoencoder.encoder.")
-            || t.name.starts_with("autoencoder.quant_conv_")
-        {
-            "encoder"
-        } else if t.name.starts_with("autoencoder.") {
-            "decoder"
-        } else {
-            "unet"
-        };
-        let e = out.entry(net).or_insert(NetworkSummary {
-            tensors: 0,
-            parameters: 0,
-            bytes: 0,
-        });
-        e.tensors += 1;
-        e.parameters += t.shape.iter().product::<usize>() as u64;
-        e.bytes += t.len;
-    }
-    out
-}
-
-fn dtype_counts(blob: &Blob) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    for t in blob.tensors() {
-        *m.entry(dtype_name(t.dtype)).or_insert(0) += 1;
-    }
-    m
-}
-
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
     v.iter()
         .map(|x| x.to_string())
@@ -103,7 +46,7 @@ fn render_text(args: &InspectArgs, blob: &Blob) -> String {
     let mut out = String::new();
     let cfg = blob.config();
     let (major, minor) = blob.format_version();
-    let nets = summarize(blob);
+    let nets = networks(blob);
     push_line!(
         out,
         "blob:        {}",
@@ -216,7 +159,7 @@ fn render_text(args: &InspectArgs, blob: &Blob) -> String {
                 out,
                 "  {:<64} {:<4} [{}] @{} {} bytes",
                 escape(&t.name),
-                dtype_name(t.dtype),
+                t.dtype.name(),
                 list(&t.shape),
                 t.offset,
                 t.len
@@ -226,75 +169,8 @@ fn render_text(args: &InspectArgs, blob: &Blob) -> String {
     out
 }
 
-#[derive(Serialize)]
-struct Checksum {
-    algorithm: &'static str,
-    value: String,
-    status: &'static str,
-}
-
-#[derive(Serialize)]
-struct TensorRow<'a> {
-    name: &'a str,
-    dtype: &'static str,
-    shape: &'a [usize],
-    offset: u64,
-    bytes: u64,
-}
-
-/// The `--json` report. Serialised directly (not through `serde_json::Value`) so f32 fields
-/// print in their shortest form (1e-6, not 9.99999997e-7).
-#[derive(Serialize)]
-struct Report<'a> {
-    path: String,
-    format_version: String,
-    file_bytes: u64,
-    header_bytes: u64,
-    tensor_bytes: u64,
-    checksum: Checksum,
-    tensor_count: usize,
-    dtypes: BTreeMap<&'static str, usize>,
-    networks: BTreeMap<&'static str, NetworkSummary>,
-    parameters_total: u64,
-    unused_proj_attn_parameters: u64,
-    config: &'a ModelConfig,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tensors: Option<Vec<TensorRow<'a>>>,
-}
-
 fn render_json(args: &InspectArgs, blob: &Blob) -> serde_json::Result<String> {
-    let cfg = blob.config();
-    let (major, minor) = blob.format_version();
-    let networks = summarize(blob);
-    let report = Report {
-        path: args.model.display().to_string(),
-        format_version: format!("{major}.{minor}"),
-        file_bytes: blob.file_len(),
-        header_bytes: blob.header_len(),
-        tensor_bytes: blob.tensor_bytes(),
-        checksum: Checksum {
-            algorithm: "xxh3-64",
-            value: format!("{:016x}", blob.checksum()),
-            status: "verified",
-        },
-        tensor_count: blob.tensors().len(),
-        dtypes: dtype_counts(blob),
-        parameters_total: networks.values().map(|n| n.parameters).sum(),
-        networks,
-        unused_proj_attn_parameters: unused_proj_attn_parameters(cfg),
-        config: cfg,
-        tensors: args.tensors.then(|| {
-            blob.tensors()
-                .map(|t| TensorRow {
-                    name: &t.name,
-                    dtype: dtype_name(t.dtype),
-                    shape: &t.shape,
-                    offset: t.offset,
-                    bytes: t.len,
-                })
-                .collect()
-        }),
-    };
+    let report = BlobReport::new(blob, args.model.display().to_string(), args.tensors);
     let mut text = serde_json::to_string_pretty(&report)?;
     text.push('\n');
     Ok(text)

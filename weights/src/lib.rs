@@ -17,6 +17,7 @@ pub mod error;
 pub mod format;
 pub mod names;
 pub mod reader;
+pub mod report;
 pub mod tensor;
 pub mod validate;
 pub mod writer;
@@ -39,6 +40,15 @@ pub enum DType {
 }
 
 impl DType {
+    /// The short name used in reports, CLI options and kernel names: "f32", "f16", "bf16".
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
     pub fn size_bytes(self) -> usize {
         match self {
             DType::F32 => 4,

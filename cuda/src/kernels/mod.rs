@@ -67,18 +67,9 @@ pub const UNTYPED_KERNELS: [&str; 3] =
 /// All storage types the kernels are instantiated for.
 pub const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
-/// Name suffix of a storage type.
-pub fn suffix(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-    }
-}
-
 /// Entry-point name of a typed op.
 pub fn typed_name(op: &str, dtype: DType) -> String {
-    format!("ldm_{op}_{}", suffix(dtype))
+    format!("ldm_{op}_{}", dtype.name())
 }
 
 /// Every entry point the launchers use, sorted.
