@@ -1,14 +1,18 @@
 //! brats-ldm: the command line. Each subcommand lives in its own module under `cmd/`.
 
 mod cmd;
-mod escape;
-mod import;
+mod error_text;
 mod output;
 
 use clap::{Parser, Subcommand};
+use ldm_io::escape::{escape, escape_keep_lines};
 
 #[derive(Parser)]
-#[command(name = "brats-ldm", version, about = "Synthetic FLAIR brain MRI from a 3-D latent diffusion model")]
+#[command(
+    name = "brats-ldm",
+    version,
+    about = "Synthetic FLAIR brain MRI from a 3-D latent diffusion model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,9 +59,16 @@ fn main() -> std::process::ExitCode {
             // No control character or escape sequence from an input reaches the terminal, and
             // every message is one line except a checkpoint's mismatch report, which lists
             // tensors one per line and escapes their names itself.
-            let text = escape::chain_text(&e);
-            let report = e.chain().any(|c| c.is::<import::assemble::Mismatch>());
-            let shown = if report { escape::escape_keep_lines(&text) } else { escape::escape(&text) };
+            let text = error_text::chain_text(&e);
+            let report = e.chain().any(|c| {
+                c.downcast_ref::<ldm_import::convert::ConvertError>()
+                    .is_some_and(|c| c.is_multiline_report())
+            });
+            let shown = if report {
+                escape_keep_lines(&text)
+            } else {
+                escape(&text)
+            };
             eprintln!("error: {shown}");
             std::process::ExitCode::FAILURE
         }

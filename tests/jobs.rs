@@ -325,7 +325,7 @@ fn convert_refuses_an_out_that_is_an_input() {
             "--out",
             out.to_str().unwrap(),
         ]);
-        assert_one_line_error(&o, &["--out", "same file as --unet", "unet.pt"]);
+        assert_one_line_error(&o, &["output", "same file as the UNet input", "unet.pt"]);
     }
     assert_eq!(std::fs::read(&copy).unwrap(), before);
 }

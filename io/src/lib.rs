@@ -1,6 +1,7 @@
 //! ldm-io: the file I/O of brats-ldm, shared by the CLI, the trainer and the blob crate.
 //! - `atomic`: crash-safe file creation (temp file in the same directory, fsync, rename);
 //! - `budget`: the byte limit an input may make us allocate, and `--max-memory` sizes;
+//! - `escape`: strings from files made terminal-safe before they are printed;
 //! - `input`: opening inputs (regular files and devices only, FIFOs refused without blocking)
 //!   and reads capped by the budget;
 //! - `npy`: the `.npy` float32 reader and writer;
@@ -14,6 +15,7 @@
 pub mod affine;
 pub mod atomic;
 pub mod budget;
+pub mod escape;
 #[cfg(feature = "gzip")]
 pub mod gzip;
 pub mod input;

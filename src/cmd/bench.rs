@@ -242,7 +242,10 @@ fn print_table(r: &Report) {
     println!("model           {} ({})", r.model, r.model_checksum);
     if r.plan_threads == 0 {
         // The CUDA backend: no host worker pool, and the plan below is device memory.
-        println!("device          {} (GPU; plan bytes are device memory)", r.device);
+        println!(
+            "device          {} (GPU; plan bytes are device memory)",
+            r.device
+        );
     } else {
         println!("device          {}, {} threads", r.device, r.plan_threads);
     }

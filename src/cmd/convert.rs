@@ -1,21 +1,14 @@
 //! `brats-ldm convert`: MONAI checkpoints (`.pt` zip+pickle or `.safetensors`, generative 0.2.x
-//! or monai >= 1.4 key names) -> one frozen weight blob, without Python.
-//!
-//! The output depends only on the tensors and the architecture: provenance holds neither the
-//! source file names nor a date, so every source of the same weights gives the same bytes.
+//! or monai >= 1.4 key names) -> one frozen weight blob, without Python. The flags of
+//! `ldm_import::convert`, which does the work.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
-use ldm_weights::{
-    write_blob_file, Blob, DType, ModelConfig, OutputGeometry, Provenance, TensorData,
-};
-
-use crate::import::arch::Architecture;
-use crate::import::assemble::{match_network, Matched, Network};
-use crate::import::read_checkpoint;
+use ldm_import::convert::{convert_to_file, ArchitectureSource, ConvertOptions};
+use ldm_weights::DType;
 
 /// Print a status line; a closed stdout must not abort a conversion.
 macro_rules! say {
@@ -114,194 +107,31 @@ fn parse_latent_shape(s: &str) -> Result<[u32; 4], String> {
     Ok(out)
 }
 
-/// Build the blob's config from the architecture, the networks given and the flags.
-fn model_config(args: &ConvertArgs, arch: &Architecture) -> anyhow::Result<ModelConfig> {
-    let (mut decoder, mut encoder, mut unet) = (None, None, None);
-    if args.autoencoder.is_some() {
-        let (Some(d), Some(e)) = (&arch.decoder, &arch.encoder) else {
-            bail!("--autoencoder given but the architecture has no autoencoder (add an `autoencoder_def` section)");
-        };
-        decoder = Some(d.clone());
-        if !args.decoder_only {
-            encoder = Some(e.clone());
-        }
-    }
-    if args.unet.is_some() {
-        let Some(u) = &arch.unet else {
-            bail!("--unet given but the architecture has no UNet (add a `network_def` section)");
-        };
-        let mut u = u.clone();
-        u.attention_output_projection |= args.attention_output_projection;
-        unet = Some(u);
-    }
-    if decoder.is_none() && unet.is_none() {
-        bail!("nothing to convert: give --autoencoder and/or --unet");
-    }
-    let latent_c = decoder
-        .as_ref()
-        .map(|d| d.latent_channels)
-        .or(unet.as_ref().map(|u| u.in_channels))
-        .unwrap_or(8);
-    let latent_shape = args
-        .latent_shape
-        .or(arch.latent_shape)
-        .unwrap_or([latent_c, 36, 44, 28]);
-    let scale_factor = args.scale_factor.or(arch.scale_factor).unwrap_or(1.0);
-    let mut networks = Vec::new();
-    if decoder.is_some() {
-        networks.push(if encoder.is_some() {
-            "autoencoder"
-        } else {
-            "autoencoder decoder"
-        });
-    }
-    if unet.is_some() {
-        networks.push("diffusion unet");
-    }
-    let cfg = ModelConfig {
-        decoder,
-        encoder,
-        unet,
-        scheduler: arch.scheduler.clone(),
-        scale_factor,
-        latent_shape,
-        geometry: OutputGeometry::bundle(),
-        provenance: Provenance {
-            producer: format!("brats-ldm {} convert", env!("CARGO_PKG_VERSION")),
-            data: format!("converted from MONAI checkpoints: {}", networks.join(", ")),
-            steps: 0,
-            date: String::new(),
-        },
-    };
-    cfg.validate().context("the architecture is inconsistent")?;
-    Ok(cfg)
-}
-
-fn convert_one(
-    network: Network,
-    path: &Path,
-    key: Option<&str>,
-    cfg: &ModelConfig,
-) -> anyhow::Result<Matched> {
-    let source = read_checkpoint(path, key)?;
-    let n = source.len();
-    let mut dtypes: Vec<&str> = source.iter().map(|t| t.source_dtype.name()).collect();
-    dtypes.sort_unstable();
-    dtypes.dedup();
-    // Keeps the report's type in the error chain: main prints it over several lines.
-    let matched = match_network(network, source, cfg)
-        .map_err(|e| anyhow::Error::new(*e).context(path.display().to_string()))?;
-    say!(
-        "{}: {} tensors read from {} ({}), {} renamed from monai >= 1.4 names, {} stored",
-        network.prefix(),
-        n,
-        path.display(),
-        dtypes.join("+"),
-        matched.renamed,
-        matched.tensors.len()
-    );
-    for d in &matched.dropped {
-        say!(
-            "  dropped {} tensors ({} parameters): {}",
-            d.tensors,
-            d.parameters,
-            d.reason
-        );
-    }
-    Ok(matched)
-}
-
-/// f16 overflows past 65504: name the tensor instead of letting the writer find an infinity.
-fn check_f16_range(m: &Matched) -> anyhow::Result<()> {
-    // Round-to-nearest sends |x| >= 65520 (65504 plus half an ulp) to infinity.
-    const F16_OVERFLOW: f32 = 65520.0;
-    for t in &m.tensors {
-        if let Some(v) = t.data.iter().find(|v| v.abs() >= F16_OVERFLOW) {
-            bail!(
-                "tensor {} holds {v}, beyond the f16 range (max 65504): use --dtype bf16 or f32",
-                t.name
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Whether `a` and `b` name the same existing file (same device and inode, so symlinks, hard
-/// links and `dir/../name` spellings are all caught); false when either does not exist.
-fn same_file(a: &Path, b: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (std::fs::metadata(a), std::fs::metadata(b)) {
-            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-            _ => false,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
-    }
-}
-
-/// Refuses an `--out` that is one of the inputs: the blob would replace the checkpoint.
-fn check_out_is_not_an_input(args: &ConvertArgs) -> anyhow::Result<()> {
-    for (flag, input) in [
-        ("--autoencoder", &args.autoencoder),
-        ("--unet", &args.unet),
-        ("--config", &args.config),
-    ] {
-        if let Some(input) = input {
-            if same_file(&args.out, input) {
-                bail!(
-                    "--out {} is the same file as {flag} {}: writing the blob would replace it; choose another --out",
-                    args.out.display(),
-                    input.display()
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
-    check_out_is_not_an_input(&args)?;
-    let arch = match (&args.config, args.preset) {
-        (Some(path), _) => Architecture::from_file(path)?,
-        (None, Some(Preset::Bundle)) => Architecture::bundle(),
+    let architecture = match (args.config, args.preset) {
+        (Some(path), _) => ArchitectureSource::ConfigFile(path),
+        (None, Some(Preset::Bundle)) => ArchitectureSource::BundlePreset,
         (None, None) => bail!("give --config FILE or --preset bundle"),
     };
-    let cfg = model_config(&args, &arch)?;
-    let dtype = DType::from(args.dtype);
-    let mut tensors: Vec<TensorData> = Vec::new();
-    for (network, path) in [
-        (Network::Autoencoder, &args.autoencoder),
-        (Network::Unet, &args.unet),
-    ] {
-        if let Some(path) = path {
-            let matched = convert_one(network, path, args.key.as_deref(), &cfg)?;
-            if dtype == DType::F16 {
-                check_f16_range(&matched)?;
-            }
-            tensors.extend(
-                matched
-                    .tensors
-                    .into_iter()
-                    .map(|t| TensorData::from_f32(t.name, t.shape, &t.data, dtype)),
-            );
-        }
-    }
-    write_blob_file(&args.out, &cfg, &tensors)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    drop(tensors);
-    let blob =
-        Blob::open(&args.out).with_context(|| format!("re-reading {}", args.out.display()))?;
+    let opts = ConvertOptions {
+        autoencoder: args.autoencoder,
+        unet: args.unet,
+        architecture,
+        dtype: DType::from(args.dtype),
+        scale_factor: args.scale_factor,
+        latent_shape: args.latent_shape,
+        key: args.key,
+        attention_output_projection: args.attention_output_projection,
+        decoder_only: args.decoder_only,
+    };
+    let done = convert_to_file(&opts, &args.out, &mut |line| say!("{line}"))?;
     say!(
         "wrote {}: {} tensors ({}), {} bytes, checksum xxh3-64 {:016x} (verified)",
         args.out.display(),
-        blob.tensors().len(),
-        dtype.name(),
-        blob.file_len(),
-        blob.checksum()
+        done.tensors,
+        done.dtype.name(),
+        done.bytes,
+        done.checksum
     );
     Ok(())
 }

@@ -6,7 +6,9 @@ use anyhow::Context;
 use ldm_trainer::data::download::{download_dataset, DownloadOptions, TASK01_MD5, TASK01_URL};
 
 #[derive(clap::Args, Debug)]
-#[command(about = "Download the Decathlon Task01_BrainTumour archive (about 7 GB), verify its md5 and extract it")]
+#[command(
+    about = "Download the Decathlon Task01_BrainTumour archive (about 7 GB), verify its md5 and extract it"
+)]
 pub struct DownloadArgs {
     /// Folder to download and extract into (created).
     #[arg(long)]
@@ -33,7 +35,9 @@ pub fn run(a: DownloadArgs) -> anyhow::Result<()> {
         (Some(m), _) => Some(m.clone()),
         (None, true) => None,
         (None, false) if a.url == TASK01_URL => Some(TASK01_MD5.to_string()),
-        (None, false) => anyhow::bail!("--url other than the default needs --md5 HEX (or --no-verify)"),
+        (None, false) => {
+            anyhow::bail!("--url other than the default needs --md5 HEX (or --no-verify)")
+        }
     };
     let opts = DownloadOptions {
         url: a.url.clone(),
@@ -42,8 +46,8 @@ pub fn run(a: DownloadArgs) -> anyhow::Result<()> {
         remove_archive: a.remove_archive,
         ..Default::default()
     };
-    let root =
-        download_dataset(&a.dir, &opts).with_context(|| format!("downloading {} into {}", a.url, a.dir.display()))?;
+    let root = download_dataset(&a.dir, &opts)
+        .with_context(|| format!("downloading {} into {}", a.url, a.dir.display()))?;
     println!("dataset ready: {}", root.display());
     Ok(())
 }

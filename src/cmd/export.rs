@@ -61,7 +61,10 @@ pub enum SamplerArg {
 
 /// The run's schedule with the sampling defaults overridden as asked. DDPM's step count is the
 /// number of training timesteps (given explicitly, it must be that number).
-pub fn sampling_defaults(mut s: SchedulerConfig, a: &ExportArgs) -> anyhow::Result<SchedulerConfig> {
+pub fn sampling_defaults(
+    mut s: SchedulerConfig,
+    a: &ExportArgs,
+) -> anyhow::Result<SchedulerConfig> {
     if let Some(k) = a.sampler {
         s.default_sampler = match k {
             SamplerArg::Ddim => SamplerKind::Ddim,
@@ -73,9 +76,13 @@ pub fn sampling_defaults(mut s: SchedulerConfig, a: &ExportArgs) -> anyhow::Resu
     }
     let t = s.num_train_timesteps;
     match (s.default_sampler, a.steps) {
-        (SamplerKind::Ddpm, Some(n)) if n != t => bail!("--steps {n}: DDPM runs all {t} training timesteps"),
+        (SamplerKind::Ddpm, Some(n)) if n != t => {
+            bail!("--steps {n}: DDPM runs all {t} training timesteps")
+        }
         (SamplerKind::Ddpm, _) => s.default_steps = t,
-        (SamplerKind::Ddim, Some(n)) if n == 0 || n > t => bail!("--steps {n}: DDIM takes 1 to {t} steps"),
+        (SamplerKind::Ddim, Some(n)) if n == 0 || n > t => {
+            bail!("--steps {n}: DDIM takes 1 to {t} steps")
+        }
         (SamplerKind::Ddim, Some(n)) => s.default_steps = n,
         (SamplerKind::Ddim, None) => {}
     }
@@ -84,7 +91,10 @@ pub fn sampling_defaults(mut s: SchedulerConfig, a: &ExportArgs) -> anyhow::Resu
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock (days-to-civil conversion).
 pub fn utc_date() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -100,10 +110,10 @@ pub fn utc_date() -> String {
 pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let ae_path = checkpoint_path(&a.autoencoder);
     let df_path = checkpoint_path(&a.diffusion);
-    let (ae, ae_extra) =
-        VaeGanTrainer::resume(&ae_path).with_context(|| format!("loading the autoencoder checkpoint {}", ae_path.display()))?;
-    let (df, df_extra) =
-        DiffusionTrainer::resume(&df_path).with_context(|| format!("loading the diffusion checkpoint {}", df_path.display()))?;
+    let (ae, ae_extra) = VaeGanTrainer::resume(&ae_path)
+        .with_context(|| format!("loading the autoencoder checkpoint {}", ae_path.display()))?;
+    let (df, df_extra) = DiffusionTrainer::resume(&df_path)
+        .with_context(|| format!("loading the diffusion checkpoint {}", df_path.display()))?;
     let ae_rec = read_record(&ae_extra, &ae_path)?;
     let df_rec = read_record(&df_extra, &df_path)?;
     if ae_rec.stage != Stage::Autoencoder || df_rec.stage != Stage::Diffusion {
@@ -124,10 +134,17 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     }
     let latent: [u32; 4] = match df_rec.sample_shape.as_slice() {
         &[c, d, h, w] => [c, d, h, w].map(|v| v as u32),
-        other => bail!("{}: recorded latent shape {other:?} is not [C, D, H, W]", df_path.display()),
+        other => bail!(
+            "{}: recorded latent shape {other:?} is not [C, D, H, W]",
+            df_path.display()
+        ),
     };
     let pre = &df_rec.data.preprocess;
-    let geometry = OutputGeometry { spacing_mm: pre.spacing_mm.map(|s| s as f32), orientation: "RAS".into(), intensity_range: [0.0, 1.0] };
+    let geometry = OutputGeometry {
+        spacing_mm: pre.spacing_mm.map(|s| s as f32),
+        orientation: "RAS".into(),
+        intensity_range: [0.0, 1.0],
+    };
     let provenance = Provenance {
         producer: format!("brats-ldm {} train", env!("CARGO_PKG_VERSION")),
         data: format!(

@@ -12,7 +12,7 @@ use clap::Args;
 use ldm_weights::report::{dtype_counts, networks, unused_proj_attn_parameters, BlobReport};
 use ldm_weights::Blob;
 
-use crate::escape::escape;
+use ldm_io::escape::escape;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {

@@ -5,9 +5,9 @@ pub mod convert;
 pub mod generate;
 pub mod inspect;
 // plan bytes against available memory, --max-memory (generate and bench)
-pub mod memory;
 pub mod download;
+pub mod export;
+pub mod memory;
 pub mod phantoms;
 pub mod prepare;
 pub mod train;
-pub mod export;

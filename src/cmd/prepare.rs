@@ -12,7 +12,9 @@ use ldm_trainer::data::preprocess::output_bytes;
 use ldm_trainer::data::{discover, preprocess_file_within, write_volume, PreprocessConfig};
 
 #[derive(clap::Args, Debug)]
-#[command(about = "Preprocess NIfTI volumes as the bundle does (RAS, 1.1 mm, centre crop, percentile scaling)")]
+#[command(
+    about = "Preprocess NIfTI volumes as the bundle does (RAS, 1.1 mm, centre crop, percentile scaling)"
+)]
 pub struct PrepareArgs {
     /// A Task01 folder (dataset.json), a folder of .nii/.nii.gz files, or one file.
     #[arg(long)]
@@ -101,7 +103,10 @@ pub fn run(a: PrepareArgs) -> anyhow::Result<()> {
     }
     let ds = discover(&a.data, a.skip_bad)?;
     for m in &ds.missing {
-        eprintln!("warning: skipping {}: listed in dataset.json but missing", m.display());
+        eprintln!(
+            "warning: skipping {}: listed in dataset.json but missing",
+            m.display()
+        );
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let (mut done, mut skipped) = (0usize, ds.missing.len());
@@ -137,11 +142,15 @@ pub fn run(a: PrepareArgs) -> anyhow::Result<()> {
                 skipped += 1;
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e).context("preprocessing stopped (use --skip-bad to skip bad files)"))
+                return Err(anyhow::Error::new(e)
+                    .context("preprocessing stopped (use --skip-bad to skip bad files)"))
             }
         }
     }
-    println!("prepared {done} volume(s) into {}, skipped {skipped}", a.out.display());
+    println!(
+        "prepared {done} volume(s) into {}, skipped {skipped}",
+        a.out.display()
+    );
     if done == 0 {
         anyhow::bail!("no volume could be prepared");
     }

@@ -71,15 +71,20 @@ fn resolve_config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let saved = a.out.join(CONFIG_FILE);
     let cfg = match (&a.config, &a.preset) {
         (Some(p), _) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading the training configuration {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the training configuration {}", p.display()))?;
             TrainConfig::from_json(&text, &p.display().to_string())?
         }
         (None, Some(name)) => TrainConfig::preset(name)?,
         (None, None) if a.resume && saved.is_file() => {
-            let text = std::fs::read_to_string(&saved).with_context(|| format!("reading {}", saved.display()))?;
+            let text = std::fs::read_to_string(&saved)
+                .with_context(|| format!("reading {}", saved.display()))?;
             TrainConfig::from_json(&text, &saved.display().to_string())?
         }
-        (None, None) => bail!("give --config FILE or --preset NAME ({})", PRESETS.join(", ")),
+        (None, None) => bail!(
+            "give --config FILE or --preset NAME ({})",
+            PRESETS.join(", ")
+        ),
     };
     Ok(cfg)
 }
@@ -89,9 +94,11 @@ fn progress_bar(total: u64, start: u64, stage: &str) -> ProgressBar {
     if std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::stderr());
         pb.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps, {msg} ({elapsed} elapsed, ~{eta} left)")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} steps, {msg} ({elapsed} elapsed, ~{eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
     } else {
         pb.set_draw_target(ProgressDrawTarget::hidden());
@@ -113,19 +120,32 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         bail!("--steps must be at least 1");
     }
     let data_root = if a.download {
-        let opts = DownloadOptions { url: TASK01_URL.into(), md5: Some(TASK01_MD5.into()), ..Default::default() };
-        download_dataset(&a.data, &opts).with_context(|| format!("downloading Task01 into {}", a.data.display()))?
+        let opts = DownloadOptions {
+            url: TASK01_URL.into(),
+            md5: Some(TASK01_MD5.into()),
+            ..Default::default()
+        };
+        download_dataset(&a.data, &opts)
+            .with_context(|| format!("downloading Task01 into {}", a.data.display()))?
     } else {
         if !a.data.exists() {
-            bail!("--data {}: no such file or folder (use --download to fetch Task01 there)", a.data.display());
+            bail!(
+                "--data {}: no such file or folder (use --download to fetch Task01 there)",
+                a.data.display()
+            );
         }
         a.data.clone()
     };
-    let ds = discover(&data_root, false).with_context(|| format!("finding training images in {}", data_root.display()))?;
+    let ds = discover(&data_root, false)
+        .with_context(|| format!("finding training images in {}", data_root.display()))?;
     let pre = cfg.data.preprocess();
     let cache = PreprocessCache::new(a.cache.clone().unwrap_or_else(|| a.out.join("prep-cache")));
     let n = ds.images.len();
-    eprintln!("preprocessing {n} image(s) from {} ({})", data_root.display(), pre.fingerprint());
+    eprintln!(
+        "preprocessing {n} image(s) from {} ({})",
+        data_root.display(),
+        pre.fingerprint()
+    );
     let set = load_set(&ds.images, &pre, Some(&cache), a.skip_bad, |_, _, _| {})
         .with_context(|| format!("preprocessing the images of {}", data_root.display()))?;
     for (p, e) in &set.skipped {
@@ -135,7 +155,13 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         bail!("no usable training image in {}", data_root.display());
     }
     let volumes: Vec<_> = set.items.into_iter().map(|(_, v)| v).collect();
-    let description = format!("{} ({:?}, {} volumes; {})", data_root.display(), ds.kind, volumes.len(), pre.fingerprint());
+    let description = format!(
+        "{} ({:?}, {} volumes; {})",
+        data_root.display(),
+        ds.kind,
+        volumes.len(),
+        pre.fingerprint()
+    );
     let opts = RunOptions {
         config: &cfg,
         volumes: &volumes,
@@ -164,19 +190,27 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             bar.set_message(format!("loss {loss:.5}"));
         }
         Event::Checkpoint { .. } => {
-            if let Err(e) = run::read_log(&log_path).map_err(anyhow::Error::from).and_then(|l| write_loss_png(&l, &png_path)) {
+            if let Err(e) = run::read_log(&log_path)
+                .map_err(anyhow::Error::from)
+                .and_then(|l| write_loss_png(&l, &png_path))
+            {
                 plot_err.get_or_insert(e);
             }
         }
     };
     let summary = match a.stage {
         StageArg::Autoencoder => run::run_autoencoder(&opts, &mut on_event),
-        StageArg::Diffusion => run::run_diffusion(&opts, a.autoencoder.as_deref().unwrap_or(Path::new("")), &mut on_event),
+        StageArg::Diffusion => run::run_diffusion(
+            &opts,
+            a.autoencoder.as_deref().unwrap_or(Path::new("")),
+            &mut on_event,
+        ),
     };
     if let Some(bar) = pb.take() {
         bar.finish_and_clear();
     }
-    let summary = summary.with_context(|| format!("training the {stage} in {}", a.out.display()))?;
+    let summary =
+        summary.with_context(|| format!("training the {stage} in {}", a.out.display()))?;
     if let Some(e) = plot_err {
         eprintln!("warning: {e:#}");
     }

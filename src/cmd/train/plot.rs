@@ -11,8 +11,12 @@ const H: usize = 400;
 const MARGIN: usize = 24;
 
 /// (series name, colour) plotted for each stage's log fields.
-pub const SERIES: [(&str, [u8; 3]); 4] =
-    [("loss", [200, 30, 30]), ("loss_g", [200, 30, 30]), ("l1", [30, 90, 200]), ("disc", [40, 150, 60])];
+pub const SERIES: [(&str, [u8; 3]); 4] = [
+    ("loss", [200, 30, 30]),
+    ("loss_g", [200, 30, 30]),
+    ("l1", [30, 90, 200]),
+    ("disc", [40, 150, 60]),
+];
 
 /// Points (step, log10 loss) and a colour.
 type Series = (Vec<(f64, f64)>, [u8; 3]);
@@ -23,7 +27,9 @@ struct Canvas {
 
 impl Canvas {
     fn new() -> Self {
-        Canvas { px: vec![255; W * H * 3] }
+        Canvas {
+            px: vec![255; W * H * 3],
+        }
     }
 
     fn blend(&mut self, x: i64, y: i64, c: [u8; 3], alpha: f32) {
@@ -41,7 +47,12 @@ impl Canvas {
         let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
         for i in 0..=n {
             let t = i as f64 / n as f64;
-            self.blend((x0 + (x1 - x0) * t).round() as i64, (y0 + (y1 - y0) * t).round() as i64, c, alpha);
+            self.blend(
+                (x0 + (x1 - x0) * t).round() as i64,
+                (y0 + (y1 - y0) * t).round() as i64,
+                c,
+                alpha,
+            );
         }
     }
 }
@@ -73,7 +84,12 @@ pub fn write_loss_png(log: &[serde_json::Value], out: &Path) -> anyhow::Result<(
     }
     let (y_lo, y_hi) = (y_min.floor(), y_max.ceil().max(y_min.floor() + 1.0));
     let (pw, ph) = ((W - 2 * MARGIN) as f64, (H - 2 * MARGIN) as f64);
-    let map = |x: f64, y: f64| (MARGIN as f64 + x / x_max * pw, MARGIN as f64 + (y_hi - y) / (y_hi - y_lo) * ph);
+    let map = |x: f64, y: f64| {
+        (
+            MARGIN as f64 + x / x_max * pw,
+            MARGIN as f64 + (y_hi - y) / (y_hi - y_lo) * ph,
+        )
+    };
     let grey = [170, 170, 170];
     let mut d = y_lo;
     while d <= y_hi {
@@ -91,7 +107,10 @@ pub fn write_loss_png(log: &[serde_json::Value], out: &Path) -> anyhow::Result<(
             .map(|i| {
                 let lo = i.saturating_sub(k);
                 let win = &pts[lo..=i];
-                (pts[i].0, win.iter().map(|p| p.1).sum::<f64>() / win.len() as f64)
+                (
+                    pts[i].0,
+                    win.iter().map(|p| p.1).sum::<f64>() / win.len() as f64,
+                )
             })
             .collect();
         for w in avg.windows(2) {

@@ -827,7 +827,7 @@ mod tests {
     fn fixture_pickle() -> Vec<u8> {
         use std::io::Read;
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/monai/unet/unet_monai.pt");
+            .join("../tests/fixtures/monai/unet/unet_monai.pt");
         let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
         let mut f = z.by_name("unet_monai/data.pkl").unwrap();
         let mut v = Vec::new();

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
 
-use crate::import::elements::{decode, SourceTensor};
-use crate::import::pickle::StorageDtype;
-use crate::import::ImportError;
+use crate::elements::{decode, SourceTensor};
+use crate::pickle::StorageDtype;
+use crate::ImportError;
 
 /// Read every tensor, sorted by name. `key` keeps only tensors named `key.*` (prefix stripped),
 /// mirroring `--key` for nested torch state dicts.
@@ -101,11 +101,11 @@ fn inconsistent_tensor(bytes: &[u8]) -> Option<String> {
             .iter()
             .map(|v| v.as_u64())
             .collect::<Option<_>>()?;
-        let name = crate::escape::escape(name);
+        let name = ldm_io::escape::escape(name);
         let Some(size) = dtype_bytes(dtype) else {
             return Some(format!(
                 "tensor `{name}`: unknown dtype {}",
-                crate::escape::escape(dtype)
+                ldm_io::escape::escape(dtype)
             ));
         };
         let need = shape.iter().try_fold(size, |a, &d| a.checked_mul(d));

@@ -1,7 +1,7 @@
 //! Source tensors and the exact conversion of stored elements (f32/f16/bf16/f64, either byte
 //! order) to f32.
 
-use crate::import::pickle::StorageDtype;
+use crate::pickle::StorageDtype;
 
 /// One tensor read from a checkpoint, as f32 in row-major order.
 #[derive(Debug, Clone, PartialEq)]

@@ -485,7 +485,7 @@ mod tests {
     fn bundle_json_matches_preset() {
         // The example file mirrors the bundle's own config sections.
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/configs/bundle.json");
+            .join("../tests/fixtures/configs/bundle.json");
         assert_eq!(
             Architecture::from_file(&path).unwrap(),
             Architecture::bundle()

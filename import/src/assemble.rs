@@ -9,8 +9,8 @@ use std::fmt;
 use ldm_weights::names::{expected_tensors, TensorSpec};
 use ldm_weights::ModelConfig;
 
-use crate::import::keymap::{is_proj_attn, to_generative};
-use crate::import::SourceTensor;
+use crate::keymap::{is_proj_attn, to_generative};
+use crate::SourceTensor;
 
 /// Which network a checkpoint holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ fn capped<T>(
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Names come from the checkpoint: escaped, so none can break or forge a line.
-        let esc = |s: &str| crate::escape::escape(s).into_owned();
+        let esc = |s: &str| ldm_io::escape::escape(s).into_owned();
         let only_non_finite = self.missing.is_empty()
             && self.extra.is_empty()
             && self.misshaped.is_empty()

@@ -10,9 +10,9 @@ use std::path::Path;
 
 use zip::ZipArchive;
 
-use crate::import::elements::{decode, SourceTensor};
-use crate::import::pickle::{unpickle, Id, Obj, Pickle, TensorRef};
-use crate::import::ImportError;
+use crate::elements::{decode, SourceTensor};
+use crate::pickle::{unpickle, Id, Obj, Pickle, TensorRef};
+use crate::ImportError;
 
 /// Largest `data.pkl` accepted. A state dict's pickle holds names and shapes only (the bundle's
 /// UNet: about 55 KiB); anything this large is not a state dict.
@@ -355,12 +355,12 @@ fn gather(bytes: &[u8], t: &TensorRef, plan: &ViewPlan, big_endian: bool) -> Vec
 mod tests {
     use std::path::PathBuf;
 
-    use crate::import::pickle::StorageDtype;
-    use crate::import::read_checkpoint;
+    use crate::pickle::StorageDtype;
+    use crate::read_checkpoint;
 
     fn crafted(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/crafted")
+            .join("../tests/fixtures/crafted")
             .join(name)
     }
 
@@ -408,7 +408,8 @@ mod tests {
     #[test]
     fn monai_metadata_build_is_accepted() {
         // Both fixture naming generations carry an OrderedDict `_metadata` set through BUILD.
-        let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monai/autoencoder");
+        let fx =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/monai/autoencoder");
         for f in ["autoencoder.pt", "autoencoder_monai.pt"] {
             let t = read_checkpoint(&fx.join(f), None).unwrap();
             assert_eq!(t.len(), 126, "{f}");
