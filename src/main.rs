@@ -1,11 +1,10 @@
 //! brats-ldm: the command line. Each subcommand lives in its own module under `cmd/`.
 
 mod cmd;
-mod error_text;
 mod output;
 
 use clap::{Parser, Subcommand};
-use ldm_io::escape::{escape, escape_keep_lines};
+use ldm_io::escape::{chain_text, escape, escape_keep_lines};
 
 #[derive(Parser)]
 #[command(
@@ -59,7 +58,7 @@ fn main() -> std::process::ExitCode {
             // No control character or escape sequence from an input reaches the terminal, and
             // every message is one line except a checkpoint's mismatch report, which lists
             // tensors one per line and escapes their names itself.
-            let text = error_text::chain_text(&e);
+            let text = chain_text(e.as_ref());
             let report = e.chain().any(|c| {
                 c.downcast_ref::<ldm_import::convert::ConvertError>()
                     .is_some_and(|c| c.is_multiline_report())

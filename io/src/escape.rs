@@ -2,6 +2,7 @@
 //! keys) and error messages that quote them are printed with control characters, escape
 //! sequences and invisible direction overrides shown as visible escapes (`\x1b`, `\n`,
 //! `\u{202e}`), so that no input can clear the screen, move the cursor or forge output lines.
+//! Also the text of an error chain, each cause said once.
 
 use std::borrow::Cow;
 
@@ -45,9 +46,48 @@ fn escape_with(s: &str, keep_lines: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An error and its causes (`source()` chain) joined by ": ", leaving out a cause whose text the
+/// message before it already quotes (an error type that both prints and chains its source would
+/// repeat it). What the CLI and the Python package show for an error, before escaping.
+pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("field x is zero")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("invalid model config: {0}")]
+        Config(#[from] Inner),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot load model m.blob")]
+    struct Load(#[source] Outer);
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let e = Load(Outer::from(Inner));
+        assert_eq!(
+            chain_text(&e),
+            "cannot load model m.blob: invalid model config: field x is zero"
+        );
+    }
 
     #[test]
     fn control_characters_become_visible() {

@@ -45,7 +45,11 @@ class OutputError(BratsLdmError, OSError):
     """A file could not be written (nothing is left under its name)."""
 
 
-from ._native import Model, save_nifti, default_model_path, __version__  # noqa: E402
+class CheckpointError(BratsLdmError):
+    """A checkpoint or architecture given to :func:`convert` cannot be read or does not fit."""
+
+
+from ._native import Model, save_nifti, convert, default_model_path, __version__  # noqa: E402
 from ._native import inspect_json as _inspect_json  # noqa: E402
 
 
@@ -64,6 +68,7 @@ __all__ = [
     "Model",
     "save_nifti",
     "inspect",
+    "convert",
     "default_model_path",
     "BratsLdmError",
     "ModelError",
@@ -72,5 +77,6 @@ __all__ = [
     "MemoryLimitError",
     "Cancelled",
     "OutputError",
+    "CheckpointError",
     "__version__",
 ]

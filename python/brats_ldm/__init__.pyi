@@ -17,6 +17,7 @@ class DeviceError(BratsLdmError): ...
 class MemoryLimitError(BratsLdmError): ...
 class Cancelled(BratsLdmError): ...
 class OutputError(BratsLdmError, OSError): ...
+class CheckpointError(BratsLdmError): ...
 
 class Model:
     """A loaded model blob and the runtime planned for it.
@@ -123,6 +124,30 @@ def save_nifti(
 
 def inspect(path: _Path, tensors: bool = False) -> Dict[str, Any]:
     """The report of ``brats-ldm inspect --json`` as a dict."""
+
+def convert(
+    out: _Path,
+    *,
+    autoencoder: Optional[_Path] = None,
+    unet: Optional[_Path] = None,
+    config: Optional[_Path] = None,
+    preset: Optional[str] = None,
+    dtype: str = "f32",
+    scale_factor: Optional[float] = None,
+    latent_shape: Optional[Tuple[int, int, int, int]] = None,
+    key: Optional[str] = None,
+    attention_output_projection: bool = False,
+    decoder_only: bool = False,
+) -> Dict[str, Any]:
+    """MONAI checkpoints (``.pt`` from torch.save, or ``.safetensors``; generative 0.2.x or
+    monai >= 1.4 key names) -> one weight blob at ``out``, as ``brats-ldm convert`` writes it
+    (same code, same bytes, same messages). The architecture comes from ``config`` (a JSON file
+    mirroring the bundle's config sections) or ``preset="bundle"``. Returns ``path``,
+    ``tensors``, ``bytes``, ``checksum`` (xxh3-64, hex), ``dtype`` and ``log`` (the lines the
+    CLI prints). Raises :class:`CheckpointError` for a checkpoint or architecture that cannot
+    be read or does not fit, :class:`InvalidArgument` for bad arguments (including ``out``
+    naming an input) and :class:`OutputError` when the blob cannot be written; nothing is left
+    at ``out`` on error."""
 
 def default_model_path() -> Optional[str]:
     """$BRATS_LDM_MODEL, else the source tree's default model when it exists, else None."""

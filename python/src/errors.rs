@@ -24,6 +24,8 @@ pub enum Kind {
     Cancelled,
     /// `OutputError` (also an `OSError`): a file could not be written.
     Output,
+    /// `CheckpointError`: a checkpoint or architecture to convert cannot be read or does not fit.
+    Checkpoint,
 }
 
 impl Kind {
@@ -36,6 +38,7 @@ impl Kind {
             Kind::MemoryLimit => "MemoryLimitError",
             Kind::Cancelled => "Cancelled",
             Kind::Output => "OutputError",
+            Kind::Checkpoint => "CheckpointError",
         }
     }
 }

@@ -1,8 +1,10 @@
 //! `brats_ldm._native`: the extension module behind the `brats_ldm` package. `Model` (model.rs)
-//! generates volumes; `save_nifti` writes one; `inspect_json` describes a blob; the Python half
+//! generates volumes; `save_nifti` writes one; `inspect_json` describes a blob; `convert` turns
+//! MONAI checkpoints into a blob; the Python half
 //! (`brats_ldm/__init__.py`) defines the exception classes and re-exports everything.
 
 mod arrays;
+mod conversion;
 mod errors;
 mod files;
 mod inspect;
@@ -95,6 +97,51 @@ fn inspect_json(py: Python<'_>, path: PathBuf, tensors: bool) -> PyResult<String
     Ok(py.detach(|| inspect::report_json(&path, tensors))?)
 }
 
+/// MONAI checkpoints -> a weight blob at `out`, as `brats-ldm convert` does; returns what was
+/// written (tensors, bytes, checksum, dtype) and the lines the CLI prints (`log`).
+#[pyfunction]
+#[pyo3(signature = (out, *, autoencoder=None, unet=None, config=None, preset=None, dtype="f32",
+    scale_factor=None, latent_shape=None, key=None, attention_output_projection=false,
+    decoder_only=false))]
+#[allow(clippy::too_many_arguments)]
+fn convert<'py>(
+    py: Python<'py>,
+    out: PathBuf,
+    autoencoder: Option<PathBuf>,
+    unet: Option<PathBuf>,
+    config: Option<PathBuf>,
+    preset: Option<String>,
+    dtype: &str,
+    scale_factor: Option<f32>,
+    latent_shape: Option<Vec<i64>>,
+    key: Option<String>,
+    attention_output_projection: bool,
+    decoder_only: bool,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let req = conversion::Request {
+        out: out.clone(),
+        autoencoder,
+        unet,
+        config,
+        preset,
+        dtype: dtype.to_string(),
+        scale_factor,
+        latent_shape,
+        key,
+        attention_output_projection,
+        decoder_only,
+    };
+    let done = py.detach(|| conversion::run(req))?;
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("path", out.display().to_string())?;
+    d.set_item("tensors", done.tensors)?;
+    d.set_item("bytes", done.bytes)?;
+    d.set_item("checksum", format!("{:016x}", done.checksum))?;
+    d.set_item("dtype", done.dtype.name())?;
+    d.set_item("log", done.log)?;
+    Ok(d)
+}
+
 /// Path of the default model ($BRATS_LDM_MODEL, else the source tree's
 /// weights/default/brats-ldm-default.blob when it exists), or None.
 #[pyfunction]
@@ -107,6 +154,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_function(wrap_pyfunction!(save_nifti, m)?)?;
     m.add_function(wrap_pyfunction!(inspect_json, m)?)?;
+    m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(default_model_path, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
