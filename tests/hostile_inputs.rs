@@ -1,6 +1,6 @@
 //! Hostile and careless inputs to the CLI's readers: gzip bombs made on the fly, huge header
-//! dimensions, truncated files, FIFOs, /dev/zero, and `prepare` settings whose buffers would not
-//! fit. Each must end with one clear error line, a non-zero exit, no output file, and a peak
+//! dimensions, truncated files, FIFOs, /dev/zero, `prepare` settings whose buffers would not
+//! fit, and `generate`/`bench` plans beyond the machine's memory or `--max-memory`. Each must end with one clear error line, a non-zero exit, no output file, and a peak
 //! resident set (measured by `/usr/bin/time -f %M`, else by polling the child's VmHWM) below
 //! twice the largest legitimate buffer — for a refused input that is the process's own baseline
 //! (`brats-ldm --help`), since nothing sized by the input may be allocated.
@@ -398,5 +398,24 @@ fn generate_refuses_dev_zero_and_fifos_as_init_noise() {
     std::fs::write(&big, &b).unwrap();
     let o = generate(&model, &out, &["--init-noise", big.to_str().unwrap()]);
     assert_refused(&o, &["big.npy", "1099511627776 bytes"], 0);
+    assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
+}
+
+#[test]
+fn generate_and_bench_refuse_plans_beyond_memory_before_allocating_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture_blob(tmp.path());
+    let m = model.to_str().unwrap();
+    // The legitimate memory is the process and its weights (the blob is read and validated
+    // before planning); the plan itself must not be allocated.
+    let weights = baseline() + std::fs::metadata(&model).unwrap().len();
+    let out = tmp.path().join("out");
+    let huge = ["--seed", "9", "--latent-shape", "8,4096,4096,4096"];
+    let o = generate(&model, &out, &huge);
+    assert_refused(&o, &["needs", "GiB", "available", "--max-memory"], weights);
+    let o = generate(&model, &out, &["--seed", "9", "--max-memory", "1K"]);
+    assert_refused(&o, &["max_memory is 1024 bytes", "needs"], weights);
+    let o = run(&["bench", "--model", m, "--latent-shape", "8,4096,4096,4096"]);
+    assert_refused(&o, &["needs", "GiB", "available"], weights);
     assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
 }
