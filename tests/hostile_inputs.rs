@@ -1,8 +1,9 @@
 //! Hostile and careless inputs to the CLI's readers: gzip bombs made on the fly, huge header
 //! dimensions, truncated files, FIFOs, /dev/zero, `prepare` settings whose buffers would not
-//! fit, and `generate`/`bench` plans beyond the machine's memory or `--max-memory`. Each must end with one clear error line, a non-zero exit, no output file, and a peak
-//! resident set (measured by `/usr/bin/time -f %M`, else by polling the child's VmHWM) below
-//! twice the largest legitimate buffer — for a refused input that is the process's own baseline
+//! fit, and `generate`/`bench` plans beyond the machine's memory or `--max-memory`. Each must
+//! end with one clear error line, a non-zero exit, no output file, and a peak resident set
+//! (measured by `/usr/bin/time -f %M`, else by polling the child's VmHWM) below twice the
+//! largest legitimate buffer — for a refused input that is the process's own baseline
 //! (`brats-ldm --help`), since nothing sized by the input may be allocated.
 
 mod generate_support;
