@@ -1,5 +1,5 @@
 //! Builds the static op graphs of the decoder (`post_quant_conv` + `Decoder`) and the diffusion
-//! UNet from a weight store, with MONAI Generative 0.2.3 semantics (docs/architecture.md): weights are
+//! UNet from a weight store, walking the networks' one declaration (`ldm_weights::network`), with MONAI Generative 0.2.3 semantics (docs/architecture.md): weights are
 //! packed once here, GroupNorm(+SiLU) is fused into the next convolution, upsampling into the
 //! convolution after it, and the time-embedding projection into conv1's bias.
 
@@ -8,6 +8,7 @@ use crate::error::RuntimeError;
 use crate::gemm::PackedA;
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
 use crate::weights::WeightSource;
+use ldm_weights::network::{self, Layer, NormSettings};
 use ldm_weights::{DecoderConfig, UnetConfig};
 
 /// Packed convolution weights and plain vectors (biases, norms, linear layers).
@@ -56,7 +57,6 @@ pub struct TembSlot {
 
 struct Builder<'a> {
     store: &'a dyn WeightSource,
-    prefix: &'static str,
     params: &'a mut Params,
     g: Graph,
     groups: usize,
@@ -70,31 +70,27 @@ fn checked(v: &[usize]) -> Result<usize, RuntimeError> {
 }
 
 impl<'a> Builder<'a> {
-    /// An empty graph over the weights under `prefix`; GroupNorm uses `groups` (non-zero) and `eps`.
+    /// An empty graph; GroupNorm uses `norm.groups` (non-zero) and `norm.eps`.
     fn new(
         store: &'a dyn WeightSource,
-        prefix: &'static str,
         params: &'a mut Params,
-        groups: u32,
-        eps: f32,
+        norm: NormSettings,
         slab_bytes: usize,
     ) -> Result<Self, RuntimeError> {
-        if groups == 0 {
+        if norm.groups == 0 {
             return Err(RuntimeError::InvalidConfig("norm_num_groups is 0".into()));
         }
-        Ok(Builder { store, prefix, params, g: Graph::default(), groups: groups as usize, eps, slab_bytes, slots: Vec::new() })
+        Ok(Builder { store, params, g: Graph::default(), groups: norm.groups, eps: norm.eps, slab_bytes, slots: Vec::new() })
     }
 
     fn vec(&mut self, name: &str, shape: &[usize]) -> Result<usize, RuntimeError> {
-        let full = format!("{}{}", self.prefix, name);
-        let d = self.store.tensor(&full, shape)?;
+        let d = self.store.tensor(name, shape)?;
         self.params.vecs.push(d.into_owned());
         Ok(self.params.vecs.len() - 1)
     }
 
     fn matrix(&mut self, name: &str, shape: &[usize], m: usize, k: usize) -> Result<usize, RuntimeError> {
-        let full = format!("{}{}", self.prefix, name);
-        let d = self.store.tensor(&full, shape)?;
+        let d = self.store.tensor(name, shape)?;
         self.params.convs.push(PackedA::pack(&d, m, k));
         Ok(self.params.convs.len() - 1)
     }
@@ -107,8 +103,8 @@ impl<'a> Builder<'a> {
     fn stats(&mut self, name: &str, x: &Tensor) -> Result<BufId, RuntimeError> {
         if !x.c.is_multiple_of(self.groups) {
             return Err(RuntimeError::InvalidConfig(format!(
-                "{}{name}: {} channels are not divisible by {} groups",
-                self.prefix, x.c, self.groups
+                "{name}: {} channels are not divisible by {} groups",
+                x.c, self.groups
             )));
         }
         let gamma = self.vec(&format!("{name}.weight"), &[x.c])?;
@@ -185,6 +181,71 @@ impl<'a> Builder<'a> {
         }
         Ok(())
     }
+
+    /// The MONAI `Convolution` `c` on `x` (its declared input width must be `x`'s).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_conv(
+        &mut self,
+        c: &network::Conv,
+        x: &Tensor,
+        up: bool,
+        norm: Option<(BufId, bool)>,
+        init: InitKind,
+        out: Option<BufId>,
+    ) -> Result<Tensor, RuntimeError> {
+        if c.cin != x.c {
+            return Err(RuntimeError::InvalidConfig(format!("{}: declared for {} input channels, given {}", c.path, c.cin, x.c)));
+        }
+        if c.pad != (c.k / 2, c.k / 2) {
+            return Err(RuntimeError::InvalidConfig(format!("{}: asymmetric padding is not supported here", c.path)));
+        }
+        self.conv(&format!("{}.conv", c.path), x, c.cout, c.k, c.stride, up, norm, init, out)
+    }
+
+    /// Walks `layers` from `x`: GroupNorm (+ SiLU) fuses into the convolution after it, skips
+    /// are a stack of tensors, concatenation an op.
+    fn layers(&mut self, layers: &[Layer], x: Tensor) -> Result<Tensor, RuntimeError> {
+        let mut h = x;
+        let mut skips: Vec<Tensor> = Vec::new();
+        let mut i = 0;
+        while i < layers.len() {
+            match &layers[i] {
+                Layer::Conv(c) => h = self.layer_conv(c, &h, false, None, InitKind::Bias, None)?,
+                Layer::Upsample(c) => h = self.layer_conv(c, &h, true, None, InitKind::Bias, None)?,
+                Layer::Norm { path, .. } => {
+                    let silu = matches!(layers.get(i + 1), Some(Layer::Silu));
+                    i += 1 + usize::from(silu);
+                    let Some(Layer::Conv(c)) = layers.get(i) else {
+                        return Err(RuntimeError::InvalidConfig(format!(
+                            "{path}: a GroupNorm must be followed by a convolution"
+                        )));
+                    };
+                    let s = self.stats(path, &h)?;
+                    h = self.layer_conv(c, &h, false, Some((s, silu)), InitKind::Bias, None)?;
+                }
+                Layer::Silu => return Err(RuntimeError::InvalidConfig("a SiLU must follow a GroupNorm".into())),
+                Layer::Res(r) => {
+                    h = match r.temb {
+                        Some(temb) => unet_res(self, r, h, temb)?,
+                        None => dec_res(self, r, h)?,
+                    }
+                }
+                Layer::Attn(a) => h = unet_attn(self, a, h)?,
+                Layer::PushSkip => skips.push(h),
+                Layer::PopConcat => {
+                    let skip = skips.pop().ok_or_else(|| RuntimeError::InvalidConfig("skip stack underflow".into()))?;
+                    let cat = self.new_tensor(h.c + skip.c, h.d, h.h, h.w)?;
+                    self.g.push(Op::Concat { a: h.buf, b: skip.buf, out: cat.buf });
+                    h = cat;
+                }
+            }
+            i += 1;
+        }
+        if !skips.is_empty() {
+            return Err(RuntimeError::InvalidConfig("skip connections left unused".into()));
+        }
+        Ok(h)
+    }
 }
 
 /// The decoder's graph: input `[L, d, h, w]` latent (already divided by the scale factor),
@@ -195,21 +256,22 @@ pub struct DecoderModel {
     pub output: Tensor,
 }
 
-fn dec_res(b: &mut Builder, pre: &str, x: Tensor, cout: usize) -> Result<Tensor, RuntimeError> {
-    let s1 = b.stats(&format!("{pre}.norm1"), &x)?;
-    let h = b.conv(&format!("{pre}.conv1.conv"), &x, cout, 3, 1, false, Some((s1, true)), InitKind::Bias, None)?;
+fn dec_res(b: &mut Builder, r: &network::Res, x: Tensor) -> Result<Tensor, RuntimeError> {
+    let s1 = b.stats(&format!("{}.norm1", r.path), &x)?;
+    let h = b.layer_conv(&r.conv1(), &x, false, Some((s1, true)), InitKind::Bias, None)?;
     // The shortcut overwrites x in place when it narrows (the decoder always narrows), so the
     // block never holds x, h and the shortcut at once.
-    let short = if x.c != cout {
-        let into = if cout < x.c { Some(x.buf) } else { None };
-        Some(b.conv(&format!("{pre}.nin_shortcut.conv"), &x, cout, 1, 1, false, None, InitKind::Bias, into)?)
-    } else {
-        None
+    let short = match r.shortcut() {
+        Some(sc) => {
+            let into = if sc.cout < x.c { Some(x.buf) } else { None };
+            Some(b.layer_conv(&sc, &x, false, None, InitKind::Bias, into)?)
+        }
+        None => None,
     };
-    let s2 = b.stats(&format!("{pre}.norm2"), &h)?;
+    let s2 = b.stats(&format!("{}.norm2", r.path), &h)?;
     // out = shortcut(x) + conv2(...): accumulate into the shortcut, or into x itself (dead after).
     let target = short.map(|s| s.buf).unwrap_or(x.buf);
-    b.conv(&format!("{pre}.conv2.conv"), &h, cout, 3, 1, false, Some((s2, true)), InitKind::Accumulate, Some(target))
+    b.layer_conv(&r.conv2(), &h, false, Some((s2, true)), InitKind::Accumulate, Some(target))
 }
 
 pub fn build_decoder(
@@ -221,7 +283,9 @@ pub fn build_decoder(
 ) -> Result<DecoderModel, RuntimeError> {
     let levels = cfg.num_channels.len();
     if levels == 0 || cfg.num_res_blocks.len() != levels {
-        return Err(RuntimeError::InvalidConfig("decoder: num_channels and num_res_blocks must have the same non-zero length".into()));
+        return Err(RuntimeError::InvalidConfig(
+            "decoder: num_channels and num_res_blocks must have the same non-zero length".into(),
+        ));
     }
     if latent[0] != cfg.latent_channels as usize {
         return Err(RuntimeError::InvalidOption(format!(
@@ -229,39 +293,13 @@ pub fn build_decoder(
             latent[0], cfg.latent_channels
         )));
     }
-    let mut b = Builder::new(store, "autoencoder.", params, cfg.norm_num_groups, cfg.norm_eps, slab_bytes)?;
+    let net = network::decoder(cfg);
+    let mut b = Builder::new(store, params, net.norm, slab_bytes)?;
     b.finish_planes(latent[1] * latent[2] * latent[3])?;
     let z = b.new_tensor(latent[0], latent[1], latent[2], latent[3])?;
     b.g.inputs.push(z.buf);
-    let l = latent[0];
-    let mut t = b.conv("post_quant_conv.conv", &z, l, 1, 1, false, None, InitKind::Bias, None)?;
-    let rev_ch: Vec<usize> = cfg.num_channels.iter().rev().map(|&c| c as usize).collect();
-    let rev_nrb: Vec<usize> = cfg.num_res_blocks.iter().rev().map(|&c| c as usize).collect();
-    t = b.conv("decoder.blocks.0.conv", &t, rev_ch[0], 3, 1, false, None, InitKind::Bias, None)?;
-    let mut block = 1;
-    for i in 0..levels {
-        for _ in 0..rev_nrb[i] {
-            t = dec_res(&mut b, &format!("decoder.blocks.{block}"), t, rev_ch[i])?;
-            block += 1;
-        }
-        if i + 1 != levels {
-            t = b.conv(&format!("decoder.blocks.{block}.conv.conv"), &t, t.c, 3, 1, true, None, InitKind::Bias, None)?;
-            block += 1;
-        }
-    }
-    let s = b.stats(&format!("decoder.blocks.{block}"), &t)?;
-    block += 1;
-    let out = b.conv(
-        &format!("decoder.blocks.{block}.conv"),
-        &t,
-        cfg.out_channels as usize,
-        3,
-        1,
-        false,
-        Some((s, false)),
-        InitKind::Bias,
-        None,
-    )?;
+    let t = b.layer_conv(&net.post_quant_conv, &z, false, None, InitKind::Bias, None)?;
+    let out = b.layers(&net.layers, t)?;
     b.g.outputs.push(out.buf);
     let mut graph = b.g;
     graph.plan()?;
@@ -281,7 +319,11 @@ pub struct UnetModel {
     pub slots: Vec<TembSlot>,
 }
 
-fn unet_res(b: &mut Builder, pre: &str, x: Tensor, cout: usize, temb: usize) -> Result<Tensor, RuntimeError> {
+fn unet_res(b: &mut Builder, r: &network::Res, x: Tensor, temb: usize) -> Result<Tensor, RuntimeError> {
+    let (pre, cout) = (&r.path, r.cout);
+    if r.cin != x.c {
+        return Err(RuntimeError::InvalidConfig(format!("{pre}: declared for {} input channels, given {}", r.cin, x.c)));
+    }
     let s1 = b.stats(&format!("{pre}.norm1"), &x)?;
     let w1 = b.matrix(&format!("{pre}.conv1.conv.weight"), &[cout, x.c, 3, 3, 3], cout, x.c * 27)?;
     let conv_bias = b.vec(&format!("{pre}.conv1.conv.bias"), &[cout])?;
@@ -291,27 +333,31 @@ fn unet_res(b: &mut Builder, pre: &str, x: Tensor, cout: usize, temb: usize) -> 
     let slot = b.slots.len() - 1;
     let h = b.conv_raw(&x, w1, Bias::Dynamic(slot), cout, 3, 1, false, Some((s1, true)), InitKind::Bias, None)?;
     let s2 = b.stats(&format!("{pre}.norm2"), &h)?;
-    if x.c != cout {
-        let sc = b.conv(&format!("{pre}.skip_connection.conv"), &x, cout, 1, 1, false, None, InitKind::Bias, None)?;
-        b.conv(&format!("{pre}.conv2.conv"), &h, cout, 3, 1, false, Some((s2, true)), InitKind::Accumulate, Some(sc.buf))
-    } else {
-        b.conv(&format!("{pre}.conv2.conv"), &h, cout, 3, 1, false, Some((s2, true)), InitKind::Residual(x.buf), None)
+    match r.shortcut() {
+        Some(sc) => {
+            let sc = b.layer_conv(&sc, &x, false, None, InitKind::Bias, None)?;
+            b.layer_conv(&r.conv2(), &h, false, Some((s2, true)), InitKind::Accumulate, Some(sc.buf))
+        }
+        None => b.layer_conv(&r.conv2(), &h, false, Some((s2, true)), InitKind::Residual(x.buf), None),
     }
 }
 
-fn unet_attn(b: &mut Builder, pre: &str, x: Tensor, dh: usize, proj: bool) -> Result<Tensor, RuntimeError> {
+fn unet_attn(b: &mut Builder, a: &network::Attn, x: Tensor) -> Result<Tensor, RuntimeError> {
+    let (pre, dh) = (&a.path, a.head_channels);
     let c = x.c;
+    if a.c != c {
+        return Err(RuntimeError::InvalidConfig(format!("{pre}: declared for {} channels, given {c}", a.c)));
+    }
     if dh == 0 || !c.is_multiple_of(dh) {
         return Err(RuntimeError::InvalidConfig(format!("{pre}: {c} channels are not a multiple of head channels {dh}")));
     }
     let s = b.stats(&format!("{pre}.norm"), &x)?;
+    let linears = a.linears();
     let mut wqkv = Vec::with_capacity(3 * c * c);
     let mut bqkv = Vec::with_capacity(3 * c);
-    for part in ["to_q", "to_k", "to_v"] {
-        let full = format!("{}{pre}.{part}.weight", b.prefix);
-        wqkv.extend_from_slice(&b.store.tensor(&full, &[c, c])?);
-        let full = format!("{}{pre}.{part}.bias", b.prefix);
-        bqkv.extend_from_slice(&b.store.tensor(&full, &[c])?);
+    for l in &linears[..3] {
+        wqkv.extend_from_slice(&b.store.tensor(&format!("{}.weight", l.path), &[c, c])?);
+        bqkv.extend_from_slice(&b.store.tensor(&format!("{}.bias", l.path), &[c])?);
     }
     b.params.convs.push(PackedA::pack(&wqkv, 3 * c, c));
     let w = b.params.convs.len() - 1;
@@ -320,16 +366,19 @@ fn unet_attn(b: &mut Builder, pre: &str, x: Tensor, dh: usize, proj: bool) -> Re
     let qkv = b.conv_raw(&x, w, Bias::Param(bias), 3 * c, 1, 1, false, Some((s, false)), InitKind::Bias, None)?;
     let n = x.p();
     b.g.flops += 4.0 * (n as f64) * (n as f64) * c as f64;
-    if proj {
-        let a = b.new_tensor(c, x.d, x.h, x.w)?;
-        b.g.push(Op::Attn { qkv: qkv.buf, res: None, c, n, dh, out: a.buf });
-        let pw = b.matrix(&format!("{pre}.proj_attn.weight"), &[c, c], c, c)?;
-        let pb = b.vec(&format!("{pre}.proj_attn.bias"), &[c])?;
-        b.conv_raw(&a, pw, Bias::Param(pb), c, 1, 1, false, None, InitKind::Residual(x.buf), None)
-    } else {
-        let out = b.new_tensor(c, x.d, x.h, x.w)?;
-        b.g.push(Op::Attn { qkv: qkv.buf, res: Some(x.buf), c, n, dh, out: out.buf });
-        Ok(out)
+    match linears.get(3) {
+        Some(proj) => {
+            let attended = b.new_tensor(c, x.d, x.h, x.w)?;
+            b.g.push(Op::Attn { qkv: qkv.buf, res: None, c, n, dh, out: attended.buf });
+            let pw = b.matrix(&format!("{}.weight", proj.path), &[c, c], c, c)?;
+            let pb = b.vec(&format!("{}.bias", proj.path), &[c])?;
+            b.conv_raw(&attended, pw, Bias::Param(pb), c, 1, 1, false, None, InitKind::Residual(x.buf), None)
+        }
+        None => {
+            let out = b.new_tensor(c, x.d, x.h, x.w)?;
+            b.g.push(Op::Attn { qkv: qkv.buf, res: Some(x.buf), c, n, dh, out: out.buf });
+            Ok(out)
+        }
     }
 }
 
@@ -361,56 +410,20 @@ pub fn build_unet(
             &latent[1..]
         )));
     }
-    let ch: Vec<usize> = cfg.num_channels.iter().map(|&c| c as usize).collect();
-    let c0 = ch[0];
+    let net = network::unet(cfg);
+    let c0 = net.time_channels;
     if !c0.is_multiple_of(2) {
         return Err(RuntimeError::InvalidConfig("unet: num_channels[0] must be even".into()));
     }
-    let temb = 4 * c0;
-    let mut b = Builder::new(store, "unet.", params, cfg.norm_num_groups, cfg.norm_eps, slab_bytes)?;
-    let time_w1 = b.vec("time_embed.0.weight", &[temb, c0])?;
-    let time_b1 = b.vec("time_embed.0.bias", &[temb])?;
-    let time_w2 = b.vec("time_embed.2.weight", &[temb, temb])?;
-    let time_b2 = b.vec("time_embed.2.bias", &[temb])?;
+    let mut b = Builder::new(store, params, net.norm, slab_bytes)?;
+    let [e0, e2] = &net.time_embed;
+    let time_w1 = b.vec(&format!("{}.weight", e0.path), &[e0.cout, e0.cin])?;
+    let time_b1 = b.vec(&format!("{}.bias", e0.path), &[e0.cout])?;
+    let time_w2 = b.vec(&format!("{}.weight", e2.path), &[e2.cout, e2.cin])?;
+    let time_b2 = b.vec(&format!("{}.bias", e2.path), &[e2.cout])?;
     let x = b.new_tensor(latent[0], latent[1], latent[2], latent[3])?;
     b.g.inputs.push(x.buf);
-    let proj = cfg.attention_output_projection;
-    let mut h = b.conv("conv_in.conv", &x, c0, 3, 1, false, None, InitKind::Bias, None)?;
-    let mut skips = vec![h];
-    for i in 0..levels {
-        for j in 0..cfg.num_res_blocks[i] as usize {
-            h = unet_res(&mut b, &format!("down_blocks.{i}.resnets.{j}"), h, ch[i], temb)?;
-            if cfg.attention_levels[i] {
-                h = unet_attn(&mut b, &format!("down_blocks.{i}.attentions.{j}"), h, cfg.num_head_channels[i] as usize, proj)?;
-            }
-            skips.push(h);
-        }
-        if i + 1 != levels {
-            h = b.conv(&format!("down_blocks.{i}.downsampler.op.conv"), &h, ch[i], 3, 2, false, None, InitKind::Bias, None)?;
-            skips.push(h);
-        }
-    }
-    let last = levels - 1;
-    h = unet_res(&mut b, "middle_block.resnet_1", h, ch[last], temb)?;
-    h = unet_attn(&mut b, "middle_block.attention", h, cfg.num_head_channels[last] as usize, proj)?;
-    h = unet_res(&mut b, "middle_block.resnet_2", h, ch[last], temb)?;
-    for i in 0..levels {
-        let lvl = levels - 1 - i;
-        for j in 0..cfg.num_res_blocks[lvl] as usize + 1 {
-            let skip = skips.pop().ok_or_else(|| RuntimeError::InvalidConfig("unet: skip stack underflow".into()))?;
-            let cat = b.new_tensor(h.c + skip.c, h.d, h.h, h.w)?;
-            b.g.push(Op::Concat { a: h.buf, b: skip.buf, out: cat.buf });
-            h = unet_res(&mut b, &format!("up_blocks.{i}.resnets.{j}"), cat, ch[lvl], temb)?;
-            if cfg.attention_levels[lvl] {
-                h = unet_attn(&mut b, &format!("up_blocks.{i}.attentions.{j}"), h, cfg.num_head_channels[lvl] as usize, proj)?;
-            }
-        }
-        if i + 1 != levels {
-            h = b.conv(&format!("up_blocks.{i}.upsampler.conv.conv"), &h, h.c, 3, 1, true, None, InitKind::Bias, None)?;
-        }
-    }
-    let s = b.stats("out.0", &h)?;
-    let out = b.conv("out.2.conv", &h, cfg.out_channels as usize, 3, 1, false, Some((s, true)), InitKind::Bias, None)?;
+    let out = b.layers(&net.layers, x)?;
     b.g.outputs.push(out.buf);
     let slots = std::mem::take(&mut b.slots);
     let mut graph = b.g;

@@ -7,7 +7,8 @@
 //!
 //! Tensor names are the MONAI Generative 0.2.3 state-dict keys, prefixed by the network:
 //! `autoencoder.decoder.blocks.0.conv.weight`, `unet.down_blocks.1.attentions.0.to_q.weight`, ...
-//! `names::expected_tensors` lists exactly which tensors (name and shape) a config requires.
+//! `network` declares each network once (layers in forward order); `names::expected_tensors`
+//! derives from it exactly which tensors (name and shape) a config requires.
 //!
 //! Write: `TensorData::from_f32` per tensor, then `write_blob_file` (atomic). Read: `Blob::open`
 //! (one read, then validation), `Blob::tensor(name)` for a `TensorView`, `copy_to_f32` to convert.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod names;
+pub mod network;
 pub mod reader;
 pub mod report;
 pub mod tensor;

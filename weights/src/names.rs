@@ -1,4 +1,5 @@
-//! The tensor contract: which tensors (name and PyTorch shape) a `ModelConfig` requires.
+//! The tensor contract: which tensors (name and PyTorch shape) a `ModelConfig` requires, derived
+//! from the networks' one declaration (`network`).
 //!
 //! Names are MONAI Generative 0.2.3 state-dict keys prefixed by the network (`autoencoder.` or
 //! `unet.`). The order of `expected_tensors` is canonical: it is the order in which a blob stores
@@ -7,6 +8,7 @@
 //! they never panic, but an unvalidated config can list meaningless or enormously many tensors.
 
 use crate::config::{DecoderConfig, EncoderConfig, ModelConfig, UnetConfig};
+use crate::network::{self, Conv, Layer, Linear};
 
 /// One tensor a config requires: its blob name and its shape (PyTorch layout).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,206 +89,146 @@ pub fn network_of(name: &str) -> Option<&'static str> {
     }
 }
 
-fn u(x: u32) -> usize {
-    x as usize
+/// The tensors of one layer, in PyTorch registration order.
+fn layer_tensors(layer: &Layer, out: &mut Vec<TensorSpec>) {
+    match layer {
+        Layer::Conv(c) | Layer::Upsample(c) => conv_tensors(c, out),
+        Layer::Norm { path, c } => norm_tensors(path, *c, out),
+        Layer::Res(r) => {
+            norm_tensors(&format!("{}.norm1", r.path), r.cin, out);
+            conv_tensors(&r.conv1(), out);
+            if let Some(l) = r.time_emb_proj() {
+                linear_tensors(&l, out);
+            }
+            norm_tensors(&format!("{}.norm2", r.path), r.cout, out);
+            conv_tensors(&r.conv2(), out);
+            if let Some(s) = r.shortcut() {
+                conv_tensors(&s, out);
+            }
+        }
+        Layer::Attn(a) => {
+            norm_tensors(&format!("{}.norm", a.path), a.c, out);
+            for l in a.linears() {
+                linear_tensors(&l, out);
+            }
+        }
+        Layer::Silu | Layer::PushSkip | Layer::PopConcat => {}
+    }
 }
 
-/// Small builder that prefixes names and pushes specs.
-struct Out<'a> {
-    v: &'a mut Vec<TensorSpec>,
+fn conv_tensors(c: &Conv, out: &mut Vec<TensorSpec>) {
+    out.push(TensorSpec {
+        name: format!("{}.conv.weight", c.path),
+        shape: vec![c.cout, c.cin, c.k, c.k, c.k],
+    });
+    out.push(TensorSpec {
+        name: format!("{}.conv.bias", c.path),
+        shape: vec![c.cout],
+    });
 }
 
-impl Out<'_> {
-    fn push(&mut self, name: String, shape: Vec<usize>) {
-        self.v.push(TensorSpec { name, shape });
-    }
-    /// `<p>.conv.weight` / `<p>.conv.bias` of a MONAI `Convolution` (3-D, kernel k).
-    fn conv(&mut self, p: &str, cin: usize, cout: usize, k: usize) {
-        self.push(format!("{p}.conv.weight"), vec![cout, cin, k, k, k]);
-        self.push(format!("{p}.conv.bias"), vec![cout]);
-    }
-    /// `<p>.weight` / `<p>.bias` of a GroupNorm over `c` channels.
-    fn norm(&mut self, p: &str, c: usize) {
-        self.push(format!("{p}.weight"), vec![c]);
-        self.push(format!("{p}.bias"), vec![c]);
-    }
-    /// `<p>.weight` / `<p>.bias` of a Linear(cin -> cout).
-    fn linear(&mut self, p: &str, cin: usize, cout: usize) {
-        self.push(format!("{p}.weight"), vec![cout, cin]);
-        self.push(format!("{p}.bias"), vec![cout]);
-    }
-    /// Autoencoder `ResBlock`: norm1, conv1, norm2, conv2, nin_shortcut when channels change.
-    fn ae_resblock(&mut self, p: &str, cin: usize, cout: usize) {
-        self.norm(&format!("{p}.norm1"), cin);
-        self.conv(&format!("{p}.conv1"), cin, cout, 3);
-        self.norm(&format!("{p}.norm2"), cout);
-        self.conv(&format!("{p}.conv2"), cout, cout, 3);
-        if cin != cout {
-            self.conv(&format!("{p}.nin_shortcut"), cin, cout, 1);
-        }
-    }
-    /// UNet `ResnetBlock`: norm1, conv1, time_emb_proj, norm2, conv2, skip_connection when
-    /// channels change.
-    fn unet_resnet(&mut self, p: &str, cin: usize, cout: usize, temb: usize) {
-        self.norm(&format!("{p}.norm1"), cin);
-        self.conv(&format!("{p}.conv1"), cin, cout, 3);
-        self.linear(&format!("{p}.time_emb_proj"), temb, cout);
-        self.norm(&format!("{p}.norm2"), cout);
-        self.conv(&format!("{p}.conv2"), cout, cout, 3);
-        if cin != cout {
-            self.conv(&format!("{p}.skip_connection"), cin, cout, 1);
-        }
-    }
-    /// UNet `AttentionBlock`: norm, to_q, to_k, to_v (+ proj_attn when applied).
-    fn attention(&mut self, p: &str, c: usize, proj: bool) {
-        self.norm(&format!("{p}.norm"), c);
-        self.linear(&format!("{p}.to_q"), c, c);
-        self.linear(&format!("{p}.to_k"), c, c);
-        self.linear(&format!("{p}.to_v"), c, c);
-        if proj {
-            self.linear(&format!("{p}.proj_attn"), c, c);
-        }
-    }
+fn norm_tensors(path: &str, c: usize, out: &mut Vec<TensorSpec>) {
+    out.push(TensorSpec {
+        name: format!("{path}.weight"),
+        shape: vec![c],
+    });
+    out.push(TensorSpec {
+        name: format!("{path}.bias"),
+        shape: vec![c],
+    });
+}
+
+fn linear_tensors(l: &Linear, out: &mut Vec<TensorSpec>) {
+    out.push(TensorSpec {
+        name: format!("{}.weight", l.path),
+        shape: vec![l.cout, l.cin],
+    });
+    out.push(TensorSpec {
+        name: format!("{}.bias", l.path),
+        shape: vec![l.cout],
+    });
 }
 
 /// `autoencoder.encoder.*`, `autoencoder.quant_conv_mu.*`, `autoencoder.quant_conv_log_sigma.*`.
-fn encoder_tensors(enc: &EncoderConfig, v: &mut Vec<TensorSpec>) {
-    let mut o = Out { v };
-    let ch: Vec<usize> = enc.num_channels.iter().map(|&c| u(c)).collect();
-    let Some(&first) = ch.first() else { return };
-    let levels = ch.len();
-    let mut block = 0usize;
-    o.conv(
-        &format!("autoencoder.encoder.blocks.{block}"),
-        u(enc.in_channels),
-        first,
-        3,
-    );
-    block += 1;
-    let mut cur = first;
-    for (i, &c) in ch.iter().enumerate() {
-        let nres = enc.num_res_blocks.get(i).copied().unwrap_or(0);
-        for _ in 0..nres {
-            o.ae_resblock(&format!("autoencoder.encoder.blocks.{block}"), cur, c);
-            cur = c;
-            block += 1;
-        }
-        if i + 1 != levels {
-            o.conv(&format!("autoencoder.encoder.blocks.{block}.conv"), cur, cur, 3);
-            block += 1;
-        }
+fn encoder_tensors(enc: &EncoderConfig, out: &mut Vec<TensorSpec>) {
+    let net = network::encoder(enc);
+    for layer in &net.layers {
+        layer_tensors(layer, out);
     }
-    o.norm(&format!("autoencoder.encoder.blocks.{block}"), cur);
-    block += 1;
-    let lat = u(enc.latent_channels);
-    o.conv(&format!("autoencoder.encoder.blocks.{block}"), cur, lat, 3);
-    o.conv("autoencoder.quant_conv_mu", lat, lat, 1);
-    o.conv("autoencoder.quant_conv_log_sigma", lat, lat, 1);
+    conv_tensors(&net.quant_conv_mu, out);
+    conv_tensors(&net.quant_conv_log_sigma, out);
 }
 
-/// `autoencoder.decoder.*` and `autoencoder.post_quant_conv.*`.
-fn decoder_tensors(dec: &DecoderConfig, v: &mut Vec<TensorSpec>) {
-    let mut o = Out { v };
-    let rev: Vec<usize> = dec.num_channels.iter().rev().map(|&c| u(c)).collect();
-    let rev_res: Vec<u32> = dec.num_res_blocks.iter().rev().copied().collect();
-    let Some(&deepest) = rev.first() else { return };
-    let levels = rev.len();
-    let lat = u(dec.latent_channels);
-    let mut block = 0usize;
-    o.conv(&format!("autoencoder.decoder.blocks.{block}"), lat, deepest, 3);
-    block += 1;
-    let mut cur = deepest;
-    for (i, &c) in rev.iter().enumerate() {
-        let nres = rev_res.get(i).copied().unwrap_or(0);
-        for _ in 0..nres {
-            o.ae_resblock(&format!("autoencoder.decoder.blocks.{block}"), cur, c);
-            cur = c;
-            block += 1;
-        }
-        if i + 1 != levels {
-            o.conv(&format!("autoencoder.decoder.blocks.{block}.conv"), cur, cur, 3);
-            block += 1;
-        }
+/// `autoencoder.decoder.*` and `autoencoder.post_quant_conv.*` (registered after the decoder).
+fn decoder_tensors(dec: &DecoderConfig, out: &mut Vec<TensorSpec>) {
+    let net = network::decoder(dec);
+    for layer in &net.layers {
+        layer_tensors(layer, out);
     }
-    o.norm(&format!("autoencoder.decoder.blocks.{block}"), cur);
-    block += 1;
-    o.conv(
-        &format!("autoencoder.decoder.blocks.{block}"),
-        cur,
-        u(dec.out_channels),
-        3,
-    );
-    o.conv("autoencoder.post_quant_conv", lat, lat, 1);
+    conv_tensors(&net.post_quant_conv, out);
 }
 
-/// `unet.*`.
-fn unet_tensors(cfg: &UnetConfig, v: &mut Vec<TensorSpec>) {
-    let mut o = Out { v };
-    let ch: Vec<usize> = cfg.num_channels.iter().map(|&c| u(c)).collect();
-    let Some(&c0) = ch.first() else { return };
-    let levels = ch.len();
-    let temb = c0.saturating_mul(4);
-    let proj = cfg.attention_output_projection;
-    let attn = |i: usize| cfg.attention_levels.get(i).copied().unwrap_or(false);
-    let nres = |i: usize| u(cfg.num_res_blocks.get(i).copied().unwrap_or(0));
-
-    o.conv("unet.conv_in", u(cfg.in_channels), c0, 3);
-    o.linear("unet.time_embed.0", c0, temb);
-    o.linear("unet.time_embed.2", temb, temb);
-
-    // Down path: resnets, then attentions (registration order), then the downsampler.
-    let mut out_ch = c0;
-    for (i, &c) in ch.iter().enumerate() {
-        let in_ch = out_ch;
-        out_ch = c;
-        let p = format!("unet.down_blocks.{i}");
-        for j in 0..nres(i) {
-            let cin = if j == 0 { in_ch } else { out_ch };
-            o.unet_resnet(&format!("{p}.resnets.{j}"), cin, out_ch, temb);
-        }
-        if attn(i) {
-            for j in 0..nres(i) {
-                o.attention(&format!("{p}.attentions.{j}"), out_ch, proj);
+/// `unet.*`: conv_in, the time embedding, then the layers in registration order, which differs
+/// from forward order in one way: inside one `down_blocks.i` / `up_blocks.i`, all resnets
+/// register before all attentions, and the down/upsampler last.
+fn unet_tensors(cfg: &UnetConfig, out: &mut Vec<TensorSpec>) {
+    let net = network::unet(cfg);
+    let mut layers = net.layers.iter();
+    if let Some(conv_in) = layers.next() {
+        layer_tensors(conv_in, out);
+    }
+    for l in &net.time_embed {
+        linear_tensors(l, out);
+    }
+    let mut keyed: Vec<((usize, u8), &Layer)> = Vec::new();
+    let mut groups: Vec<String> = Vec::new();
+    for layer in layers {
+        let Some(path) = layer_path(layer) else {
+            continue;
+        };
+        let (group, rank) = registration_key(path);
+        let index = match groups.iter().position(|g| g == group) {
+            Some(i) => i,
+            None => {
+                groups.push(group.to_string());
+                groups.len() - 1
             }
-        }
-        if i + 1 != levels {
-            o.conv(&format!("{p}.downsampler.op"), out_ch, out_ch, 3);
+        };
+        keyed.push(((index, rank), layer));
+    }
+    keyed.sort_by_key(|(key, _)| *key);
+    for (_, layer) in keyed {
+        layer_tensors(layer, out);
+    }
+}
+
+fn layer_path(layer: &Layer) -> Option<&str> {
+    match layer {
+        Layer::Conv(c) | Layer::Upsample(c) => Some(&c.path),
+        Layer::Norm { path, .. } => Some(path),
+        Layer::Res(r) => Some(&r.path),
+        Layer::Attn(a) => Some(&a.path),
+        Layer::Silu | Layer::PushSkip | Layer::PopConcat => None,
+    }
+}
+
+/// The module a UNet layer registers under (`unet.down_blocks.1` for its resnets, attentions
+/// and sampler) and its rank there: resnets 0, attentions 1, anything else 2.
+fn registration_key(path: &str) -> (&str, u8) {
+    for block in ["unet.down_blocks.", "unet.up_blocks."] {
+        if let Some(rest) = path.strip_prefix(block) {
+            let level_len = rest.find('.').unwrap_or(rest.len());
+            let group = &path[..block.len() + level_len];
+            let member = &rest[level_len..];
+            let rank = if member.starts_with(".resnets.") {
+                0
+            } else if member.starts_with(".attentions.") {
+                1
+            } else {
+                2
+            };
+            return (group, rank);
         }
     }
-
-    // Middle block: always Res -> Attn -> Res at the deepest width.
-    let c_last = ch[levels - 1];
-    o.unet_resnet("unet.middle_block.resnet_1", c_last, c_last, temb);
-    o.attention("unet.middle_block.attention", c_last, proj);
-    o.unet_resnet("unet.middle_block.resnet_2", c_last, c_last, temb);
-
-    // Up path (MONAI's skip-concat bookkeeping): level i of the reversed list has
-    // num_res_blocks+1 resnets; resnet j takes (prev_output if j == 0 else out) channels of h
-    // concatenated with a skip of (input_channel if j is the last else out) channels.
-    let rev: Vec<usize> = ch.iter().rev().copied().collect();
-    let mut out_ch = rev[0];
-    for i in 0..levels {
-        let prev_out = out_ch;
-        out_ch = rev[i];
-        let in_ch = rev[(i + 1).min(levels - 1)];
-        let level = levels - 1 - i;
-        let n = nres(level) + 1;
-        let p = format!("unet.up_blocks.{i}");
-        for j in 0..n {
-            let skip = if j + 1 == n { in_ch } else { out_ch };
-            let h = if j == 0 { prev_out } else { out_ch };
-            o.unet_resnet(&format!("{p}.resnets.{j}"), h + skip, out_ch, temb);
-        }
-        if attn(level) {
-            for j in 0..n {
-                o.attention(&format!("{p}.attentions.{j}"), out_ch, proj);
-            }
-        }
-        if i + 1 != levels {
-            o.conv(&format!("{p}.upsampler.conv"), out_ch, out_ch, 3);
-        }
-    }
-
-    o.norm("unet.out.0", c0);
-    o.conv("unet.out.2", c0, u(cfg.out_channels), 3);
+    (path, 0)
 }

@@ -1,18 +1,16 @@
 //! `AutoencoderKL` (generative 0.2.3, no attention): encoder -> (mu, log_var clamped to
-//! [-30, 20], sigma = exp(log_var / 2)), z = mu + sigma * noise, decoder. Parameters are
-//! registered as `autoencoder.<generative key>` in one [`ParamStore`].
+//! [-30, 20], sigma = exp(log_var / 2)), z = mu + sigma * noise, decoder. The layers come from
+//! `ldm_weights::network::{encoder, decoder}`; parameters are registered as
+//! `autoencoder.<generative key>` in one [`ParamStore`].
 
+use ldm_weights::network;
 use ldm_weights::{DecoderConfig, EncoderConfig};
 
-use super::blocks::ResBlock;
 use super::program::{self, Op, Tape};
 use super::ModelError;
 use crate::layers::conv3d::Conv3d;
-use crate::layers::norm::GroupNorm;
 use crate::layers::{check_len, Dims};
 use crate::params::ParamStore;
-
-const PREFIX: &str = "autoencoder";
 
 /// mu, sigma, latent dims, encoder tape, encoder output h and its dims, raw log-variance.
 type EncodeParts = (Vec<f32>, Vec<f32>, Dims, Tape, Vec<f32>, Dims, Vec<f32>);
@@ -68,49 +66,17 @@ impl AutoencoderKL {
                 enc.latent_channels, dec.latent_channels
             )));
         }
-        let (g, eps) = (enc.norm_num_groups as usize, enc.norm_eps);
-        let ch: Vec<usize> = enc.num_channels.iter().map(|&c| c as usize).collect();
-        let lat = enc.latent_channels as usize;
-        let b = |i: usize| format!("{PREFIX}.encoder.blocks.{i}");
-        let mut encoder = Vec::new();
-        let mut conv_in = Conv3d::new(store, &format!("{}.conv", b(0)), enc.in_channels as usize, ch[0], 3, 1, 1, true)?;
-        conv_in.input_grad = false; // the image gradient is never needed
-        encoder.push(Op::Conv(conv_in));
-        let mut cur = ch[0];
-        for (lvl, &c) in ch.iter().enumerate() {
-            for _ in 0..enc.num_res_blocks[lvl] {
-                encoder.push(Op::Res(ResBlock::new(store, &b(encoder.len()), cur, c, g, eps, None, "nin_shortcut")?));
-                cur = c;
-            }
-            if lvl + 1 < ch.len() {
-                let down = Conv3d::new(store, &format!("{}.conv.conv", b(encoder.len())), cur, cur, 3, 2, 0, true)?;
-                encoder.push(Op::Conv(down.with_padding(0, 1)));
-            }
+        // Registration order: encoder, its heads, post_quant_conv, decoder.
+        let enc_net = network::encoder(enc);
+        let mut encoder = program::from_layers(store, &enc_net.layers, enc_net.norm)?;
+        if let Some(Op::Conv(conv_in)) = encoder.first_mut() {
+            conv_in.input_grad = false; // the image gradient is never needed
         }
-        encoder.push(Op::Norm(GroupNorm::new(store, &b(encoder.len()), cur, g, eps)?));
-        encoder.push(Op::Conv(Conv3d::new(store, &format!("{}.conv", b(encoder.len())), cur, lat, 3, 1, 1, true)?));
-        let quant_conv_mu = Conv3d::new(store, &format!("{PREFIX}.quant_conv_mu.conv"), lat, lat, 1, 1, 0, true)?;
-        let quant_conv_log_sigma = Conv3d::new(store, &format!("{PREFIX}.quant_conv_log_sigma.conv"), lat, lat, 1, 1, 0, true)?;
-        let post_quant_conv = Conv3d::new(store, &format!("{PREFIX}.post_quant_conv.conv"), lat, lat, 1, 1, 0, true)?;
-
-        let (g, eps) = (dec.norm_num_groups as usize, dec.norm_eps);
-        let rch: Vec<usize> = dec.num_channels.iter().rev().map(|&c| c as usize).collect();
-        let rres: Vec<u32> = dec.num_res_blocks.iter().rev().cloned().collect();
-        let b = |i: usize| format!("{PREFIX}.decoder.blocks.{i}");
-        let mut decoder = Vec::new();
-        decoder.push(Op::Conv(Conv3d::new(store, &format!("{}.conv", b(0)), lat, rch[0], 3, 1, 1, true)?));
-        let mut cur = rch[0];
-        for (lvl, &c) in rch.iter().enumerate() {
-            for _ in 0..rres[lvl] {
-                decoder.push(Op::Res(ResBlock::new(store, &b(decoder.len()), cur, c, g, eps, None, "nin_shortcut")?));
-                cur = c;
-            }
-            if lvl + 1 < rch.len() {
-                decoder.push(Op::Upsample(Conv3d::new(store, &format!("{}.conv.conv", b(decoder.len())), cur, cur, 3, 1, 1, true)?));
-            }
-        }
-        decoder.push(Op::Norm(GroupNorm::new(store, &b(decoder.len()), cur, g, eps)?));
-        decoder.push(Op::Conv(Conv3d::new(store, &format!("{}.conv", b(decoder.len())), cur, dec.out_channels as usize, 3, 1, 1, true)?));
+        let quant_conv_mu = program::conv3d(store, &enc_net.quant_conv_mu)?;
+        let quant_conv_log_sigma = program::conv3d(store, &enc_net.quant_conv_log_sigma)?;
+        let dec_net = network::decoder(dec);
+        let post_quant_conv = program::conv3d(store, &dec_net.post_quant_conv)?;
+        let decoder = program::from_layers(store, &dec_net.layers, dec_net.norm)?;
         Ok(AutoencoderKL {
             encoder_config: enc.clone(),
             decoder_config: dec.clone(),

@@ -12,6 +12,9 @@ use crate::layers::upsample::{upsample2_backward, upsample2_forward};
 use crate::layers::{Dims, LayerError};
 
 use super::blocks::{AttnBlock, AttnBlockCache, ResBlock, ResCache};
+use super::ModelError;
+use crate::params::{ParamError, ParamStore};
+use ldm_weights::network::{self, Layer, NormSettings};
 
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)]
@@ -46,6 +49,44 @@ enum Saved {
 pub struct Tape {
     saved: Vec<Saved>,
     skips: usize,
+}
+
+/// The ops of a declared network (`ldm_weights::network`), registering each layer's parameters
+/// (zero-initialised) in `store` in forward order.
+pub fn from_layers(store: &mut ParamStore, layers: &[Layer], norm: NormSettings) -> Result<Vec<Op>, ModelError> {
+    let (groups, eps) = (norm.groups, norm.eps);
+    let mut ops = Vec::with_capacity(layers.len());
+    let mut pushed = 0usize;
+    let mut stack: Vec<usize> = Vec::new();
+    for layer in layers {
+        ops.push(match layer {
+            Layer::Conv(c) => Op::Conv(conv3d(store, c)?),
+            Layer::Upsample(c) => Op::Upsample(conv3d(store, c)?),
+            Layer::Norm { path, c } => Op::Norm(GroupNorm::new(store, path, *c, groups, eps)?),
+            Layer::Silu => Op::Silu,
+            Layer::Res(r) => Op::Res(ResBlock::new(store, &r.path, r.cin, r.cout, groups, eps, r.temb, r.shortcut_name())?),
+            Layer::Attn(a) => Op::Attn(AttnBlock::new(store, &a.path, a.c, a.head_channels, groups, eps, a.proj)?),
+            Layer::PushSkip => {
+                stack.push(pushed);
+                pushed += 1;
+                Op::PushSkip(pushed - 1)
+            }
+            Layer::PopConcat => {
+                let id = stack.pop().ok_or_else(|| ModelError::Config("skip stack exhausted (inconsistent num_res_blocks)".into()))?;
+                Op::PopConcat(id)
+            }
+        });
+    }
+    if !stack.is_empty() {
+        return Err(ModelError::Config("skip connections left unused".into()));
+    }
+    Ok(ops)
+}
+
+/// The `Conv3d` of a declared MONAI `Convolution` (`<path>.conv`), with its padding.
+pub fn conv3d(store: &mut ParamStore, c: &network::Conv) -> Result<Conv3d, ParamError> {
+    let conv = Conv3d::new(store, &format!("{}.conv", c.path), c.cin, c.cout, c.k, c.stride, c.pad.0, true)?;
+    Ok(if c.pad.0 == c.pad.1 { conv } else { conv.with_padding(c.pad.0, c.pad.1) })
 }
 
 fn bad_tape() -> LayerError {

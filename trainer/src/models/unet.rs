@@ -3,23 +3,20 @@
 //! (+ attention) with a stride-2 conv downsampler except the deepest; middle Res -> Attn -> Res;
 //! up levels of `num_res_blocks + 1` ResnetBlocks, each on `cat([h, popped skip])` (+ attention),
 //! with nearest-x2 + conv upsampler except the shallowest; GroupNorm -> SiLU -> conv out.
-//! Predicts epsilon. Parameters are `unet.<generative key>`; `proj_attn` is registered only when
+//! Predicts epsilon. The layers come from the one declaration, `ldm_weights::network::unet`;
+//! parameters are `unet.<generative key>`; `proj_attn` is registered only when
 //! `attention_output_projection` is set (generative 0.2.3 never applies it).
 
+use ldm_weights::network;
 use ldm_weights::UnetConfig;
 
-use super::blocks::{AttnBlock, ResBlock};
 use super::program::{self, Op, Tape};
 use super::ModelError;
 use crate::layers::act::{silu_backward, silu_forward};
-use crate::layers::conv3d::Conv3d;
 use crate::layers::linear::Linear;
-use crate::layers::norm::GroupNorm;
 use crate::layers::timestep::timestep_embedding;
 use crate::layers::{check_len, Dims};
 use crate::params::ParamStore;
-
-const PREFIX: &str = "unet";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiffusionUnet {
@@ -67,73 +64,14 @@ impl DiffusionUnet {
                 return Err(ModelError::Config(format!("unet: level {i} has attention but head channels {hc} do not divide {}", ch[i])));
             }
         }
-        let (eps, proj) = (cfg.norm_eps, cfg.attention_output_projection);
-        let temb = ch[0] * 4;
-        let time_embed_0 = Linear::new(store, &format!("{PREFIX}.time_embed.0"), ch[0], temb, true)?;
-        let time_embed_2 = Linear::new(store, &format!("{PREFIX}.time_embed.2"), temb, temb, true)?;
-        let mut ops = Vec::new();
-        let mut skips: Vec<usize> = Vec::new(); // channels of each pushed skip (stack)
-        let mut nskip = 0usize;
-        let mut push = |ops: &mut Vec<Op>, skips: &mut Vec<usize>, c: usize| {
-            ops.push(Op::PushSkip(nskip));
-            skips.push(c);
-            nskip += 1;
-        };
-        let mut conv_in = Conv3d::new(store, &format!("{PREFIX}.conv_in.conv"), cfg.in_channels as usize, ch[0], 3, 1, 1, true)?;
-        conv_in.input_grad = false; // d(x_t) is never needed
-        ops.push(Op::Conv(conv_in));
-        push(&mut ops, &mut skips, ch[0]);
-        let mut cur = ch[0];
-        for i in 0..nl {
-            let pre = format!("{PREFIX}.down_blocks.{i}");
-            for j in 0..cfg.num_res_blocks[i] as usize {
-                ops.push(Op::Res(ResBlock::new(store, &format!("{pre}.resnets.{j}"), cur, ch[i], groups, eps, Some(temb), "skip_connection")?));
-                cur = ch[i];
-                if cfg.attention_levels[i] {
-                    let hc = cfg.num_head_channels[i] as usize;
-                    ops.push(Op::Attn(AttnBlock::new(store, &format!("{pre}.attentions.{j}"), cur, hc, groups, eps, proj)?));
-                }
-                push(&mut ops, &mut skips, cur);
-            }
-            if i + 1 < nl {
-                ops.push(Op::Conv(Conv3d::new(store, &format!("{pre}.downsampler.op.conv"), cur, cur, 3, 2, 1, true)?));
-                push(&mut ops, &mut skips, cur);
-            }
+        let net = network::unet(cfg);
+        let [e0, e2] = &net.time_embed;
+        let time_embed_0 = Linear::new(store, &e0.path, e0.cin, e0.cout, true)?;
+        let time_embed_2 = Linear::new(store, &e2.path, e2.cin, e2.cout, true)?;
+        let mut ops = program::from_layers(store, &net.layers, net.norm)?;
+        if let Some(Op::Conv(conv_in)) = ops.first_mut() {
+            conv_in.input_grad = false; // d(x_t) is never needed
         }
-        let hc_last = cfg.num_head_channels[nl - 1] as usize;
-        let pre = format!("{PREFIX}.middle_block");
-        ops.push(Op::Res(ResBlock::new(store, &format!("{pre}.resnet_1"), cur, cur, groups, eps, Some(temb), "skip_connection")?));
-        ops.push(Op::Attn(AttnBlock::new(store, &format!("{pre}.attention"), cur, hc_last, groups, eps, proj)?));
-        ops.push(Op::Res(ResBlock::new(store, &format!("{pre}.resnet_2"), cur, cur, groups, eps, Some(temb), "skip_connection")?));
-        // Skip indices are popped in reverse push order.
-        let mut skip_ids: Vec<usize> = (0..nskip).collect();
-        for i in 0..nl {
-            let lvl = nl - 1 - i;
-            let out = ch[lvl];
-            let pre = format!("{PREFIX}.up_blocks.{i}");
-            for j in 0..cfg.num_res_blocks[lvl] as usize + 1 {
-                let (id, sc) = match (skip_ids.pop(), skips.pop()) {
-                    (Some(id), Some(sc)) => (id, sc),
-                    _ => return Err(ModelError::Config("unet: skip stack exhausted (inconsistent num_res_blocks)".into())),
-                };
-                ops.push(Op::PopConcat(id));
-                ops.push(Op::Res(ResBlock::new(store, &format!("{pre}.resnets.{j}"), cur + sc, out, groups, eps, Some(temb), "skip_connection")?));
-                cur = out;
-                if cfg.attention_levels[lvl] {
-                    let hc = cfg.num_head_channels[lvl] as usize;
-                    ops.push(Op::Attn(AttnBlock::new(store, &format!("{pre}.attentions.{j}"), cur, hc, groups, eps, proj)?));
-                }
-            }
-            if i + 1 < nl {
-                ops.push(Op::Upsample(Conv3d::new(store, &format!("{pre}.upsampler.conv.conv"), cur, cur, 3, 1, 1, true)?));
-            }
-        }
-        if !skips.is_empty() {
-            return Err(ModelError::Config("unet: skip connections left unused".into()));
-        }
-        ops.push(Op::Norm(GroupNorm::new(store, &format!("{PREFIX}.out.0"), cur, groups, eps)?));
-        ops.push(Op::Silu);
-        ops.push(Op::Conv(Conv3d::new(store, &format!("{PREFIX}.out.2.conv"), cur, cfg.out_channels as usize, 3, 1, 1, true)?));
         Ok(DiffusionUnet { config: cfg.clone(), time_embed_0, time_embed_2, ops, param_end: store.len() })
     }
 
