@@ -7,7 +7,7 @@ use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
 use crate::options::{self, Options, Precision, Progress, Resolved, Sampler};
 use crate::philox::philox_normal;
 use crate::pool::Pool;
-use crate::runtime::PlanReport;
+use crate::plan::PlanReport;
 use crate::schedule::{ddim_step, ddpm_step, Schedule};
 use crate::slab::SlabPlan;
 use crate::weights::WeightSource;

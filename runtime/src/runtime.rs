@@ -4,40 +4,12 @@
 //! `RuntimeError::Unsupported`, never a panic.
 
 use crate::cpu::{CpuPlan, CpuRuntime};
+use crate::plan::PlanReport;
 use crate::error::RuntimeError;
 use crate::options::{Device, Options, Progress};
 use crate::schedule::Schedule;
 use crate::weights::{WeightSource, WeightStore};
 use ldm_weights::{Blob, ModelConfig, OutputGeometry};
-
-/// Memory of the static plan, known before anything large is allocated. On the CUDA backend
-/// the bytes are device bytes: `arena_bytes` holds activations and scratch, `workspace_bytes`
-/// the cuDNN and cuBLAS workspaces, and `threads` is 0.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlanReport {
-    /// Packed weights and vectors.
-    pub weights_bytes: usize,
-    /// The activation arena (shared by the UNet and decoder phases).
-    pub arena_bytes: usize,
-    /// GEMM packing, normalisation slabs, attention scratch.
-    pub workspace_bytes: usize,
-    /// Sampler state: latent, epsilon, noise, time embedding and dynamic biases.
-    pub state_bytes: usize,
-    pub total_bytes: usize,
-    /// Arena bytes each phase needs.
-    pub unet_arena_bytes: usize,
-    pub decoder_arena_bytes: usize,
-    /// What the same phase would need without buffer reuse (sum of all its buffers).
-    pub unet_unshared_bytes: usize,
-    pub decoder_unshared_bytes: usize,
-    pub unet_ops: usize,
-    pub decoder_ops: usize,
-    pub threads: usize,
-    /// Slab decoding under `max_memory`: slabs, passes and slab depth (0 = whole volume).
-    pub decoder_slabs: usize,
-    pub decoder_passes: usize,
-    pub decoder_slab_planes: usize,
-}
 
 /// A runtime whose plan is known and whose large buffers are not yet allocated (CPU backend):
 /// `report` says what `allocate` will take.
@@ -138,7 +110,7 @@ impl Runtime {
         match backend {
             Backend::Cpu(r) => r.plan(),
             #[cfg(feature = "cuda")]
-            Backend::Cuda(c) => &c.report,
+            Backend::Cuda(c) => c.rt.report(),
         }
     }
     pub fn output_shape(&self) -> [usize; 4] {
@@ -281,7 +253,7 @@ or use the CPU device";
 /// With the `cuda` feature: the CUDA runtime behind `Runtime`'s checks and error types.
 #[cfg(feature = "cuda")]
 mod cuda_backend {
-    use super::{Backend, PlanReport};
+    use super::Backend;
     use crate::cuda::{CudaError, CudaRuntime};
     use crate::error::RuntimeError;
     use crate::options::{self, Options, Precision, Progress};
@@ -291,7 +263,6 @@ mod cuda_backend {
 
     pub(super) struct CudaBackend {
         pub rt: CudaRuntime,
-        pub report: PlanReport,
         pub schedule: Schedule,
         pub ordinal: usize,
         batch: usize,
@@ -318,8 +289,7 @@ mod cuda_backend {
         // Fail fast (before seconds of host planning at the bundle's size) when no GPU is usable.
         crate::cuda::check_available(ordinal).map_err(|e| convert(ordinal, e))?;
         let rt = CudaRuntime::new(config, store, opts).map_err(|e| convert(ordinal, e))?;
-        let report = rt.plan_report();
-        Ok(Backend::Cuda(Box::new(CudaBackend { rt, report, schedule, ordinal, batch: opts.batch })))
+        Ok(Backend::Cuda(Box::new(CudaBackend { rt, schedule, ordinal, batch: opts.batch })))
     }
 
     fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), RuntimeError> {

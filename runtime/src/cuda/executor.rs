@@ -15,7 +15,7 @@
 use crate::error::RuntimeError;
 use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
 use crate::options::{Device, Options, Precision, Progress, Sampler};
-use crate::runtime::PlanReport;
+use crate::plan::PlanReport;
 use crate::schedule::{ddim_timesteps, Schedule};
 use crate::weights::WeightSource;
 use ldm_weights::{DType, ModelConfig, SamplerKind};
@@ -33,19 +33,6 @@ use super::sampler::{ddim_table, ddpm_table, timestep_table};
 
 /// Bytes of a normalisation slab handed to the CPU plan builder (only shapes matter here).
 const PLAN_SLAB_BYTES: usize = 32 << 20;
-
-/// Device memory of the plan, known before the arenas are allocated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CudaPlanReport {
-    pub weights_bytes: usize,
-    /// Activations (the CPU plan's arena, shared by both phases) + scratch.
-    pub activation_bytes: usize,
-    pub conv_workspace_bytes: usize,
-    pub cublas_workspace_bytes: usize,
-    /// Latent state, tables, time embedding, per-block biases.
-    pub state_bytes: usize,
-    pub total_bytes: usize,
-}
 
 /// One network on the device: its lowered steps and a cuDNN plan per distinct conv shape.
 struct Net {
@@ -88,7 +75,7 @@ pub struct CudaRuntime {
     latent: [usize; 4],
     out_shape: [usize; 4],
     batch: usize,
-    report: CudaPlanReport,
+    report: PlanReport,
 }
 
 // SAFETY: a CudaRuntime exclusively owns its context, stream, module, cuBLAS/cuDNN handles,
@@ -308,13 +295,25 @@ impl CudaRuntime {
         };
         let work_total = work.total_bytes()?;
         let weights_total = wl.total_bytes()?;
-        let report = CudaPlanReport {
+        // The device plan in the one report type: `arena_bytes` = activations and scratch,
+        // `workspace_bytes` = cuDNN + cuBLAS workspaces, per-phase arenas from the lowered plans,
+        // `threads` 0 (no host worker pool), no slab decoding.
+        let report = PlanReport {
             weights_bytes: weights_total,
-            activation_bytes: act,
-            conv_workspace_bytes: conv_ws_bytes,
-            cublas_workspace_bytes: CUBLAS_WORKSPACE_BYTES,
+            arena_bytes: act,
+            workspace_bytes: conv_ws_bytes + CUBLAS_WORKSPACE_BYTES,
             state_bytes: work_total - state_start,
             total_bytes: weights_total + work_total,
+            unet_arena_bytes: unet_low.as_ref().map_or(0, |l| l.total_bytes),
+            decoder_arena_bytes: dec_low.as_ref().map_or(0, |l| l.total_bytes),
+            unet_unshared_bytes: unet.as_ref().map_or(0, |u| 4 * u.graph.total_buffer_len()),
+            decoder_unshared_bytes: decoder.as_ref().map_or(0, |d| 4 * d.graph.total_buffer_len()),
+            unet_ops: unet.as_ref().map_or(0, |u| u.graph.ops.len()),
+            decoder_ops: decoder.as_ref().map_or(0, |d| d.graph.ops.len()),
+            threads: 0,
+            decoder_slabs: 0,
+            decoder_passes: 0,
+            decoder_slab_planes: 0,
         };
         if let Some(limit) = opts.max_memory {
             let needed = report.total_bytes - report.weights_bytes;
@@ -412,7 +411,7 @@ impl CudaRuntime {
         Ok(rt)
     }
 
-    pub fn report(&self) -> &CudaPlanReport {
+    pub fn report(&self) -> &PlanReport {
         &self.report
     }
 
@@ -442,39 +441,6 @@ impl CudaRuntime {
 
     pub fn flops_per_decode(&self) -> f64 {
         self.decoder.as_ref().map_or(0.0, |(_, d)| d.graph.flops)
-    }
-
-    /// The device plan in the CPU runtime's report format: `arena_bytes` = activations and
-    /// scratch, `workspace_bytes` = cuDNN + cuBLAS workspaces, per-phase arenas from the lowered
-    /// plans, `threads` 0 (no host worker pool), no slab decoding.
-    pub fn plan_report(&self) -> PlanReport {
-        let r = &self.report;
-        PlanReport {
-            weights_bytes: r.weights_bytes,
-            arena_bytes: r.activation_bytes,
-            workspace_bytes: r.conv_workspace_bytes + r.cublas_workspace_bytes,
-            state_bytes: r.state_bytes,
-            total_bytes: r.total_bytes,
-            unet_arena_bytes: self.unet.as_ref().map_or(0, |(n, _)| n.lowered.total_bytes),
-            decoder_arena_bytes: self
-                .decoder
-                .as_ref()
-                .map_or(0, |(n, _)| n.lowered.total_bytes),
-            unet_unshared_bytes: self
-                .unet
-                .as_ref()
-                .map_or(0, |(_, u)| 4 * u.graph.total_buffer_len()),
-            decoder_unshared_bytes: self
-                .decoder
-                .as_ref()
-                .map_or(0, |(_, d)| 4 * d.graph.total_buffer_len()),
-            unet_ops: self.unet.as_ref().map_or(0, |(_, u)| u.graph.ops.len()),
-            decoder_ops: self.decoder.as_ref().map_or(0, |(_, d)| d.graph.ops.len()),
-            threads: 0,
-            decoder_slabs: 0,
-            decoder_passes: 0,
-            decoder_slab_planes: 0,
-        }
     }
 
     fn ptr(&self, r: Region) -> Result<DevPtr, CudaError> {

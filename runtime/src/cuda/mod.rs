@@ -12,5 +12,5 @@ pub mod executor;
 pub mod lower;
 pub mod sampler;
 
-pub use executor::{CudaPlanReport, CudaRuntime};
+pub use executor::CudaRuntime;
 pub use ldm_cuda::{check_available, library_presence, CudaError, DeviceInfo, LibraryPresence};
