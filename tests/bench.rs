@@ -50,6 +50,8 @@ fn json_report_is_complete_and_consistent() {
     assert!(r["plan_arena_bytes"].as_u64().unwrap() > 0);
     assert!(r["plan_weights_bytes"].as_u64().unwrap() >= 4 * 1_000_000, "fixture weights are ~1.3 M f32");
     assert_eq!(r["plan_threads"], 2);
+    // the same microkernel this process would choose (same CPU, same LDM_CPU_KERNEL)
+    assert_eq!(r["cpu_kernel"], ldm_runtime::gemm::selected().name());
     assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
     let checksum = format!(
         "{:016x}",

@@ -84,6 +84,10 @@ struct Report {
     model: String,
     model_checksum: String,
     device: String,
+    /// The CPU's model name (`/proc/cpuinfo`), for every figure's record.
+    cpu_model: Option<String>,
+    /// The CPU microkernel the runtime chose (`LDM_CPU_KERNEL` forces one); None on a GPU.
+    cpu_kernel: Option<&'static str>,
     threads: Option<usize>,
     latent_shape: [usize; 4],
     output_shape: [usize; 4],
@@ -101,6 +105,14 @@ struct Report {
     plan_workspace_bytes: u64,
     plan_threads: usize,
     peak_rss_bytes: Option<u64>,
+}
+
+/// The CPU's model name from `/proc/cpuinfo` (x86 `model name`; Arm has none there), None
+/// where unavailable.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), None where unavailable.
@@ -211,6 +223,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: model_path.display().to_string(),
         model_checksum: format!("{:016x}", blob.checksum()),
         device: device_name(rt.device()),
+        cpu_model: cpu_model(),
+        cpu_kernel: (plan.threads > 0).then(|| ldm_runtime::gemm::selected().name()),
         threads: args.threads,
         latent_shape,
         output_shape: out_shape,
@@ -248,6 +262,11 @@ fn print_table(r: &Report) {
         );
     } else {
         println!("device          {}, {} threads", r.device, r.plan_threads);
+        println!(
+            "cpu             {}, microkernel {}",
+            r.cpu_model.as_deref().unwrap_or("unknown model"),
+            r.cpu_kernel.unwrap_or("-")
+        );
     }
     println!(
         "latent -> image {} -> {}",
