@@ -5,6 +5,11 @@
 //! width and block width follow the selected microkernel (`gemm::Kernel`).
 
 #[cfg(target_arch = "x86_64")]
+mod pack_avx2;
+#[cfg(target_arch = "x86_64")]
+mod pack_avx512;
+
+#[cfg(target_arch = "x86_64")]
 use crate::gemm::{Avx2, Avx512};
 #[cfg(target_arch = "aarch64")]
 use crate::gemm::Neon;
@@ -252,126 +257,6 @@ fn conv_tiled<T: PackB>(
             k0 += kc;
         }
     });
-}
-
-/// AVX-512 packing of one run: masked loads give the zero borders for free.
-#[cfg(target_arch = "x86_64")]
-mod simd_pack {
-    use std::arch::x86_64::*;
-
-    fn bits(lo: usize, hi: usize) -> u32 {
-        if hi <= lo {
-            0
-        } else {
-            (((1u64 << hi) - 1) as u32) & !(((1u64 << lo) - 1) as u32)
-        }
-    }
-
-    /// `d[i] = row[zw0 + i]` for `i` in `lo..hi`, 0 for other `i < len` (`len <= 32`).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn run_copy(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize) {
-        let v = bits(lo, hi);
-        let src = row.wrapping_offset(zw0);
-        let l = bits(0, len);
-        let a = _mm512_maskz_loadu_ps(v as u16, src);
-        _mm512_mask_storeu_ps(d, l as u16, a);
-        // Short runs (rows narrower than 16 voxels) need no second half.
-        if len > 16 {
-            let b = _mm512_maskz_loadu_ps((v >> 16) as u16, src.wrapping_add(16));
-            _mm512_mask_storeu_ps(d.add(16), (l >> 16) as u16, b);
-        }
-    }
-
-    /// Nearest x2 upsampling: `d[i] = row[(zw0 + i) >> 1]` for `i` in `lo..hi`, 0 elsewhere.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn run_up2(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize, win: usize) {
-        let base = zw0 >> 1;
-        let par = (zw0 & 1) as i32;
-        let j_lo = (-base).clamp(0, 32) as usize;
-        let j_hi = (win as isize - base).clamp(0, 32) as usize;
-        let sv = bits(j_lo, j_hi);
-        let src = row.wrapping_offset(base);
-        let s0 = _mm512_maskz_loadu_ps(sv as u16, src);
-        let s1 = _mm512_maskz_loadu_ps((sv >> 16) as u16, src.wrapping_add(16));
-        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let i0 = _mm512_srli_epi32::<1>(_mm512_add_epi32(iota, _mm512_set1_epi32(par)));
-        let i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(8));
-        let v = bits(lo, hi);
-        let a = _mm512_maskz_mov_ps(v as u16, _mm512_permutex2var_ps(s0, i0, s1));
-        let b = _mm512_maskz_mov_ps((v >> 16) as u16, _mm512_permutex2var_ps(s0, i1, s1));
-        let l = bits(0, len);
-        _mm512_mask_storeu_ps(d, l as u16, a);
-        _mm512_mask_storeu_ps(d.add(16), (l >> 16) as u16, b);
-    }
-}
-
-/// AVX2 packing of one run: masked loads give the zero borders; whole 8-lane stores, the last
-/// one overlapping the previous (no masked stores, which are slow on some AMD cores).
-#[cfg(target_arch = "x86_64")]
-mod avx2_pack {
-    use std::arch::x86_64::*;
-
-    /// Lanes `j` of an 8-lane chunk with `lo <= j < hi` (bounds relative to the chunk).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn window(lo: isize, hi: isize) -> __m256i {
-        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let ge = _mm256_cmpgt_epi32(iota, _mm256_set1_epi32(lo.clamp(-1, 8) as i32 - 1));
-        let lt = _mm256_cmpgt_epi32(_mm256_set1_epi32(hi.clamp(-1, 8) as i32), iota);
-        _mm256_and_si256(ge, lt)
-    }
-
-    /// Offsets of the 8-lane chunks covering `0..len` (`len >= 8`): 0, 8, .., then `len - 8`.
-    #[inline(always)]
-    #[allow(clippy::manual_is_multiple_of)]
-    fn chunks(len: usize) -> impl Iterator<Item = usize> {
-        (0..len / 8).map(|c| 8 * c).chain((len % 8 != 0).then_some(len - 8))
-    }
-
-    /// `d[i] = row[zw0 + i]` for `i` in `lo..hi`, 0 for other `i < len`; `len >= 8`.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn run_copy(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize) {
-        for c in chunks(len) {
-            let p = row.wrapping_offset(zw0 + c as isize);
-            let v = if lo <= c && c + 8 <= hi {
-                _mm256_loadu_ps(p)
-            } else {
-                _mm256_maskload_ps(p, window(lo as isize - c as isize, hi as isize - c as isize))
-            };
-            _mm256_storeu_ps(d.add(c), v);
-        }
-    }
-
-    /// Nearest x2 upsampling: `d[i] = row[(zw0 + i) >> 1]` for `i` in `lo..hi`, 0 for other
-    /// `i < len`; `len >= 8`; the source row has `win` values and `avail >= win` floats may be
-    /// read from its start (the rest of the input: unmasked loads where they stay inside).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn run_up2(d: *mut f32, len: usize, row: *const f32, zw0: isize, lo: usize, hi: usize, win: usize, avail: usize) {
-        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        for c in chunks(len) {
-            let z = zw0 + c as isize;
-            let base = z >> 1;
-            let p = row.wrapping_offset(base);
-            let s = if base >= 0 && base as usize + 8 <= avail {
-                _mm256_loadu_ps(p)
-            } else {
-                _mm256_maskload_ps(p, window(-base, win as isize - base))
-            };
-            let idx = _mm256_srli_epi32::<1>(_mm256_add_epi32(iota, _mm256_set1_epi32((z & 1) as i32)));
-            let v = _mm256_permutevar8x32_ps(s, idx);
-            if lo <= c && c + 8 <= hi {
-                _mm256_storeu_ps(d.add(c), v);
-            } else {
-                let keep = window(lo as isize - c as isize, hi as isize - c as isize);
-                _mm256_storeu_ps(d.add(c), _mm256_and_ps(v, _mm256_castsi256_ps(keep)));
-            }
-        }
-    }
 }
 
 /// One run of output columns inside a single output row and a single NR panel.
@@ -627,9 +512,9 @@ fn pack_b_body<const NR: usize>(g: &ConvGeom, input: &ConvInput, k0: usize, kc: 
                     // lanes; this mode is chosen only on CPUs with AVX-512F.
                     unsafe {
                         if up == 0 {
-                            simd_pack::run_copy(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi);
+                            pack_avx512::run_copy(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi);
                         } else {
-                            simd_pack::run_up2(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi, g.win);
+                            pack_avx512::run_up2(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi, g.win);
                         }
                     }
                     continue;
@@ -643,9 +528,9 @@ fn pack_b_body<const NR: usize>(g: &ConvGeom, input: &ConvInput, k0: usize, kc: 
                     // chosen only on CPUs with AVX2.
                     unsafe {
                         if up == 0 {
-                            avx2_pack::run_copy(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi);
+                            pack_avx2::run_copy(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi);
                         } else {
-                            avx2_pack::run_up2(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi, g.win, row_avail);
+                            pack_avx2::run_up2(d.as_mut_ptr(), len, row.as_ptr(), zw0, lo, hi, g.win, row_avail);
                         }
                     }
                     continue;
