@@ -11,16 +11,55 @@ use crate::weights::WeightSource;
 use ldm_weights::network::{self, Layer, NormSettings};
 use ldm_weights::{DecoderConfig, UnetConfig};
 
-/// Packed convolution weights and plain vectors (biases, norms, linear layers).
-#[derive(Debug, Default)]
+/// The weights a plan's ops refer to by index: convolution (and fused q/k/v) matrices and plain
+/// vectors (biases, norms, linear layers). The CPU packs each matrix for its GEMM once, here
+/// (`Params::default`); another backend keeps them in the blob's layout (`Params::unpacked`).
+#[derive(Debug)]
 pub struct Params {
+    /// Packed matrices (CPU plans).
     pub convs: Vec<PackedA>,
+    /// Matrices as stored: `[m, k]` row-major, PyTorch layout (`Params::unpacked` plans).
+    pub matrices: Vec<Matrix>,
     pub vecs: Vec<Vec<f32>>,
+    pack: bool,
+}
+
+/// An `[m, k]` row-major matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub data: Vec<f32>,
+    pub m: usize,
+    pub k: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { convs: Vec::new(), matrices: Vec::new(), vecs: Vec::new(), pack: true }
+    }
 }
 
 impl Params {
+    /// Parameters that keep every matrix in the blob's layout (the CUDA backend uploads them as
+    /// they are).
+    pub fn unpacked() -> Self {
+        Params { pack: false, ..Params::default() }
+    }
+
     pub fn bytes(&self) -> usize {
-        self.convs.iter().map(|c| c.bytes()).sum::<usize>() + self.vecs.iter().map(|v| v.len() * 4).sum::<usize>()
+        self.convs.iter().map(|c| c.bytes()).sum::<usize>()
+            + self.matrices.iter().map(|m| m.data.len() * 4).sum::<usize>()
+            + self.vecs.iter().map(|v| v.len() * 4).sum::<usize>()
+    }
+
+    /// Stores an `[m, k]` matrix, packed or as it is; returns its index.
+    fn push_matrix(&mut self, data: &[f32], m: usize, k: usize) -> usize {
+        if self.pack {
+            self.convs.push(PackedA::pack(data, m, k));
+            self.convs.len() - 1
+        } else {
+            self.matrices.push(Matrix { data: data.to_vec(), m, k });
+            self.matrices.len() - 1
+        }
     }
 }
 
@@ -91,8 +130,7 @@ impl<'a> Builder<'a> {
 
     fn matrix(&mut self, name: &str, shape: &[usize], m: usize, k: usize) -> Result<usize, RuntimeError> {
         let d = self.store.tensor(name, shape)?;
-        self.params.convs.push(PackedA::pack(&d, m, k));
-        Ok(self.params.convs.len() - 1)
+        Ok(self.params.push_matrix(&d, m, k))
     }
 
     fn new_tensor(&mut self, c: usize, d: usize, h: usize, w: usize) -> Result<Tensor, RuntimeError> {
@@ -359,8 +397,7 @@ fn unet_attn(b: &mut Builder, a: &network::Attn, x: Tensor) -> Result<Tensor, Ru
         wqkv.extend_from_slice(&b.store.tensor(&format!("{}.weight", l.path), &[c, c])?);
         bqkv.extend_from_slice(&b.store.tensor(&format!("{}.bias", l.path), &[c])?);
     }
-    b.params.convs.push(PackedA::pack(&wqkv, 3 * c, c));
-    let w = b.params.convs.len() - 1;
+    let w = b.params.push_matrix(&wqkv, 3 * c, c);
     b.params.vecs.push(bqkv);
     let bias = b.params.vecs.len() - 1;
     let qkv = b.conv_raw(&x, w, Bias::Param(bias), 3 * c, 1, 1, false, Some((s, false)), InitKind::Bias, None)?;

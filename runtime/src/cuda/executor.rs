@@ -1,10 +1,10 @@
 //! The CUDA runtime: the CPU's plan (built by `model`, lowered by `lower`) executed on one GPU
-//! in fp32. Everything is allocated in `CudaRuntime::new`: one weights arena (conv weights
-//! unpacked to PyTorch layout, every parameter vector), one work arena (the plan's activations
-//! shared by the UNet and decoder phases, scratch, cuDNN and cuBLAS workspaces, sampler state and
-//! tables). A sampling step (time-embedding MLP, UNet, sampler update, step-counter advance) is
-//! captured once as a CUDA graph and replayed; per-step values are read on the device through
-//! the step counter. Noise and sampler arithmetic follow the CPU exactly (same Philox stream
+//! in fp32. Everything is allocated in `CudaRuntime::new`: one weights arena (conv weights in
+//! the blob's PyTorch layout, never packed for the CPU, and every parameter vector), one work
+//! arena (the plan's activations shared by the UNet and decoder phases, scratch, cuDNN and
+//! cuBLAS workspaces, sampler state and tables). A sampling step (time-embedding MLP, UNet,
+//! sampler update, step-counter advance) is captured once as a CUDA graph and replayed;
+//! per-step values are read on the device through the step counter. Noise and sampler arithmetic follow the CPU exactly (same Philox stream
 //! offsets: volume b from b * 2^40, initial noise [0, n), step s noise [(s + 1) n, (s + 2) n)).
 //!
 //! Precision: activations and conv weights in fp32, fp16 or bf16 (`Options::precision`), with
@@ -28,7 +28,7 @@ use ldm_cuda::gemm::{GemmSpec, CUBLAS_WORKSPACE_BYTES};
 use ldm_cuda::geometry;
 use ldm_cuda::graph::StepGraph;
 use ldm_cuda::kernels::{AttentionArgs, NoiseStream};
-use super::lower::{lower, unpack, BiasRef, Lowered, Step};
+use super::lower::{lower, BiasRef, Lowered, Step};
 use super::sampler::{ddim_table, ddpm_table, timestep_table};
 
 /// Bytes of a normalisation slab handed to the CPU plan builder (only shapes matter here).
@@ -205,8 +205,8 @@ impl CudaRuntime {
             }
         };
 
-        // Host plan: the CPU's graphs, lowered.
-        let mut params = Params::default();
+        // Host plan: the CPU's graphs, lowered; matrices stay in the blob's layout.
+        let mut params = Params::unpacked();
         let unet = match &config.unet {
             Some(c) => Some(
                 build_unet(c, store, latent, &mut params, PLAN_SLAB_BYTES).map_err(plan_error)?,
@@ -226,12 +226,12 @@ impl CudaRuntime {
             .as_ref()
             .map_or([0; 4], |d| [d.output.c, d.output.d, d.output.h, d.output.w]);
 
-        // Weights layout: every conv weight unpacked, every vector.
+        // Weights layout: every matrix, every vector.
         let mut wl = ArenaLayout::new();
         let conv_weights = params
-            .convs
+            .matrices
             .iter()
-            .map(|p| wl.push(dtype.size_bytes() * p.m * p.k))
+            .map(|m| wl.push(dtype.size_bytes() * m.data.len()))
             .collect::<Result<Vec<_>, _>>()?;
         let vectors = params
             .vecs
@@ -324,8 +324,8 @@ impl CudaRuntime {
 
         // Allocate and upload.
         let mut weights = DeviceArena::new(dev.stream(), &wl)?;
-        for (p, r) in params.convs.iter().zip(&conv_weights) {
-            weights.upload(dev.stream(), *r, &typed_bytes(&unpack(p)?, dtype))?;
+        for (m, r) in params.matrices.iter().zip(&conv_weights) {
+            weights.upload(dev.stream(), *r, &typed_bytes(&m.data, dtype))?;
         }
         for (v, r) in params.vecs.iter().zip(&vectors) {
             weights.upload(dev.stream(), *r, &f32_bytes(v))?;

@@ -11,7 +11,6 @@
 //! This module is plain data, tested on the host by interpreting the steps with naive loops
 //! and comparing with the CPU runtime (tests below); `executor` maps each step to one launch.
 
-use crate::gemm::{PackedA, KC, MR};
 use crate::graph::{Bias, Graph, InitKind, Op};
 
 use ldm_cuda::arena::{align_up, Region, ARENA_ALIGN};
@@ -399,35 +398,6 @@ pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
     })
 }
 
-/// The row-major [m, k] matrix (PyTorch's conv weight [out, in * k^3]) back from the CPU's
-/// packed GEMM panels, for uploading to cuDNN.
-pub fn unpack(p: &PackedA) -> Result<Vec<f32>, CudaError> {
-    let (m, k, m_pad) = (p.m, p.k, p.m_pad);
-    let needed = m_pad
-        .checked_mul(k)
-        .ok_or_else(|| CudaError::Shape("packed weight size overflows".into()))?;
-    if m_pad < m || m_pad % MR != 0 || p.data.len() < needed {
-        return Err(CudaError::Shape(format!(
-            "packed weight [{m}, {k}] (m_pad {m_pad}) holds {} floats, expected {needed}",
-            p.data.len()
-        )));
-    }
-    let mut w = vec![0f32; m * k];
-    let mut k0 = 0;
-    while k0 < k {
-        let kc = KC.min(k - k0);
-        let block = &p.data[k0 * m_pad..(k0 + kc) * m_pad];
-        for (row, w_row) in w.chunks_exact_mut(k).enumerate() {
-            let (panel, r) = (row / MR, row % MR);
-            for kk in 0..kc {
-                w_row[k0 + kk] = block[panel * kc * MR + kk * MR + r];
-            }
-        }
-        k0 += kc;
-    }
-    Ok(w)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,7 +485,7 @@ mod tests {
                     accumulate,
                 } => {
                     let s = l.specs[*spec];
-                    let w = unpack(&params.convs[*weight]).unwrap();
+                    let w = &params.matrices[*weight].data;
                     let (xo, oo) = (f(*x).0, f(*out).0);
                     let [d, h, wd] = s.in_dims;
                     let o = s.out_dims().unwrap();
@@ -670,28 +640,11 @@ mod tests {
     }
 
     #[test]
-    fn unpack_inverts_the_cpu_packing() {
-        for (m, k) in [
-            (1usize, 1usize),
-            (12, 128),
-            (13, 129),
-            (64, 27 * 8),
-            (7, 300),
-        ] {
-            let w: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 3.0).collect();
-            assert_eq!(unpack(&PackedA::pack(&w, m, k)).unwrap(), w, "m {m} k {k}");
-        }
-        let mut bad = PackedA::pack(&[1.0; 12], 3, 4);
-        bad.data.truncate(5);
-        assert!(unpack(&bad).is_err());
-    }
-
-    #[test]
     fn lowered_decoder_equals_the_cpu_decoder() {
         let cfg = small_config();
         let store = WeightStore::random(&cfg, 7).unwrap();
         let latent = cfg.latent_shape.map(|v| v as usize);
-        let mut params = Params::default();
+        let mut params = Params::unpacked();
         let dec = build_decoder(
             cfg.decoder.as_ref().unwrap(),
             &store,
@@ -742,7 +695,7 @@ mod tests {
         let ucfg = cfg.unet.as_ref().unwrap();
         let store = WeightStore::random(&cfg, 8).unwrap();
         let latent = cfg.latent_shape.map(|v| v as usize);
-        let mut params = Params::default();
+        let mut params = Params::unpacked();
         let u = build_unet(ucfg, &store, latent, &mut params, 1 << 12).unwrap();
         let l = lower(&u.graph).unwrap();
         check_layout(&l);
@@ -832,7 +785,7 @@ mod tests {
         cfg.encoder = None;
         let store = WeightStore::random(&cfg, 1).unwrap();
         let latent = cfg.latent_shape.map(|v| v as usize);
-        let mut params = Params::default();
+        let mut params = Params::unpacked();
         let u = build_unet(
             cfg.unet.as_ref().unwrap(),
             &store,
@@ -863,8 +816,8 @@ mod tests {
                 gib(l.total_bytes)
             );
         }
-        let wbytes: usize = params.convs.iter().map(|p| 4 * p.m * p.k).sum::<usize>()
+        let wbytes: usize = params.matrices.iter().map(|m| 4 * m.data.len()).sum::<usize>()
             + params.vecs.iter().map(|v| 4 * v.len()).sum::<usize>();
-        println!("weights (fp32, unpacked): {:.2} GiB", gib(wbytes));
+        println!("weights (fp32, PyTorch layout): {:.2} GiB", gib(wbytes));
     }
 }
