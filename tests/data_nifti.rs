@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use ldm_io::nifti::NiftiError;
 use ldm_trainer::data::{discover, read_volume, write_volume, DataError, PreprocessCache, PreprocessConfig, Volume};
 
 /// Header fields a test may set.
@@ -241,7 +242,7 @@ fn four_d_channel_selection() {
         assert_eq!(v.at(1, 2, 1) as f64, vals[c * 24 + 1 + 4 * (2 + 3)]);
     }
     let e = read_volume(&p, Some(3)).unwrap_err();
-    assert!(matches!(e, DataError::BadChannel { channels: 3, .. }), "{e}");
+    assert!(matches!(e, DataError::Nifti(NiftiError::BadChannel { channels: 3, .. })), "{e}");
     let e = read_volume(&p, None).unwrap_err();
     assert!(e.to_string().contains("--channel"), "{e}");
 }
@@ -294,7 +295,7 @@ fn odd_inputs_give_clear_errors() {
         &vals,
         false,
     );
-    assert!(matches!(expect_error(&p, "nifti2"), DataError::Nifti2 { .. }));
+    assert!(matches!(expect_error(&p, "nifti2"), DataError::Nifti(NiftiError::Nifti2 { .. })));
     // not NIfTI at all
     let p = d.join("junk.nii");
     std::fs::write(&p, vec![7u8; 400]).unwrap();
@@ -314,7 +315,7 @@ fn odd_inputs_give_clear_errors() {
         );
         assert!(matches!(
             expect_error(&p, "datatype"),
-            DataError::UnsupportedDatatype { .. }
+            DataError::Nifti(NiftiError::UnsupportedDatatype { .. })
         ));
     }
     // 5-D
@@ -348,11 +349,11 @@ fn odd_inputs_give_clear_errors() {
     write_file(&p, &Hdr::default(), &nan, false);
     assert!(matches!(
         expect_error(&p, "nan"),
-        DataError::NonFinite {
+        DataError::Nifti(NiftiError::NonFinite {
             count: 1,
             first: [1, 1, 0],
             ..
-        }
+        })
     ));
     // a header that claims far more data than the file could hold: refused before allocating
     let p = d.join("huge.nii.gz");

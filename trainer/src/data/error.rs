@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 /// Errors of NIfTI reading/writing, preprocessing, dataset discovery, phantoms and download.
+/// Preprocessing's own refusals (`BadShape`, `TooLarge`, `BadAffine`) name the file as the
+/// reader's do.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {cause}")]
@@ -10,26 +12,12 @@ pub enum DataError {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("{path}: not a readable NIfTI-1 file: {reason}")]
-    BadNifti { path: PathBuf, reason: String },
-    #[error("{path}: NIfTI-2 files are not supported (convert to NIfTI-1, e.g. with nibabel or fslchfiletype)")]
-    Nifti2 { path: PathBuf },
-    #[error("{path}: unsupported NIfTI datatype {datatype} ({name}); supported: uint8, int8, int16, uint16, int32, uint32, int64, uint64, float32, float64")]
-    UnsupportedDatatype { path: PathBuf, datatype: i16, name: String },
+    /// A NIfTI file the reader refused (`ldm_io::nifti`: header, datatype, size, channels,
+    /// non-finite voxels, affine), with the reader's message.
+    #[error(transparent)]
+    Nifti(#[from] ldm_io::nifti::NiftiError),
     #[error("{path}: {reason}")]
     BadShape { path: PathBuf, reason: String },
-    #[error("{path}: channel {channel} requested but the volume has {channels} channel(s)")]
-    BadChannel {
-        path: PathBuf,
-        channel: usize,
-        channels: usize,
-    },
-    #[error("{path}: {count} voxel(s) are NaN or infinite (first at voxel {first:?})")]
-    NonFinite {
-        path: PathBuf,
-        count: usize,
-        first: [usize; 3],
-    },
     #[error("{path}: {reason}")]
     TooLarge { path: PathBuf, reason: String },
     #[error("{path}: the voxel-to-world affine is not usable: {reason}")]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ldm_io::nifti::{self, Element, ImageHeader, NiftiError, XFORM_SCANNER_ANAT};
+use ldm_io::nifti::{self, Element, ImageHeader, XFORM_SCANNER_ANAT};
 use ldm_io::Budget;
 
 use super::affine::Affine;
@@ -11,43 +11,6 @@ use super::error::{DataError, Result};
 use super::volume::Volume;
 
 pub use ldm_io::nifti::NiftiInfo;
-
-impl From<NiftiError> for DataError {
-    fn from(e: NiftiError) -> DataError {
-        match e {
-            NiftiError::Io { path, cause } => DataError::Io { path, cause },
-            NiftiError::BadNifti { path, reason } => DataError::BadNifti { path, reason },
-            NiftiError::Nifti2 { path } => DataError::Nifti2 { path },
-            NiftiError::UnsupportedDatatype {
-                path,
-                datatype,
-                name,
-            } => DataError::UnsupportedDatatype {
-                path,
-                datatype,
-                name,
-            },
-            NiftiError::BadShape { path, reason } => DataError::BadShape { path, reason },
-            NiftiError::BadChannel {
-                path,
-                channel,
-                channels,
-            } => DataError::BadChannel {
-                path,
-                channel,
-                channels,
-            },
-            NiftiError::NonFinite { path, count, first } => {
-                DataError::NonFinite { path, count, first }
-            }
-            NiftiError::BadAffine { path, reason } => DataError::BadAffine { path, reason },
-            NiftiError::TooLarge { path, cause } => DataError::TooLarge {
-                path,
-                reason: cause.to_string(),
-            },
-        }
-    }
-}
 
 /// Read and validate only the header of a NIfTI-1 file (.nii or .nii.gz).
 pub fn read_info(path: &Path) -> Result<NiftiInfo> {
