@@ -50,6 +50,28 @@ impl Architecture {
         }
     }
 
+    /// The bundle's 4-channel layout: latent 4 x 48 x 48 x 32, UNet channels [128, 256, 512]
+    /// with head channels [0, 32, 32], the same autoencoder and scheduler.
+    pub fn bundle_latent4() -> Self {
+        let mut decoder = DecoderConfig::bundle();
+        decoder.latent_channels = 4;
+        let mut encoder = EncoderConfig::bundle();
+        encoder.latent_channels = 4;
+        let mut unet = UnetConfig::bundle();
+        unet.in_channels = 4;
+        unet.out_channels = 4;
+        unet.num_channels = vec![128, 256, 512];
+        unet.num_head_channels = vec![0, 32, 32];
+        Architecture {
+            decoder: Some(decoder),
+            encoder: Some(encoder),
+            unet: Some(unet),
+            scheduler: SchedulerConfig::bundle(),
+            latent_shape: Some([4, 48, 48, 32]),
+            scale_factor: Some(1.0),
+        }
+    }
+
     /// Parse and validate a JSON config file.
     pub fn from_file(path: &Path) -> Result<Self, ArchError> {
         let shown = path.display().to_string();
@@ -69,6 +91,21 @@ impl Architecture {
             path: "<text>".into(),
             cause,
         })?;
+        Self::from_sections(file)
+    }
+
+    /// Validate sections already resolved from a MONAI bundle config (`autoencoder_def`,
+    /// `network_def`, `noise_scheduler`, `latent_shape`, `scale_factor`); `source` names the
+    /// file(s) they came from in messages.
+    pub fn from_value(value: serde_json::Value, source: &str) -> Result<Self, ArchError> {
+        let file: ConfigFile = serde_json::from_value(value).map_err(|cause| ArchError::Json {
+            path: source.into(),
+            cause,
+        })?;
+        Self::from_sections(file)
+    }
+
+    fn from_sections(file: ConfigFile) -> Result<Self, ArchError> {
         let (decoder, encoder) = match file.autoencoder_def {
             Some(a) => {
                 let (d, e) = a.validate()?;
@@ -158,6 +195,8 @@ struct AutoencoderDef {
     in_channels: Option<u32>,
     out_channels: Option<u32>,
     latent_channels: u32,
+    /// monai >= 1.4 calls it `channels`.
+    #[serde(alias = "channels")]
     num_channels: Vec<u32>,
     num_res_blocks: Option<PerLevel<u32>>,
     norm_num_groups: Option<u32>,
@@ -167,7 +206,12 @@ struct AutoencoderDef {
     with_decoder_nonlocal_attn: Option<bool>,
     use_flash_attention: Option<bool>,
     use_checkpointing: Option<bool>,
+    /// monai >= 1.4's name for `use_checkpointing`.
+    use_checkpoint: Option<bool>,
     use_convtranspose: Option<bool>,
+    /// monai >= 1.4 attention options; attention inside the autoencoder is refused anyway.
+    include_fc: Option<bool>,
+    use_combined_linear: Option<bool>,
 }
 
 const AE: &str = "autoencoder_def";
@@ -236,7 +280,13 @@ impl AutoencoderDef {
                 "use_convtranspose is not supported (the bundle upsamples by nearest + conv)",
             ));
         }
-        let _ = (self.use_flash_attention, self.use_checkpointing);
+        let _ = (
+            self.use_flash_attention,
+            self.use_checkpointing,
+            self.use_checkpoint,
+            self.include_fc,
+            self.use_combined_linear,
+        );
         if let Some(a) = &self.attention_levels {
             if a.len() != levels {
                 return Err(invalid(
@@ -289,6 +339,8 @@ struct NetworkDef {
     spatial_dims: Option<u32>,
     in_channels: u32,
     out_channels: u32,
+    /// monai >= 1.4 calls it `channels`.
+    #[serde(alias = "channels")]
     num_channels: Vec<u32>,
     attention_levels: Vec<bool>,
     num_head_channels: PerLevel<u32>,

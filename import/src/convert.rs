@@ -15,16 +15,24 @@ use thiserror::Error;
 
 use crate::arch::{ArchError, Architecture};
 use crate::assemble::{match_network, Matched, Mismatch, Network};
+use crate::bundle::{self, BundleError};
 use crate::{read_checkpoint, ImportError};
 
 /// Where the architecture comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ArchitectureSource {
     /// A JSON file mirroring the bundle's config sections (`autoencoder_def`, `network_def`,
-    /// optional `noise_scheduler`, `latent_shape`, `scale_factor`).
+    /// optional `noise_scheduler`, `latent_shape`, `scale_factor`), or a MONAI bundle config
+    /// file (`configs/inference.json`) resolved as MONAI does.
     ConfigFile(PathBuf),
-    /// The built-in architecture of MONAI's BraTS latent diffusion bundle.
+    /// The built-in architecture of MONAI's BraTS latent diffusion bundle (8-channel latent,
+    /// every release on the model zoo).
     BundlePreset,
+    /// The bundle's 4-channel layout (latent 4 x 48 x 48 x 32, UNet [128, 256, 512]).
+    BundleLatent4Preset,
+    /// A MONAI bundle directory as it ships: its configs give the architecture, its `models/`
+    /// the checkpoints (unless `autoencoder` / `unet` are given).
+    BundleDir(PathBuf),
 }
 
 /// What to convert, and how. `Default` converts nothing (give at least one checkpoint).
@@ -87,6 +95,15 @@ pub enum ConvertError {
     },
     #[error(transparent)]
     Architecture(#[from] ArchError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("the bundle's {network} checkpoint {path} (named by {named_by}) does not exist; give --{flag} FILE")]
+    MissingBundleCheckpoint {
+        network: &'static str,
+        flag: &'static str,
+        path: String,
+        named_by: String,
+    },
     #[error("an autoencoder checkpoint was given but the architecture has no autoencoder (add an `autoencoder_def` section)")]
     NoAutoencoderSection,
     #[error("a UNet checkpoint was given but the architecture has no UNet (add a `network_def` section)")]
@@ -126,11 +143,9 @@ pub fn convert_to_file(
     out: &Path,
     log: Log<'_>,
 ) -> Result<Converted, ConvertError> {
-    check_output_is_not_an_input(opts, out)?;
-    let arch = match &opts.architecture {
-        ArchitectureSource::ConfigFile(path) => Architecture::from_file(path)?,
-        ArchitectureSource::BundlePreset => Architecture::bundle(),
-    };
+    let (arch, opts, configs) = resolve_sources(opts, log)?;
+    let opts = &opts;
+    check_output_is_not_an_input(opts, &configs, out)?;
     let cfg = model_config(opts, &arch)?;
     let mut tensors: Vec<TensorData> = Vec::new();
     for (network, path) in [
@@ -164,6 +179,58 @@ pub fn convert_to_file(
         dtype: opts.dtype,
     };
     Ok(converted)
+}
+
+/// The architecture, the options with a bundle's checkpoints filled in where none were given,
+/// and the config files read. A bundle's notes (where values came from, what was ignored) go
+/// to `log`.
+fn resolve_sources(
+    opts: &ConvertOptions,
+    log: Log<'_>,
+) -> Result<(Architecture, ConvertOptions, Vec<PathBuf>), ConvertError> {
+    let mut opts = opts.clone();
+    let given_scale = opts.scale_factor.is_some();
+    let source = match &opts.architecture {
+        ArchitectureSource::ConfigFile(path) => bundle::read_config_file(path, given_scale)?,
+        ArchitectureSource::BundleDir(dir) => bundle::read_bundle_dir(dir, given_scale)?,
+        ArchitectureSource::BundlePreset => return Ok((Architecture::bundle(), opts, Vec::new())),
+        ArchitectureSource::BundleLatent4Preset => {
+            return Ok((Architecture::bundle_latent4(), opts, Vec::new()))
+        }
+    };
+    for n in &source.notes {
+        log(n);
+    }
+    for (network, flag, given, found) in [
+        (
+            "autoencoder",
+            "autoencoder",
+            &mut opts.autoencoder,
+            &source.autoencoder,
+        ),
+        ("UNet", "unet", &mut opts.unet, &source.unet),
+    ] {
+        if given.is_some() {
+            continue;
+        }
+        if let Some(c) = found {
+            if !c.path.is_file() {
+                return Err(ConvertError::MissingBundleCheckpoint {
+                    network,
+                    flag,
+                    path: c.path.display().to_string(),
+                    named_by: c.named_by.clone(),
+                });
+            }
+            log(&format!(
+                "{network} checkpoint {} (named by {})",
+                c.path.display(),
+                c.named_by
+            ));
+            *given = Some(c.path.clone());
+        }
+    }
+    Ok((source.architecture, opts, source.configs))
 }
 
 /// The blob's config from the architecture, the networks given and the options.
@@ -299,24 +366,24 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Refuses an output that is one of the inputs: the blob would replace the checkpoint.
-fn check_output_is_not_an_input(opts: &ConvertOptions, out: &Path) -> Result<(), ConvertError> {
-    let config = match &opts.architecture {
-        ArchitectureSource::ConfigFile(p) => Some(p.clone()),
-        ArchitectureSource::BundlePreset => None,
-    };
-    for (what, input) in [
-        ("autoencoder", &opts.autoencoder),
-        ("UNet", &opts.unet),
-        ("config", &config),
-    ] {
-        if let Some(input) = input {
-            if same_file(out, input) {
-                return Err(ConvertError::OutputIsInput {
-                    out: out.display().to_string(),
-                    what,
-                    input: input.display().to_string(),
-                });
-            }
+fn check_output_is_not_an_input(
+    opts: &ConvertOptions,
+    configs: &[PathBuf],
+    out: &Path,
+) -> Result<(), ConvertError> {
+    let networks = [("autoencoder", &opts.autoencoder), ("UNet", &opts.unet)];
+    let configs = configs.iter().map(|c| ("config", c));
+    for (what, input) in networks
+        .into_iter()
+        .filter_map(|(w, p)| p.as_ref().map(|p| (w, p)))
+        .chain(configs)
+    {
+        if same_file(out, input) {
+            return Err(ConvertError::OutputIsInput {
+                out: out.display().to_string(),
+                what,
+                input: input.display().to_string(),
+            });
         }
     }
     Ok(())

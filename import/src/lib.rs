@@ -1,11 +1,15 @@
 //! Checkpoint import: readers for MONAI checkpoints (`torch.save` zip archives through a
 //! restricted unpickler, and `.safetensors`), the monai >= 1.4 -> generative 0.2.3 key mapping,
-//! the architecture description (preset or JSON config), matching against the blob contract,
+//! the architecture description (preset, JSON config, or a MONAI bundle directory and its
+//! config files resolved as MONAI's ConfigParser does), matching against the blob contract,
 //! and the conversion itself (`convert::convert_to_file`), shared by the CLI and the Python
 //! package.
 
 pub mod arch;
 pub mod assemble;
+pub mod bundle;
+pub mod bundle_config;
+pub mod bundle_expr;
 pub mod convert;
 pub mod elements;
 pub mod keymap;

@@ -1,5 +1,6 @@
-//! `brats-ldm convert`: MONAI checkpoints (`.pt` zip+pickle or `.safetensors`, generative 0.2.x
-//! or monai >= 1.4 key names) -> one frozen weight blob, without Python. The flags of
+//! `brats-ldm convert`: a MONAI bundle directory, or MONAI checkpoints (`.pt` zip+pickle or
+//! `.safetensors`, generative 0.2.x or monai >= 1.4 key names) with a config or preset -> one
+//! frozen weight blob, without Python. The flags of
 //! `ldm_import::convert`, which does the work.
 
 use std::io::Write;
@@ -19,20 +20,27 @@ macro_rules! say {
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// The autoencoder checkpoint (the bundle's model_autoencoder.pt, or .safetensors).
-    #[arg(long, value_name = "FILE")]
-    pub autoencoder: Option<PathBuf>,
-    /// The diffusion UNet checkpoint (the bundle's model.pt, or .safetensors).
-    #[arg(long, value_name = "FILE")]
-    pub unet: Option<PathBuf>,
-    /// Architecture from a JSON file mirroring the bundle's config (`autoencoder_def`,
-    /// `network_def`, optional `noise_scheduler`, `latent_shape`, `scale_factor`).
+    /// A MONAI bundle directory as it ships: the architecture, scheduler and number of steps
+    /// from configs/inference.json (and the training configs), the checkpoints from models/.
     #[arg(
         long,
-        value_name = "FILE",
-        conflicts_with = "preset",
-        required_unless_present = "preset"
+        value_name = "DIR",
+        conflicts_with_all = ["config", "preset"],
+        required_unless_present_any = ["config", "preset"]
     )]
+    pub bundle: Option<PathBuf>,
+    /// The autoencoder checkpoint (the bundle's model_autoencoder.pt, or .safetensors); with
+    /// --bundle, replaces the bundle's own.
+    #[arg(long, value_name = "FILE")]
+    pub autoencoder: Option<PathBuf>,
+    /// The diffusion UNet checkpoint (the bundle's model.pt, or .safetensors); with --bundle,
+    /// replaces the bundle's own.
+    #[arg(long, value_name = "FILE")]
+    pub unet: Option<PathBuf>,
+    /// Architecture from a MONAI bundle config file (configs/inference.json, resolved as MONAI
+    /// does), or from a JSON file mirroring its sections (`autoencoder_def`, `network_def`,
+    /// optional `noise_scheduler`, `latent_shape`, `scale_factor`).
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     pub config: Option<PathBuf>,
     /// A built-in architecture.
     #[arg(long, value_enum)]
@@ -66,8 +74,12 @@ pub struct ConvertArgs {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Preset {
-    /// MONAI's "BraTS MRI 3D latent diffusion" bundle.
+    /// MONAI's "BraTS MRI 3D latent diffusion" bundle: latent 8 x 36 x 44 x 28, UNet channels
+    /// [256, 256, 512] (every release on the model zoo).
     Bundle,
+    /// The bundle's 4-channel layout: latent 4 x 48 x 48 x 32, UNet channels [128, 256, 512],
+    /// head channels [0, 32, 32].
+    BundleLatent4,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -108,10 +120,12 @@ fn parse_latent_shape(s: &str) -> Result<[u32; 4], String> {
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
-    let architecture = match (args.config, args.preset) {
-        (Some(path), _) => ArchitectureSource::ConfigFile(path),
-        (None, Some(Preset::Bundle)) => ArchitectureSource::BundlePreset,
-        (None, None) => bail!("give --config FILE or --preset bundle"),
+    let architecture = match (args.bundle, args.config, args.preset) {
+        (Some(dir), _, _) => ArchitectureSource::BundleDir(dir),
+        (None, Some(path), _) => ArchitectureSource::ConfigFile(path),
+        (None, None, Some(Preset::Bundle)) => ArchitectureSource::BundlePreset,
+        (None, None, Some(Preset::BundleLatent4)) => ArchitectureSource::BundleLatent4Preset,
+        (None, None, None) => bail!("give --bundle DIR, --config FILE or --preset bundle"),
     };
     let opts = ConvertOptions {
         autoencoder: args.autoencoder,
@@ -124,7 +138,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         attention_output_projection: args.attention_output_projection,
         decoder_only: args.decoder_only,
     };
-    let done = convert_to_file(&opts, &args.out, &mut |line| say!("{line}"))?;
+    // Progress lines quote config keys and paths from the inputs: no control character from
+    // them reaches the terminal.
+    let done = convert_to_file(&opts, &args.out, &mut |line| {
+        say!("{}", ldm_io::escape::escape(line))
+    })?;
     say!(
         "wrote {}: {} tensors ({}), {} bytes, checksum xxh3-64 {:016x} (verified)",
         args.out.display(),

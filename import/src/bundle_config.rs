@@ -1,0 +1,622 @@
+//! MONAI bundle config files as MONAI's `ConfigParser` reads them, for the values generation
+//! needs: several files merged in order (later top-level keys replace earlier ones, `a#b` keys set
+//! nested entries, `+key` extends), relative references (`@#x`, `@##x`) and `%` macros replaced
+//! first, then `@id` / `@a#b#0` references and simple `$` expressions resolved on demand, one id at
+//! a time. Nothing is instantiated and nothing that is not asked for is evaluated, so `imports`,
+//! devices, datasets and handlers are never looked at.
+//!
+//! Limits: each file at most 16 MiB, references at most 64 deep (a cycle is reported with its
+//! chain), a resolved value at most 100 000 JSON nodes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ldm_io::Budget;
+use serde_json::{Map, Value};
+
+use crate::bundle_expr::{self, EvalError};
+
+/// Largest config file read.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Longest chain of references followed.
+const MAX_DEPTH: usize = 64;
+/// Largest resolved value, in JSON nodes.
+const MAX_NODES: usize = 100_000;
+
+/// What went wrong, with the file and the config id it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
+    #[error("config {path} is not valid JSON: {cause}")]
+    Json {
+        path: String,
+        cause: serde_json::Error,
+    },
+    #[error("config {path}: {msg}")]
+    File { path: String, msg: String },
+    #[error("{file}: `{id}`: {msg}")]
+    Item {
+        file: String,
+        id: String,
+        msg: String,
+    },
+}
+
+/// One or more merged config files, resolved on demand.
+#[derive(Debug)]
+pub struct BundleConfig {
+    root: Value,
+    /// The file that last set each top-level key.
+    origin: HashMap<String, String>,
+    /// Where `%file.json#id` macros are looked up.
+    base_dir: PathBuf,
+    resolved: HashMap<String, (Value, usize)>,
+}
+
+/// Normalise MONAI's `::` separator to the `#` this module uses.
+pub fn normalize_id(id: &str) -> String {
+    id.replace("::", "#")
+}
+
+fn split_id(id: &str) -> Vec<&str> {
+    if id.is_empty() {
+        Vec::new()
+    } else {
+        id.split('#').collect()
+    }
+}
+
+/// Whether the whole string is one reference `@id` (MONAI only resolves those, or references
+/// inside `$` expressions).
+fn whole_reference(s: &str) -> Option<String> {
+    let s = normalize_id(s);
+    let id = s.strip_prefix('@')?;
+    (!id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '#'))
+    .then(|| id.to_string())
+}
+
+/// One JSON config file, at most 16 MiB.
+pub fn read_json(path: &Path) -> Result<Value, ConfigError> {
+    let shown = path.display().to_string();
+    let name = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if name.eq_ignore_ascii_case("yaml") || name.eq_ignore_ascii_case("yml") {
+        return Err(ConfigError::File {
+            path: shown,
+            msg: "YAML configs are not read; save it as JSON (same content)".into(),
+        });
+    }
+    let bytes = ldm_io::input::read_all(path, Budget::new(MAX_FILE_BYTES)).map_err(|cause| {
+        ConfigError::Io {
+            path: shown.clone(),
+            cause,
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|cause| ConfigError::Json { path: shown, cause })
+}
+
+fn nodes(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nodes).sum::<usize>(),
+        Value::Object(o) => 1 + o.values().map(nodes).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// The entry at `parts` below `v` (dict key or list index).
+fn lookup<'a>(v: &'a Value, parts: &[&str]) -> Option<&'a Value> {
+    let mut cur = v;
+    for p in parts {
+        cur = match cur {
+            Value::Object(o) => o.get(*p)?,
+            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn lookup_mut<'a>(v: &'a mut Value, parts: &[&str]) -> Option<&'a mut Value> {
+    let mut cur = v;
+    for p in parts {
+        cur = match cur {
+            Value::Object(o) => o.get_mut(*p)?,
+            Value::Array(a) => a.get_mut(p.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+impl BundleConfig {
+    /// Read and merge `files` in order (as `monai.bundle run --config_file "[a, b]"` does).
+    /// `base_dir` anchors `%file.json#id` macros (MONAI reads them relative to the working
+    /// directory, which for a bundle is its root).
+    pub fn load(files: &[PathBuf], base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut root = Value::Object(Map::new());
+        let mut origin = HashMap::new();
+        for path in files {
+            let shown = path.display().to_string();
+            let Value::Object(top) = read_json(path)? else {
+                return Err(ConfigError::File {
+                    path: shown,
+                    msg: "the top level is not a JSON object".into(),
+                });
+            };
+            for (k, v) in top {
+                merge(&mut root, &k, v).map_err(|msg| ConfigError::File {
+                    path: shown.clone(),
+                    msg,
+                })?;
+                let head = normalize_id(k.trim_start_matches('+'));
+                let head = head.split('#').next().unwrap_or_default().to_string();
+                origin.insert(head, shown.clone());
+            }
+        }
+        let mut cfg = BundleConfig {
+            root,
+            origin,
+            base_dir: base_dir.to_path_buf(),
+            resolved: HashMap::new(),
+        };
+        let raw = cfg.root.clone();
+        let mut root = std::mem::take(&mut cfg.root);
+        cfg.expand(&mut root, "", &raw)?;
+        cfg.root = root;
+        Ok(cfg)
+    }
+
+    /// The file that set the top-level key of `id` (for messages).
+    pub fn file_of(&self, id: &str) -> String {
+        let head = id.split('#').next().unwrap_or_default();
+        self.origin
+            .get(head)
+            .cloned()
+            .unwrap_or_else(|| "the config".into())
+    }
+
+    /// Replace a top-level value before anything is resolved (e.g. `bundle_root`).
+    pub fn set_top(&mut self, key: &str, v: Value) {
+        if let Value::Object(o) = &mut self.root {
+            o.insert(key.to_string(), v);
+        }
+        self.resolved.clear();
+    }
+
+    /// The unresolved entry at `id`, if there is one.
+    pub fn raw(&self, id: &str) -> Option<&Value> {
+        lookup(&self.root, &split_id(&normalize_id(id)))
+    }
+
+    /// The top-level keys.
+    pub fn keys(&self) -> Vec<String> {
+        match &self.root {
+            Value::Object(o) => o.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every string of the config with its id (for finding calls such as `set_timesteps`).
+    pub fn strings(&self) -> Vec<(String, String)> {
+        fn walk(v: &Value, id: &str, out: &mut Vec<(String, String)>) {
+            match v {
+                Value::String(s) => out.push((id.to_string(), s.clone())),
+                Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, x)| walk(x, &child(id, &i.to_string()), out)),
+                Value::Object(o) => o.iter().for_each(|(k, x)| walk(x, &child(id, k), out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, "", &mut out);
+        out
+    }
+
+    fn item_error(&self, id: &str, msg: impl Into<String>) -> ConfigError {
+        ConfigError::Item {
+            file: self.file_of(id),
+            id: id.to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Relative ids to absolute ones and `%` macros to copies of what they name, everywhere.
+    fn expand(&self, v: &mut Value, id: &str, raw: &Value) -> Result<(), ConfigError> {
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    self.expand(x, &child(id, k), raw)?;
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter_mut().enumerate() {
+                    self.expand(x, &child(id, &i.to_string()), raw)?;
+                }
+            }
+            Value::String(s) => {
+                if s.contains("@#") || s.contains("%#") || s.contains("@::") || s.contains("%::") {
+                    *s = self.absolute_ids(id, s)?;
+                }
+                if let Some(m) = s.strip_prefix('%') {
+                    let m = m.to_string();
+                    *v = self.macro_value(id, &m, raw)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `@#x` -> the sibling `x`, `@##x` -> `x` one level up, and so on (MONAI's rule).
+    fn absolute_ids(&self, id: &str, s: &str) -> Result<String, ConfigError> {
+        let s = normalize_id(s);
+        let here = split_id(id);
+        let chars: Vec<char> = s.chars().collect();
+        let mut out = String::with_capacity(s.len());
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if (c == '@' || c == '%') && chars.get(i + 1) == Some(&'#') {
+                let mut n = 0;
+                while chars.get(i + 1 + n) == Some(&'#') {
+                    n += 1;
+                }
+                if n > here.len() {
+                    return Err(self.item_error(
+                        id,
+                        format!("the relative reference in `{s}` goes above the top of the config"),
+                    ));
+                }
+                out.push(c);
+                let keep = &here[..here.len() - n];
+                if !keep.is_empty() {
+                    out.push_str(&keep.join("#"));
+                    out.push('#');
+                }
+                i += 1 + n;
+            } else {
+                out.push(c);
+                i += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `%id` (this config) or `%file.json#id` (another file): a copy of that raw content.
+    fn macro_value(&self, id: &str, m: &str, raw: &Value) -> Result<Value, ConfigError> {
+        let m = normalize_id(m);
+        let lower = m.to_ascii_lowercase();
+        let (file, target) = match [".json", ".yaml", ".yml"]
+            .iter()
+            .find_map(|ext| lower.find(ext).map(|p| p + ext.len()))
+        {
+            Some(end) => (Some(&m[..end]), m[end..].trim_start_matches('#')),
+            None => (None, m.as_str()),
+        };
+        let other;
+        let source = match file {
+            Some(f) => {
+                let p = Path::new(f);
+                let p = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    self.base_dir.join(p)
+                };
+                other = read_json(&p)?;
+                &other
+            }
+            None => raw,
+        };
+        lookup(source, &split_id(target))
+            .cloned()
+            .ok_or_else(|| self.item_error(id, format!("the macro `%{m}` names nothing")))
+    }
+
+    /// The value of `id` with every reference and evaluable expression inside it resolved.
+    /// Components (`_target_`) stay dicts; their `_requires_` and `_desc_` are not followed.
+    pub fn resolve(&mut self, id: &str) -> Result<Value, ConfigError> {
+        let id = normalize_id(id);
+        let mut chain = Vec::new();
+        self.resolve_in(&id, &mut chain)
+    }
+
+    fn resolve_in(&mut self, id: &str, chain: &mut Vec<String>) -> Result<Value, ConfigError> {
+        if let Some((v, _)) = self.resolved.get(id) {
+            return Ok(v.clone());
+        }
+        if id.is_empty() {
+            let from = chain.last().cloned().unwrap_or_default();
+            return Err(self.item_error(&from, "an empty reference `@`"));
+        }
+        if chain.iter().any(|c| c == id) {
+            let mut shown: Vec<&str> = chain
+                .iter()
+                .skip_while(|c| *c != id)
+                .map(String::as_str)
+                .collect();
+            shown.push(id);
+            return Err(self.item_error(id, format!("circular reference: {}", shown.join(" -> "))));
+        }
+        if chain.len() >= MAX_DEPTH {
+            return Err(self.item_error(
+                id,
+                format!(
+                    "references nest deeper than {MAX_DEPTH} ({} -> ...)",
+                    chain[..4].join(" -> ")
+                ),
+            ));
+        }
+        let Some(raw) = self.raw(id).cloned() else {
+            let from = chain.last().cloned().unwrap_or_default();
+            return Err(match chain.last() {
+                Some(_) => {
+                    self.item_error(&from, format!("refers to `@{id}`, which is not defined"))
+                }
+                None => self.item_error(id, "is not defined"),
+            });
+        };
+        chain.push(id.to_string());
+        let v = self.resolve_value(raw, id, chain);
+        chain.pop();
+        let v = v?;
+        let n = nodes(&v);
+        if n > MAX_NODES {
+            return Err(self.item_error(id, format!("resolves to more than {MAX_NODES} values")));
+        }
+        self.resolved.insert(id.to_string(), (v.clone(), n));
+        Ok(v)
+    }
+
+    fn resolve_value(
+        &mut self,
+        raw: Value,
+        id: &str,
+        chain: &mut Vec<String>,
+    ) -> Result<Value, ConfigError> {
+        match raw {
+            Value::String(s) => {
+                if let Some(src) = s.strip_prefix('$') {
+                    let src = normalize_id(src);
+                    let expr = bundle_expr::parse(&src).map_err(|why| {
+                        self.item_error(
+                            id,
+                            format!("the expression `{s}` cannot be evaluated here: it is not arithmetic the converter reads ({why})"),
+                        )
+                    })?;
+                    let mut err = None;
+                    let out = bundle_expr::eval(&expr, &mut |r: &str| {
+                        self.resolve_in(r, chain).map_err(|e| err = Some(e))
+                    });
+                    return match out {
+                        Ok(v) => Ok(v),
+                        Err(EvalError::Ref(())) => {
+                            Err(err.unwrap_or_else(|| self.item_error(id, "a reference failed")))
+                        }
+                        Err(EvalError::Cannot(what)) => Err(self.item_error(
+                            id,
+                            format!(
+                                "the expression `{s}` cannot be evaluated here: it uses {what}"
+                            ),
+                        )),
+                    };
+                }
+                match whole_reference(&s) {
+                    Some(r) => self.resolve_in(&r, chain),
+                    None => Ok(Value::String(s)),
+                }
+            }
+            Value::Object(o) => {
+                let mut out = Map::new();
+                for (k, x) in o {
+                    if k == "_requires_" || k == "_desc_" {
+                        continue;
+                    }
+                    let sub = child(id, &k);
+                    let v = self.resolve_child(&sub, x, chain)?;
+                    if let Some(v) = v {
+                        out.insert(k, v);
+                    }
+                }
+                Ok(Value::Object(out))
+            }
+            Value::Array(a) => {
+                let mut out = Vec::with_capacity(a.len());
+                for (i, x) in a.into_iter().enumerate() {
+                    let sub = child(id, &i.to_string());
+                    if let Some(v) = self.resolve_child(&sub, x, chain)? {
+                        out.push(v);
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A nested item: resolved under its own id; a disabled component is left out (as MONAI
+    /// drops it from its parent).
+    fn resolve_child(
+        &mut self,
+        sub: &str,
+        x: Value,
+        chain: &mut Vec<String>,
+    ) -> Result<Option<Value>, ConfigError> {
+        if is_disabled(&x) {
+            return Ok(None);
+        }
+        if matches!(x, Value::Object(_) | Value::Array(_) | Value::String(_)) {
+            self.resolve_in(sub, chain).map(Some)
+        } else {
+            Ok(Some(x))
+        }
+    }
+}
+
+/// Whether `v` is a component marked `_disabled_` (true, or the string "true").
+pub fn is_disabled(v: &Value) -> bool {
+    let Value::Object(o) = v else { return false };
+    if !o.contains_key("_target_") {
+        return false;
+    }
+    match o.get("_disabled_") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+fn child(id: &str, k: &str) -> String {
+    if id.is_empty() {
+        k.to_string()
+    } else {
+        format!("{id}#{k}")
+    }
+}
+
+/// MONAI's `merge_kv`: `a#b` sets a nested entry, `+a` extends a dict or list.
+fn merge(root: &mut Value, key: &str, v: Value) -> Result<(), String> {
+    if let Some(target) = key.strip_prefix('+') {
+        let target = normalize_id(target);
+        let parts = split_id(&target);
+        if let Some(existing) = lookup_mut(root, &parts) {
+            match (existing, v) {
+                (Value::Object(a), Value::Object(b)) => a.extend(b),
+                (Value::Array(a), Value::Array(b)) => a.extend(b),
+                _ => return Err(format!("`{key}`: only a dict or a list can be extended")),
+            }
+            return Ok(());
+        }
+        return merge(root, &target, v);
+    }
+    let key = normalize_id(key);
+    let parts = split_id(&key);
+    let Some((last, parents)) = parts.split_last() else {
+        return Err("an empty key".into());
+    };
+    match lookup_mut(root, parents) {
+        Some(Value::Object(o)) => {
+            o.insert(last.to_string(), v);
+            Ok(())
+        }
+        Some(Value::Array(a)) => {
+            let slot = last.parse::<usize>().ok().and_then(|i| a.get_mut(i));
+            match slot {
+                Some(s) => {
+                    *s = v;
+                    Ok(())
+                }
+                None => Err(format!("`{key}`: no list entry `{last}` to replace")),
+            }
+        }
+        _ => Err(format!(
+            "`{key}`: `{}` is not a dict or list defined earlier",
+            parents.join("#")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(files: &[Value]) -> Result<BundleConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let p = dir.path().join(format!("c{i}.json"));
+            std::fs::write(&p, serde_json::to_vec(f).unwrap()).unwrap();
+            paths.push(p);
+        }
+        BundleConfig::load(&paths, dir.path())
+    }
+
+    #[test]
+    fn references_paths_expressions_and_relative_ids() {
+        let mut c = config(&[json!({
+            "imports": ["$import torch"],
+            "device": "$torch.device('cuda')",
+            "latent_channels": 4,
+            "width": "$@latent_channels * 8",
+            "shape": ["@latent_channels", 48, "$@net#heads#1 + 16"],
+            "net": {"_target_": "X", "_requires_": "@device", "in": "@latent_channels",
+                    "out": "@#in", "heads": [0, 32], "up": {"k": "@##heads#1"},
+                    "off": {"_target_": "Y", "_disabled_": true}},
+            "plain": "mail@example",
+            "copy": "%net#heads",
+        })])
+        .unwrap();
+        assert_eq!(c.resolve("width").unwrap(), json!(32));
+        assert_eq!(c.resolve("shape").unwrap(), json!([4, 48, 48]));
+        assert_eq!(
+            c.resolve("net").unwrap(),
+            json!({"_target_": "X", "in": 4, "out": 4, "heads": [0, 32], "up": {"k": 32}})
+        );
+        assert_eq!(c.resolve("net::heads::1").unwrap(), json!(32));
+        assert_eq!(c.resolve("plain").unwrap(), json!("mail@example"));
+        assert_eq!(c.resolve("copy").unwrap(), json!([0, 32]));
+        let e = c.resolve("device").unwrap_err().to_string();
+        assert!(
+            e.contains("`device`") && e.contains("`torch.device(...)`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn later_files_replace_keys_and_nested_keys_merge() {
+        let mut c = config(&[
+            json!({"a": 1, "net": {"x": 1, "y": 2}, "list": [1]}),
+            json!({"a": 2, "net#y": 3, "+list": [2]}),
+        ])
+        .unwrap();
+        assert_eq!(c.resolve("a").unwrap(), json!(2));
+        assert_eq!(c.resolve("net").unwrap(), json!({"x": 1, "y": 3}));
+        assert_eq!(c.resolve("list").unwrap(), json!([1, 2]));
+        assert!(c.file_of("a").ends_with("c1.json"));
+    }
+
+    #[test]
+    fn cycles_depth_and_size_end_with_errors() {
+        let mut c =
+            config(&[json!({"a": {"x": "@b"}, "b": {"y": "$@c + 1"}, "c": "@a#x"})]).unwrap();
+        let e = c.resolve("a").unwrap_err().to_string();
+        assert!(
+            e.contains("circular reference: a#x -> b -> b#y -> c -> a#x"),
+            "{e}"
+        );
+        let mut c = config(&[json!({"s": "@s"})]).unwrap();
+        assert!(c.resolve("s").unwrap_err().to_string().contains("s -> s"));
+        let mut chain = serde_json::Map::new();
+        for i in 0..200 {
+            chain.insert(format!("k{i}"), json!(format!("@k{}", i + 1)));
+        }
+        chain.insert("k200".into(), json!(1));
+        let mut c = config(&[Value::Object(chain)]).unwrap();
+        assert!(c
+            .resolve("k0")
+            .unwrap_err()
+            .to_string()
+            .contains("deeper than 64"));
+        let mut laughs = serde_json::Map::new();
+        laughs.insert("l0".into(), json!([1, 1, 1, 1]));
+        for i in 1..20 {
+            let r = format!("@l{}", i - 1);
+            laughs.insert(format!("l{i}"), json!([r, r, r, r]));
+        }
+        let mut c = config(&[Value::Object(laughs)]).unwrap();
+        let e = c.resolve("l19").unwrap_err().to_string();
+        assert!(e.contains("more than 100000 values"), "{e}");
+        let mut c = config(&[json!({"a": "@nope"})]).unwrap();
+        let e = c.resolve("a").unwrap_err().to_string();
+        assert!(e.contains("`@nope`, which is not defined"), "{e}");
+        let e = config(&[json!({"a": {"b": "@###x"}})])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("above the top"), "{e}");
+    }
+}
