@@ -130,6 +130,7 @@ def convert(
     *,
     autoencoder: Optional[_Path] = None,
     unet: Optional[_Path] = None,
+    bundle: Optional[_Path] = None,
     config: Optional[_Path] = None,
     preset: Optional[str] = None,
     dtype: str = "f32",
@@ -141,13 +142,15 @@ def convert(
 ) -> Dict[str, Any]:
     """MONAI checkpoints (``.pt`` from torch.save, or ``.safetensors``; generative 0.2.x or
     monai >= 1.4 key names) -> one weight blob at ``out``, as ``brats-ldm convert`` writes it
-    (same code, same bytes, same messages). The architecture comes from ``config`` (a JSON file
-    mirroring the bundle's config sections) or ``preset="bundle"``. Returns ``path``,
-    ``tensors``, ``bytes``, ``checksum`` (xxh3-64, hex), ``dtype`` and ``log`` (the lines the
-    CLI prints). Raises :class:`CheckpointError` for a checkpoint or architecture that cannot
-    be read or does not fit, :class:`InvalidArgument` for bad arguments (including ``out``
-    naming an input) and :class:`OutputError` when the blob cannot be written; nothing is left
-    at ``out`` on error."""
+    (same code, same bytes, same messages). The architecture comes from one of ``bundle`` (a
+    MONAI bundle directory as it ships: its configs give the architecture, its ``models/`` the
+    checkpoints unless ``autoencoder``/``unet`` are given), ``config`` (our JSON mirroring the
+    bundle's sections, or a MONAI config file) or ``preset`` (``"bundle"``,
+    ``"bundle-latent4"``). Returns ``path``, ``tensors``, ``bytes``, ``checksum`` (xxh3-64,
+    hex), ``dtype`` and ``log`` (the lines the CLI prints). Raises :class:`CheckpointError` for
+    a checkpoint or architecture that cannot be read or does not fit, :class:`InvalidArgument`
+    for bad arguments (including ``out`` naming an input) and :class:`OutputError` when the blob
+    cannot be written; nothing is left at ``out`` on error."""
 
 def default_model_path() -> Optional[str]:
     """$BRATS_LDM_MODEL, else the source tree's default model when it exists, else None."""

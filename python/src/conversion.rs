@@ -17,6 +17,7 @@ pub struct Request {
     pub autoencoder: Option<PathBuf>,
     pub unet: Option<PathBuf>,
     pub config: Option<PathBuf>,
+    pub bundle: Option<PathBuf>,
     pub preset: Option<String>,
     pub dtype: String,
     pub scale_factor: Option<f32>,
@@ -47,18 +48,25 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 }
 
 fn options(req: Request) -> Result<ConvertOptions> {
-    let architecture = match (req.config, req.preset.as_deref().map(str::trim)) {
-        (Some(_), Some(_)) => {
-            return Err(Failure::invalid("give config or preset, not both"));
-        }
-        (Some(path), None) => ArchitectureSource::ConfigFile(path),
-        (None, Some("bundle")) => ArchitectureSource::BundlePreset,
-        (None, Some(other)) => {
+    let given = [req.config.is_some(), req.bundle.is_some(), req.preset.is_some()];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        return Err(Failure::invalid("give one of bundle, config or preset"));
+    }
+    let architecture = match (req.bundle, req.config, req.preset.as_deref().map(str::trim)) {
+        (Some(dir), _, _) => ArchitectureSource::BundleDir(dir),
+        (_, Some(path), _) => ArchitectureSource::ConfigFile(path),
+        (_, _, Some("bundle")) => ArchitectureSource::BundlePreset,
+        (_, _, Some("bundle-latent4")) => ArchitectureSource::BundleLatent4Preset,
+        (_, _, Some(other)) => {
             return Err(Failure::invalid(format!(
-                "unknown preset '{other}': the built-in architecture is 'bundle'"
+                "unknown preset '{other}': the built-in architectures are 'bundle' and 'bundle-latent4'"
             )))
         }
-        (None, None) => return Err(Failure::invalid("give config=FILE or preset='bundle'")),
+        (None, None, None) => {
+            return Err(Failure::invalid(
+                "give bundle=DIR, config=FILE or preset='bundle'",
+            ))
+        }
     };
     let latent_shape = match req.latent_shape {
         None => None,

@@ -100,7 +100,7 @@ fn inspect_json(py: Python<'_>, path: PathBuf, tensors: bool) -> PyResult<String
 /// MONAI checkpoints -> a weight blob at `out`, as `brats-ldm convert` does; returns what was
 /// written (tensors, bytes, checksum, dtype) and the lines the CLI prints (`log`).
 #[pyfunction]
-#[pyo3(signature = (out, *, autoencoder=None, unet=None, config=None, preset=None, dtype="f32",
+#[pyo3(signature = (out, *, autoencoder=None, unet=None, bundle=None, config=None, preset=None, dtype="f32",
     scale_factor=None, latent_shape=None, key=None, attention_output_projection=false,
     decoder_only=false))]
 #[allow(clippy::too_many_arguments)]
@@ -109,6 +109,7 @@ fn convert<'py>(
     out: PathBuf,
     autoencoder: Option<PathBuf>,
     unet: Option<PathBuf>,
+    bundle: Option<PathBuf>,
     config: Option<PathBuf>,
     preset: Option<String>,
     dtype: &str,
@@ -123,6 +124,7 @@ fn convert<'py>(
         autoencoder,
         unet,
         config,
+        bundle,
         preset,
         dtype: dtype.to_string(),
         scale_factor,

@@ -82,9 +82,9 @@ def test_out_naming_an_input_is_refused_and_the_input_kept(tmp_path):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(), "give config=FILE or preset='bundle'"),
+        (dict(), "give bundle=DIR, config=FILE or preset='bundle'"),
         (dict(preset="other", unet=UNET), "unknown preset 'other'"),
-        (dict(preset="bundle", config=NETWORKS, unet=UNET), "not both"),
+        (dict(preset="bundle", config=NETWORKS, unet=UNET), "give one of bundle, config or preset"),
         (dict(config=NETWORKS), "nothing to convert"),
         (dict(config=NETWORKS, unet=UNET, dtype="f8"), "unknown dtype 'f8'"),
         (dict(config=NETWORKS, unet=UNET, latent_shape=(1, 2, 3)), "expected 4 sizes"),
@@ -103,3 +103,14 @@ def test_an_unwritable_out_is_an_output_error(tmp_path):
     out = tmp_path / "missing-dir" / "x.blob"
     with pytest.raises(brats_ldm.OutputError):
         brats_ldm.convert(out, unet=UNET, config=NETWORKS)
+
+
+def test_a_bundle_directory_converts_as_the_cli_does(cli, tmp_path):
+    bundle = FIXTURES / "bundle" / "tiny"
+    ours = tmp_path / "py.blob"
+    theirs = tmp_path / "cli.blob"
+    done = brats_ldm.convert(ours, bundle=bundle)
+    run_cli(cli, "convert", "--bundle", bundle, "--out", theirs)
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert any("checkpoint" in line for line in done["log"]), done["log"]
+    assert brats_ldm.Model(ours).steps == 20
