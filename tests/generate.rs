@@ -549,8 +549,12 @@ fn bad_input_gives_one_clear_line() {
     assert_one_line_error(&o, &["--eta"]);
     let o = try_generate(m, o_, &["--init-noise", m]);
     assert_one_line_error(&o, &["fixture.blob", ".npy"]);
-    let o = try_generate(m, o_, &["--sampler", "ddpm", "--steps", "10"]);
+    let o = try_generate(m, o_, &["--sampler", "ddpm", "--steps", "1001"]);
     assert_one_line_error(&o, &["ddpm", "1000"]);
+    let o = try_generate(m, o_, &["--sampler", "pndm", "--steps", "3"]);
+    assert_one_line_error(&o, &["pndm", "at least 4 steps"]);
+    let o = try_generate(m, o_, &["--sampler", "euler"]);
+    assert_one_line_error(&o, &["euler", "pndm"]);
     let o = try_generate(m, o_, &["--device", "tpu"]);
     assert_one_line_error(&o, &["--device"]);
 

@@ -202,11 +202,11 @@ fn train_lowers_loss_resumes_exactly_and_exports() {
     let b2 = st.path("ddpm.blob");
     ok(&["export", "--autoencoder", &s(&a), "--diffusion", &s(&da), "--out", &s(&b2), "--sampler", "ddpm", "--clip-sample", "false"]);
     let sc = ldm_weights::Blob::open(&b2).unwrap().config().scheduler.clone();
-    assert_eq!((sc.default_sampler, sc.default_steps, sc.clip_sample), (ldm_weights::SamplerKind::Ddpm, 1000, false));
+    assert_eq!((sc.default_sampler, sc.default_steps, sc.ddpm.clip_sample), (ldm_weights::SamplerKind::Ddpm, 1000, false));
     let b3 = st.path("ddim.blob");
     ok(&["export", "--autoencoder", &s(&a), "--diffusion", &s(&da), "--out", &s(&b3), "--steps", "7"]);
     let sc = ldm_weights::Blob::open(&b3).unwrap().config().scheduler.clone();
-    assert_eq!((sc.default_sampler, sc.default_steps, sc.clip_sample), (ldm_weights::SamplerKind::Ddim, 7, mc.scheduler.clip_sample));
+    assert_eq!((sc.default_sampler, sc.default_steps, sc.ddim.clip_sample), (ldm_weights::SamplerKind::Ddim, 7, mc.scheduler.ddim.clip_sample));
     let (sa, sd, sy) = (s(&a), s(&da), s(&st.path("y.blob")));
     for (bad, what) in [(["--sampler", "ddpm", "--steps", "50"], "DDPM runs all 1000"), (["--sampler", "ddim", "--steps", "0"], "DDIM takes 1 to 1000")] {
         let mut v = vec!["export", "--autoencoder", &sa, "--diffusion", &sd, "--out", &sy];

@@ -239,8 +239,8 @@ int main(int argc, char **argv) {
     o.latent_shape[1] = 0; /* partly given */
     EXPECT(brats_ldm_create_from_path(blob_path, &o, &g), BRATS_LDM_ERR_INVALID_ARGUMENT, "latent_shape");
     o = small_options();
-    o.sampler = BRATS_LDM_SAMPLER_DDPM; /* DDPM runs every training timestep, not 3 */
-    EXPECT(brats_ldm_create_from_path(blob_path, &o, &g), BRATS_LDM_ERR_INVALID_ARGUMENT, "DDPM");
+    o.sampler = BRATS_LDM_SAMPLER_PNDM; /* PNDM's Runge-Kutta warm-up needs 4 steps, not 3 */
+    EXPECT(brats_ldm_create_from_path(blob_path, &o, &g), BRATS_LDM_ERR_INVALID_ARGUMENT, "PNDM");
     o = small_options();
     o.device = BRATS_LDM_DEVICE_CUDA;
     o.device_index = 9999;

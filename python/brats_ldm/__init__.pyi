@@ -61,7 +61,7 @@ class Model:
         """Sampling steps of the model's default sampler."""
     @property
     def sampler(self) -> str:
-        """The model's default sampler, "ddim" or "ddpm"."""
+        """The model's default sampler, "ddim", "ddpm" or "pndm"."""
     @property
     def checksum(self) -> str: ...
     @property
@@ -79,7 +79,7 @@ class Model:
         """Sample a latent and decode it: a float32 array [C, D, H, W].
 
         Bit-identical to ``brats-ldm generate --seed SEED`` with the same options. ``steps``,
-        ``sampler`` ("ddim"/"ddpm") and ``eta`` (DDIM only; None means 0) default to the model's
+        ``sampler`` ("ddim"/"ddpm"/"pndm") and ``eta`` (DDIM only; None means 0) default to the model's
         settings; DDPM runs every training timestep. ``init_noise``: the initial latent
         ([C, D, H, W] or [1, C, D, H, W], float32) instead of the seed's noise; a stochastic
         sampler still draws its step noise from ``seed``. ``progress(step, total)`` is called

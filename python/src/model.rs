@@ -239,6 +239,7 @@ impl Model {
             Sampler::Ddim { eta } if eta != 0.0 => format!("ddim{steps} eta={eta}"),
             Sampler::Ddim { .. } => format!("ddim{steps}"),
             Sampler::Ddpm => format!("ddpm{steps}"),
+            Sampler::Pndm => format!("pndm{steps}"),
         };
         let id = match &req.noise {
             Noise::Seed(seed) => format!("seed={seed}"),
@@ -408,12 +409,13 @@ impl Model {
         self.default_steps
     }
 
-    /// The default sampler: "ddim" or "ddpm".
+    /// The default sampler: "ddim", "ddpm" or "pndm".
     #[getter]
     fn sampler(&self) -> &'static str {
         match self.default_key.sampler {
             Sampler::Ddim { .. } => "ddim",
             Sampler::Ddpm => "ddpm",
+            Sampler::Pndm => "pndm",
         }
     }
 

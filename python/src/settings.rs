@@ -44,9 +44,10 @@ pub fn choose_sampler(cfg: &ModelConfig, name: Option<&str>, eta: Option<f32>) -
         None => cfg.scheduler.default_sampler,
         Some(s) if s == "ddim" => SamplerKind::Ddim,
         Some(s) if s == "ddpm" => SamplerKind::Ddpm,
+        Some(s) if s == "pndm" => SamplerKind::Pndm,
         Some(s) => {
             return Err(Failure::invalid(format!(
-                "unknown sampler '{s}': use ddim or ddpm"
+                "unknown sampler '{s}': use ddim, ddpm or pndm"
             )))
         }
     };
@@ -61,22 +62,27 @@ pub fn choose_sampler(cfg: &ModelConfig, name: Option<&str>, eta: Option<f32>) -
             Ok(Sampler::Ddim { eta })
         }
         (SamplerKind::Ddpm, None) => Ok(Sampler::Ddpm),
-        (SamplerKind::Ddpm, Some(_)) => {
+        (SamplerKind::Pndm, None) => Ok(Sampler::Pndm),
+        (SamplerKind::Ddpm | SamplerKind::Pndm, Some(_)) => {
             Err(Failure::invalid("eta applies to the DDIM sampler only"))
         }
     }
 }
 
-/// DDPM walks every training timestep: another step count is refused before any work.
+/// The sampler and step count planned as the runtime will (MONAI's timestep list for any step
+/// count, the model's scheduler options): a bad combination is refused before any work.
 pub fn check_steps(cfg: &ModelConfig, sampler: Sampler, steps: Option<usize>) -> Result<()> {
-    let t = cfg.scheduler.num_train_timesteps as usize;
-    match (sampler, steps) {
-        (_, Some(0)) => Err(Failure::invalid("steps must be at least 1")),
-        (Sampler::Ddpm, Some(n)) if n != t => Err(Failure::invalid(format!(
-            "sampler ddpm runs all {t} training timesteps: drop steps or pass steps {t}"
-        ))),
-        _ => Ok(()),
+    if steps == Some(0) {
+        return Err(Failure::invalid("steps must be at least 1"));
     }
+    let name = match sampler {
+        Sampler::Ddim { .. } => "ddim",
+        Sampler::Ddpm => "ddpm",
+        Sampler::Pndm => "pndm",
+    };
+    ldm_runtime::options::sampling_plan(cfg, Some(sampler), steps)
+        .map(|_| ())
+        .map_err(|e| Failure::invalid(format!("sampler {name} steps: {e}")))
 }
 
 /// Channels must match the UNet's input and every spatial size must divide by the UNet's total

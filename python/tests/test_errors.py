@@ -81,7 +81,8 @@ def test_bad_model_options_carry_the_cli_messages(cli, blob, tmp_path, kwargs, f
     [
         (dict(sampler="euler"), ["--sampler", "euler"]),
         (dict(steps=0), ["--steps", "0"]),
-        (dict(steps=10), ["--steps", "10"]),
+        (dict(sampler="pndm", steps=3), ["--sampler", "pndm", "--steps", "3"]),
+        (dict(sampler="ddpm", steps=1001), ["--sampler", "ddpm", "--steps", "1001"]),
         (dict(eta=0.5), ["--eta", "0.5"]),
         (dict(sampler="ddim", eta=-1.0), ["--sampler", "ddim", "--eta=-1"]),
         (dict(sampler="ddim", eta=float("nan")), ["--sampler", "ddim", "--eta", "NaN"]),

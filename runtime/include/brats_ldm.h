@@ -110,6 +110,7 @@ typedef int32_t brats_ldm_status;
 #define BRATS_LDM_SAMPLER_DEFAULT 0
 #define BRATS_LDM_SAMPLER_DDIM 1
 #define BRATS_LDM_SAMPLER_DDPM 2
+#define BRATS_LDM_SAMPLER_PNDM 3
 
 /* Progress stages. */
 #define BRATS_LDM_STAGE_SAMPLING 0

@@ -4,11 +4,13 @@
 use crate::error::RuntimeError;
 use crate::exec::{self, Workspaces};
 use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
-use crate::options::{self, Options, Precision, Progress, Resolved, Sampler};
+use crate::options::{self, Options, Precision, Progress, Resolved};
 use crate::philox::philox_normal;
 use crate::pool::Pool;
 use crate::plan::PlanReport;
-use crate::schedule::{ddim_step, ddpm_step, Schedule};
+use crate::sampler::{ddim_update, ddpm_update, pndm_update, SamplerPlan};
+use crate::schedule::Schedule;
+use ldm_weights::SamplerKind;
 use crate::slab::SlabPlan;
 use crate::weights::WeightSource;
 use crate::{attention, conv, gemm};
@@ -30,13 +32,14 @@ pub(crate) struct CpuRuntime {
     dynamic: Vec<Vec<f32>>,
     emb: [Vec<f32>; 3],
     schedule: Schedule,
-    timesteps: Vec<u32>,
-    sampler: Sampler,
+    plan: SamplerPlan,
     latent: [usize; 4],
     out_shape: [usize; 4],
     x: Vec<f32>,
     eps: Vec<f32>,
     noise: Vec<f32>,
+    /// The sampler's state between steps (PNDM's past outputs; empty for DDIM and DDPM).
+    sampler_state: Vec<f32>,
     report: PlanReport,
     slab: Option<SlabPlan>,
     slab_stats: Vec<f32>,
@@ -75,8 +78,7 @@ pub(crate) struct CpuPlan {
     unet: Option<UnetModel>,
     decoder: Option<DecoderModel>,
     schedule: Schedule,
-    timesteps: Vec<u32>,
-    sampler: Sampler,
+    plan: SamplerPlan,
     latent: [usize; 4],
     out_shape: [usize; 4],
     report: PlanReport,
@@ -93,7 +95,7 @@ impl CpuPlan {
     /// Builds and plans both graphs from any `WeightSource` (packing the weights); allocates
     /// nothing else.
     pub fn new(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<CpuPlan, RuntimeError> {
-        let Resolved { latent, schedule, sampler, timesteps } = options::resolve(config, &opts, &[Precision::F32])?;
+        let Resolved { latent, schedule, plan } = options::resolve(config, &opts, &[Precision::F32])?;
         let threads = opts.threads.map_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), |t| t.min(1024));
         gemm::init()?;
         let slab = opts.max_memory.map_or(SLAB_BYTES, |m| (m / 16).clamp(1 << 16, SLAB_BYTES));
@@ -124,7 +126,7 @@ impl CpuPlan {
         let n = numel(latent);
         let temb = unet.as_ref().map_or(0, |u| 4 * u.c0);
         let dyn_len: usize = unet.as_ref().map_or(0, |u| u.slots.iter().map(|s| s.cout).sum());
-        let state_floats = 3 * n + 3 * temb + dyn_len;
+        let state_floats = (3 + plan.state_vectors()) * n + 3 * temb + dyn_len;
         let ws_floats = pack_len + norm_len + attn_len;
         let unet_arena = unet.as_ref().map_or(0, |u| u.graph.arena_len);
         let mut report = PlanReport {
@@ -182,8 +184,7 @@ impl CpuPlan {
             unet,
             decoder,
             schedule,
-            timesteps,
-            sampler,
+            plan,
             latent,
             out_shape,
             report,
@@ -214,8 +215,7 @@ impl CpuPlan {
             unet,
             decoder,
             schedule,
-            timesteps,
-            sampler,
+            plan,
             latent,
             out_shape,
             report,
@@ -228,6 +228,7 @@ impl CpuPlan {
             temb,
         } = self;
         let n = numel(latent);
+        let plan_state = plan.state_vectors() * n;
         let pool = Pool::new(threads)?;
         let dynamic = unet.as_ref().map_or(Vec::new(), |u| u.slots.iter().map(|s| vec![0f32; s.cout]).collect());
         Ok(CpuRuntime {
@@ -248,13 +249,13 @@ impl CpuPlan {
             dynamic,
             emb: [vec![0f32; temb / 4], vec![0f32; temb], vec![0f32; temb]],
             schedule,
-            timesteps,
-            sampler,
+            plan,
             latent,
             out_shape,
             x: try_vec(n, "latent")?,
             eps: try_vec(n, "epsilon")?,
             noise: try_vec(n, "noise")?,
+            sampler_state: try_vec(plan_state, "sampler state")?,
             report,
             slab_stats: try_vec(slab.as_ref().map_or(0, |p| p.stats_len()), "slab statistics")?,
             slab,
@@ -273,7 +274,7 @@ impl CpuRuntime {
         self.latent
     }
     pub fn timesteps(&self) -> &[u32] {
-        &self.timesteps
+        &self.plan.timesteps
     }
     pub fn config(&self) -> &ModelConfig {
         &self.config
@@ -448,7 +449,7 @@ impl CpuRuntime {
             return Err(RuntimeError::MissingNetwork("unet"));
         }
         self.x.copy_from_slice(noise);
-        let steps = steps.unwrap_or(self.timesteps.len()).min(self.timesteps.len());
+        let steps = steps.unwrap_or(self.plan.timesteps.len()).min(self.plan.timesteps.len());
         for i in 0..steps {
             self.step(i, seed, 0);
         }
@@ -456,33 +457,37 @@ impl CpuRuntime {
         Ok(())
     }
 
+    /// Sampling step `i`: the UNet at the step's timestep, then the sampler's update; DDPM and
+    /// DDIM with eta > 0 draw the step's noise at offset `base + (i + 1) n` of the stream.
     fn step(&mut self, i: usize, seed: u64, base: u64) {
-        let t = self.timesteps[i];
+        let t = self.plan.timesteps[i];
         self.unet_inner(None, t, None);
         let n = self.x.len() as u64;
         let noise_off = base + (i as u64 + 1) * n;
-        match self.sampler {
-            Sampler::Ddim { eta } => {
-                let prev = self.schedule.num_train_timesteps() / self.timesteps.len();
-                let noise = if eta > 0.0 {
+        let p = &self.plan;
+        let row = p.row(i);
+        match p.kind {
+            SamplerKind::Ddim => {
+                let noise = if p.stochastic {
                     philox_normal(seed, noise_off, &mut self.noise);
                     Some(&self.noise[..])
                 } else {
                     None
                 };
-                ddim_step(&self.schedule, t, prev, eta, &mut self.x, &self.eps, noise);
+                ddim_update(row, p.prediction, p.clip, &mut self.x, &self.eps, noise);
             }
-            Sampler::Ddpm => {
+            SamplerKind::Ddpm => {
                 philox_normal(seed, noise_off, &mut self.noise);
-                ddpm_step(&self.schedule, t, self.config.scheduler.clip_sample, &mut self.x, &self.eps, &self.noise);
+                ddpm_update(row, p.prediction, p.clip, &mut self.x, &self.eps, &self.noise);
             }
+            SamplerKind::Pndm => pndm_update(row, p.prediction, &mut self.x, &self.eps, &mut self.sampler_state),
         }
     }
 
     fn sample(&mut self, seed: u64, base: u64, out: &mut [f32], progress: &mut dyn FnMut(Progress)) {
-        let total = self.timesteps.len();
+        let total = self.plan.timesteps.len();
         for i in 0..total {
-            progress(Progress::Step { index: i, total, timestep: self.timesteps[i] });
+            progress(Progress::Step { index: i, total, timestep: self.plan.timesteps[i] });
             self.step(i, seed, base);
         }
         progress(Progress::Decoding);

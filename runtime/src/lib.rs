@@ -3,7 +3,8 @@
 //! Modules: `runtime` (the public `Runtime`, dispatching to a backend), `cpu` (the CPU backend),
 //! `cuda` (the CUDA backend, feature "cuda"), `model` (graph builders for the decoder and the
 //! UNet), `graph` (static plan and arena offsets), `exec` (CPU executor), kernels (`conv`, `gemm`,
-//! `norm`, `attention`, `fastmath`), `schedule` (DDIM/DDPM), `philox` (noise), `pool` (threads).
+//! `norm`, `attention`, `fastmath`), `schedule` (noise schedules, timesteps), `sampler` (DDIM/DDPM/PNDM
+//! plans and updates), `philox` (noise), `pool` (threads).
 
 pub mod attention;
 pub mod capi;
@@ -23,6 +24,7 @@ pub mod philox;
 pub mod plan;
 pub mod pool;
 pub mod runtime;
+pub mod sampler;
 pub mod schedule;
 #[cfg(test)]
 mod test_models;

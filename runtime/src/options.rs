@@ -4,7 +4,8 @@
 use ldm_weights::{ModelConfig, SamplerKind};
 
 use crate::error::RuntimeError;
-use crate::schedule::{ddim_timesteps, Schedule};
+use crate::sampler::{self, SamplerPlan};
+use crate::schedule::Schedule;
 
 /// Where the computation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +30,12 @@ pub enum Precision {
 pub enum Sampler {
     /// DDIM with stochasticity `eta` (0 = deterministic, the bundle's default).
     Ddim { eta: f32 },
-    /// Ancestral DDPM over every training timestep (x0 clipped as configured in the blob).
+    /// Ancestral DDPM (x0 clipped and variance as configured in the blob); its default step
+    /// count is every training timestep unless the blob's default sampler is DDPM.
     Ddpm,
+    /// PNDM (PLMS, after a Runge-Kutta warm-up unless the blob says `skip_prk_steps`);
+    /// deterministic.
+    Pndm,
 }
 
 impl Sampler {
@@ -40,6 +45,7 @@ impl Sampler {
         match self {
             Sampler::Ddim { eta } => eta != 0.0,
             Sampler::Ddpm => true,
+            Sampler::Pndm => false,
         }
     }
 }
@@ -87,13 +93,12 @@ pub enum Progress {
     Decoding,
 }
 
-/// What `Options` come to for one model: latent shape, noise schedule, sampler and its timesteps
-/// (descending).
+/// What `Options` come to for one model: latent shape, noise schedule, and the sampler's plan
+/// (its timesteps and per-step coefficients).
 pub(crate) struct Resolved {
     pub latent: [usize; 4],
     pub schedule: Schedule,
-    pub sampler: Sampler,
-    pub timesteps: Vec<u32>,
+    pub plan: SamplerPlan,
 }
 
 /// Checks `opts` against `config` the same way for every backend, so all report the same typed
@@ -118,25 +123,34 @@ pub(crate) fn resolve(config: &ModelConfig, opts: &Options, precisions: &[Precis
         return Err(RuntimeError::InvalidOption(format!("latent shape {latent:?} has a zero or huge dimension")));
     }
     let schedule = Schedule::new(&config.scheduler)?;
-    let t_train = schedule.num_train_timesteps();
-    let sampler = opts.sampler.unwrap_or(match config.scheduler.default_sampler {
+    let plan = plan_with(config, &schedule, opts.sampler, opts.steps)?;
+    Ok(Resolved { latent, schedule, plan })
+}
+
+/// The sampler's plan for `config` with the given sampler and step count (None: the blob's
+/// defaults), or the typed error `Runtime::new` would give: front ends call it to refuse a
+/// sampler or step count before any work.
+pub fn sampling_plan(config: &ModelConfig, sampler: Option<Sampler>, steps: Option<usize>) -> Result<SamplerPlan, RuntimeError> {
+    plan_with(config, &Schedule::new(&config.scheduler)?, sampler, steps)
+}
+
+fn plan_with(config: &ModelConfig, schedule: &Schedule, sampler: Option<Sampler>, steps: Option<usize>) -> Result<SamplerPlan, RuntimeError> {
+    let sc = &config.scheduler;
+    let sampler = sampler.unwrap_or(match sc.default_sampler {
         SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
         SamplerKind::Ddpm => Sampler::Ddpm,
+        SamplerKind::Pndm => Sampler::Pndm,
     });
-    let timesteps = match sampler {
-        Sampler::Ddim { eta } => {
-            if !(eta.is_finite() && eta >= 0.0) {
-                return Err(RuntimeError::InvalidOption(format!("DDIM eta {eta} must be finite and >= 0")));
-            }
-            ddim_timesteps(t_train, opts.steps.unwrap_or(config.scheduler.default_steps as usize))?
-        }
-        Sampler::Ddpm => {
-            let n = opts.steps.unwrap_or(t_train);
-            if n != t_train {
-                return Err(RuntimeError::InvalidOption(format!("DDPM runs every training timestep: steps must be {t_train}, got {n}")));
-            }
-            (0..t_train as u32).rev().collect()
-        }
-    };
-    Ok(Resolved { latent, schedule, sampler, timesteps })
+    let steps = steps.unwrap_or(default_steps(config, sampler, schedule.num_train_timesteps()));
+    sampler::plan(sc, schedule, sampler, steps)
+}
+
+/// The blob's default step count, except that DDPM asked of a model whose default sampler is
+/// another one walks every training timestep.
+pub fn default_steps(config: &ModelConfig, sampler: Sampler, t_train: usize) -> usize {
+    let sc = &config.scheduler;
+    match sampler {
+        Sampler::Ddpm if sc.default_sampler != SamplerKind::Ddpm => t_train,
+        _ => sc.default_steps as usize,
+    }
 }

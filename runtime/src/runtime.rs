@@ -469,7 +469,8 @@ mod tests {
         assert!(invalid(Options { steps: Some(0), ..cuda(Precision::F32) }));
         assert!(invalid(Options { steps: Some(1001), ..cuda(Precision::F32) }));
         assert!(invalid(Options { sampler: Some(Sampler::Ddim { eta: f32::NAN }), ..cuda(Precision::F32) }));
-        assert!(invalid(Options { sampler: Some(Sampler::Ddpm), steps: Some(50), ..cuda(Precision::F32) }));
+        assert!(invalid(Options { sampler: Some(Sampler::Ddpm), steps: Some(1001), ..cuda(Precision::F32) }));
+        assert!(invalid(Options { sampler: Some(Sampler::Pndm), steps: Some(3), ..cuda(Precision::F32) }));
         assert!(invalid(Options { latent_shape: Some([4, 0, 4, 4]), ..cuda(Precision::F32) }));
         // Found by the host planner (not divisible by the UNet's downsampling), which runs once
         // a GPU is known to be usable: still the CPU's typed error.

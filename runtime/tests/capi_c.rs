@@ -111,6 +111,7 @@ fn layout_assertions() -> String {
         ("BRATS_LDM_SAMPLER_DEFAULT", types::SAMPLER_DEFAULT),
         ("BRATS_LDM_SAMPLER_DDIM", types::SAMPLER_DDIM),
         ("BRATS_LDM_SAMPLER_DDPM", types::SAMPLER_DDPM),
+        ("BRATS_LDM_SAMPLER_PNDM", types::SAMPLER_PNDM),
         ("BRATS_LDM_STAGE_SAMPLING", types::STAGE_SAMPLING),
         ("BRATS_LDM_STAGE_DECODING", types::STAGE_DECODING),
     ] {

@@ -8,12 +8,13 @@
 use ldm_cuda::conv::{Conv3dSpec, ConvPlan};
 use ldm_cuda::gemm::{reference_gemm, GemmSpec};
 use ldm_cuda::geometry;
-use ldm_runtime::cuda::sampler::{ddim_table, ddpm_table, COEFS_PER_STEP};
 use ldm_cuda::{
     ArenaLayout, AttentionArgs, CudaDevice, DevPtr, DeviceArena, NoiseStream, Region, StepGraph,
 };
-use ldm_runtime::schedule::{ddim_step, ddim_timesteps, ddpm_step, Schedule};
-use ldm_weights::{DType, SchedulerConfig};
+use ldm_runtime::sampler::{self, ddim_update, ddpm_update, pndm_update, prediction_code};
+use ldm_runtime::schedule::Schedule;
+use ldm_runtime::Sampler;
+use ldm_weights::{DType, PredictionType, SchedulerConfig};
 
 fn device_or_skip(test: &str) -> Option<CudaDevice> {
     match CudaDevice::new(0) {
@@ -439,94 +440,84 @@ fn sampler_kernels_replay_the_cpu_updates() {
     let Some(dev) = device_or_skip("sampler") else {
         return;
     };
-    let sched = Schedule::new(&SchedulerConfig::bundle()).unwrap();
+    let mut cfg = SchedulerConfig::bundle();
+    let sched = Schedule::new(&cfg).unwrap();
     let n = 10_007usize;
     let x0 = noise(n, 21);
     let eps = noise(n, 22);
-    // DDIM eta 0, 50 steps, state advanced by the device counter.
-    let ts = ddim_timesteps(1000, 50).unwrap();
-    let table = ddim_table(&sched, &ts, 20, 0.0).unwrap();
-    let mut s = Scratch::new(&dev, &[4 * n, 4 * n, 4 * table.len(), 4, 4 * n]);
-    s.put(&dev, 0, &bytes(&x0));
-    s.put(&dev, 1, &bytes(&eps));
-    s.put(&dev, 2, &bytes(&table));
-    dev.kernels.step_set(s.ptr(3), 0).unwrap();
     let no_noise = NoiseStream {
         seed: 0,
         offset: 0,
         stride: 0,
     };
-    let mut cpu = x0.clone();
-    for &t in &ts {
-        dev.kernels
-            .ddim_step(
-                DType::F32,
-                s.ptr(0),
-                s.ptr(1),
-                s.ptr(4),
-                s.ptr(2),
-                s.ptr(3),
-                no_noise,
-                n,
-            )
-            .unwrap();
-        dev.kernels.step_advance(s.ptr(3)).unwrap();
-        ddim_step(&sched, t, 20, 0.0, &mut cpu, &eps, None);
+    let same = |gpu: &[f32], cpu: &[f32]| gpu.iter().zip(cpu).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    // DDIM eta 0, 50 steps, every prediction type, clamped: state advanced by the device counter.
+    cfg.ddim.clip_sample = true;
+    for prediction in [PredictionType::Epsilon, PredictionType::Sample, PredictionType::VPrediction] {
+        cfg.prediction_type = prediction;
+        let plan = sampler::plan(&cfg, &sched, Sampler::Ddim { eta: 0.0 }, 50).unwrap();
+        let mut s = Scratch::new(&dev, &[4 * n, 4 * n, 4 * plan.rows.len(), 4, 4 * n]);
+        s.put(&dev, 0, &bytes(&x0));
+        s.put(&dev, 1, &bytes(&eps));
+        s.put(&dev, 2, &bytes(&plan.rows));
+        dev.kernels.step_set(s.ptr(3), 0).unwrap();
+        let mut cpu = x0.clone();
+        for k in 0..plan.timesteps.len() {
+            let (x, m, xt, c, st) = (s.ptr(0), s.ptr(1), s.ptr(4), s.ptr(2), s.ptr(3));
+            let pred = prediction_code(prediction);
+            dev.kernels.ddim_step(DType::F32, x, m, xt, c, st, pred, true, no_noise, n).unwrap();
+            dev.kernels.step_advance(s.ptr(3)).unwrap();
+            ddim_update(plan.row(k), prediction, true, &mut cpu, &eps, None);
+        }
+        let gpu = floats(&s.get(&dev, 0));
+        assert_eq!(same(&gpu, &cpu), 0, "DDIM {prediction:?} differs from the CPU");
+        assert_eq!(floats(&s.get(&dev, 4)), gpu, "x_t copy");
     }
-    let gpu = floats(&s.get(&dev, 0));
-    assert!(
-        gpu.iter()
-            .zip(&cpu)
-            .all(|(a, b)| a.to_bits() == b.to_bits()),
-        "DDIM differs from the CPU"
-    );
-    assert_eq!(floats(&s.get(&dev, 4)), gpu, "x_t copy");
     // DDPM with noise from the Philox stream: seed 5, step k uses offset 1000 + k * n.
-    // A few steps from each end of the 1000-step chain (t = 0 adds no noise).
-    let ts: Vec<u32> = vec![999, 998, 997, 500, 2, 1, 0];
-    let table = ddpm_table(&sched, &ts).unwrap();
-    assert_eq!(table.len(), ts.len() * COEFS_PER_STEP);
-    let mut s = Scratch::new(&dev, &[4 * n, 4 * n, 4 * table.len(), 4]);
+    cfg.prediction_type = PredictionType::Epsilon;
+    let plan = sampler::plan(&cfg, &sched, Sampler::Ddpm, 1000).unwrap();
+    let ks = [0usize, 1, 2, 499, 997, 998, 999];
+    let rows: Vec<f32> = ks.iter().flat_map(|&k| plan.row(k).to_vec()).collect();
+    let mut s = Scratch::new(&dev, &[4 * n, 4 * n, 4 * rows.len(), 4]);
     s.put(&dev, 0, &bytes(&x0));
     s.put(&dev, 1, &bytes(&eps));
-    s.put(&dev, 2, &bytes(&table));
+    s.put(&dev, 2, &bytes(&rows));
     dev.kernels.step_set(s.ptr(3), 0).unwrap();
     let stream = NoiseStream {
         seed: 5,
         offset: 1000,
         stride: n as u64,
     };
-    let mut cpu = x0;
+    let mut cpu = x0.clone();
     let mut z = vec![0f32; n];
-    for (k, &t) in ts.iter().enumerate() {
-        dev.kernels
-            .ddpm_step(
-                DType::F32,
-                s.ptr(0),
-                s.ptr(1),
-                DevPtr::NULL,
-                s.ptr(2),
-                s.ptr(3),
-                true,
-                stream,
-                n,
-            )
-            .unwrap();
+    for (j, &k) in ks.iter().enumerate() {
+        let (x, m, c, st) = (s.ptr(0), s.ptr(1), s.ptr(2), s.ptr(3));
+        dev.kernels.ddpm_step(DType::F32, x, m, DevPtr::NULL, c, st, 0, true, stream, n).unwrap();
         dev.kernels.step_advance(s.ptr(3)).unwrap();
-        ldm_runtime::philox_normal(5, 1000 + (k * n) as u64, &mut z);
-        ddpm_step(&sched, t, true, &mut cpu, &eps, &z);
+        ldm_runtime::philox_normal(5, 1000 + (j * n) as u64, &mut z);
+        ddpm_update(plan.row(k), PredictionType::Epsilon, true, &mut cpu, &eps, &z);
     }
-    let gpu = floats(&s.get(&dev, 0));
-    let mismatched = gpu
-        .iter()
-        .zip(&cpu)
-        .filter(|(a, b)| a.to_bits() != b.to_bits())
-        .count();
-    println!(
-        "DDPM: {mismatched} of {n} elements differ from the CPU after {} steps",
-        ts.len()
-    );
+    let mismatched = same(&floats(&s.get(&dev, 0)), &cpu);
+    println!("DDPM: {mismatched} of {n} elements differ from the CPU after {} steps", ks.len());
     assert_eq!(mismatched, 0);
+    // PNDM with the Runge-Kutta warm-up and v-prediction: a new model output every step.
+    cfg.prediction_type = PredictionType::VPrediction;
+    let plan = sampler::plan(&cfg, &sched, Sampler::Pndm, 10).unwrap();
+    let state_len = sampler::PNDM_STATE_VECTORS * n;
+    let mut s = Scratch::new(&dev, &[4 * n, 4 * n, 4 * plan.rows.len(), 4, 4 * state_len]);
+    s.put(&dev, 0, &bytes(&x0));
+    s.put(&dev, 2, &bytes(&plan.rows));
+    dev.kernels.step_set(s.ptr(3), 0).unwrap();
+    let (mut cpu, mut state) = (x0.clone(), vec![0f32; state_len]);
+    for k in 0..plan.timesteps.len() {
+        let m = noise(n, 100 + k as u64);
+        s.put(&dev, 1, &bytes(&m));
+        let (x, mp, c, st, state_ptr) = (s.ptr(0), s.ptr(1), s.ptr(2), s.ptr(3), s.ptr(4));
+        dev.kernels.pndm_step(DType::F32, x, mp, DevPtr::NULL, c, st, 2, state_ptr, n).unwrap();
+        dev.kernels.step_advance(s.ptr(3)).unwrap();
+        pndm_update(plan.row(k), PredictionType::VPrediction, &mut cpu, &m, &mut state);
+    }
+    assert_eq!(same(&floats(&s.get(&dev, 0)), &cpu), 0, "PNDM differs from the CPU");
 }
 
 #[test]

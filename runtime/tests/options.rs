@@ -23,7 +23,8 @@ fn invalid_options_are_typed_errors() {
     assert!(matches!(err(Options { steps: Some(1001), ..Options::default() }), RuntimeError::InvalidOption(_)));
     assert!(matches!(err(Options { sampler: Some(Sampler::Ddim { eta: -1.0 }), ..Options::default() }), RuntimeError::InvalidOption(_)));
     assert!(matches!(err(Options { sampler: Some(Sampler::Ddim { eta: f32::NAN }), ..Options::default() }), RuntimeError::InvalidOption(_)));
-    assert!(matches!(err(Options { sampler: Some(Sampler::Ddpm), steps: Some(50), ..Options::default() }), RuntimeError::InvalidOption(_)));
+    assert!(matches!(err(Options { sampler: Some(Sampler::Ddpm), steps: Some(1001), ..Options::default() }), RuntimeError::InvalidOption(_)));
+    assert!(matches!(err(Options { sampler: Some(Sampler::Pndm), steps: Some(3), ..Options::default() }), RuntimeError::InvalidOption(_)));
     // Latent not divisible by 2^(levels-1), or with the wrong channel count.
     assert!(matches!(err(Options { latent_shape: Some([8, 6, 8, 4]), ..Options::default() }), RuntimeError::InvalidOption(_)));
     assert!(matches!(err(Options { latent_shape: Some([4, 8, 8, 4]), ..Options::default() }), RuntimeError::InvalidOption(_)));
@@ -41,6 +42,13 @@ fn samplers_have_the_expected_timesteps() {
     assert_eq!((rt.timesteps()[0], rt.timesteps()[1], rt.timesteps()[29]), (957, 924, 0));
     let rt = Runtime::new(&b, Options::default()).unwrap();
     assert_eq!(rt.timesteps().len(), 50, "blob default: DDIM 50");
+    // MONAI's DDPM with fewer steps: the DDIM grid, each step to t - 1.
+    let rt = Runtime::new(&b, Options { sampler: Some(Sampler::Ddpm), steps: Some(7), ..Options::default() }).unwrap();
+    assert_eq!(rt.timesteps(), &[852, 710, 568, 426, 284, 142, 0]);
+    // PNDM: 12 Runge-Kutta timesteps, then the grid without its three largest points.
+    let rt = Runtime::new(&b, Options { sampler: Some(Sampler::Pndm), steps: Some(10), ..Options::default() }).unwrap();
+    assert_eq!(rt.timesteps().len(), 19);
+    assert_eq!(&rt.timesteps()[..4], &[900, 850, 850, 800]);
 }
 
 #[test]

@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use ldm_runtime::schedule::{ddpm_step, Schedule};
+use ldm_runtime::sampler::{ddpm_update, plan};
+use ldm_runtime::schedule::Schedule;
 use ldm_runtime::{Options, Progress, Runtime, Sampler};
 use ldm_weights::SchedulerConfig;
 
@@ -46,7 +47,10 @@ fn unet_matches_monai_at_three_timesteps() {
 
 #[test]
 fn schedule_and_ddpm_steps_match_monai() {
-    let s = Schedule::new(&SchedulerConfig::bundle()).unwrap();
+    let cfg = SchedulerConfig::bundle();
+    let s = Schedule::new(&cfg).unwrap();
+    let ddpm = plan(&cfg, &s, Sampler::Ddpm, 1000).unwrap();
+    assert!(ddpm.clip, "the fixture's DDPMScheduler clamps (MONAI's default)");
     let (_, ac) = npy("scheduler/alphas_cumprod.npy");
     let e = rel_l2(&s.alphas_cumprod, &ac);
     let worst = s.alphas_cumprod.iter().zip(&ac).map(|(a, b)| ((a - b) / b).abs()).fold(0f32, f32::max);
@@ -57,7 +61,9 @@ fn schedule_and_ddpm_steps_match_monai() {
         let (_, eps) = npy(&format!("scheduler/ddpm_eps_t{t}.npy"));
         let (_, noise) = npy(&format!("scheduler/ddpm_noise_t{t}.npy"));
         let (_, want) = npy(&format!("scheduler/ddpm_xprev_t{t}.npy"));
-        ddpm_step(&s, t, true, &mut x, &eps, &noise);
+        let k = 999 - t as usize;
+        assert_eq!(ddpm.timesteps[k], t);
+        ddpm_update(ddpm.row(k), ddpm.prediction, ddpm.clip, &mut x, &eps, &noise);
         let e = rel_l2(&x, &want);
         println!("ddpm t={t} rel L2 {e:.3e}");
         assert!(e < 1e-5, "ddpm t={t} rel L2 {e}");

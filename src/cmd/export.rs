@@ -47,8 +47,8 @@ pub struct ExportArgs {
     /// DDPM always runs every training timestep).
     #[arg(long)]
     pub steps: Option<u32>,
-    /// Whether DDPM clamps its predicted x0 to [-1, 1] (MONAI's default; wrong for latents
-    /// whose scaled values leave that range). Default: the run configuration's.
+    /// Whether DDPM and DDIM clamp their predicted x0 to [-1, 1] (MONAI's default; wrong for
+    /// latents whose scaled values leave that range). Default: the run configuration's.
     #[arg(long)]
     pub clip_sample: Option<bool>,
 }
@@ -57,6 +57,7 @@ pub struct ExportArgs {
 pub enum SamplerArg {
     Ddim,
     Ddpm,
+    Pndm,
 }
 
 /// The run's schedule with the sampling defaults overridden as asked. DDPM's step count is the
@@ -69,10 +70,12 @@ pub fn sampling_defaults(
         s.default_sampler = match k {
             SamplerArg::Ddim => SamplerKind::Ddim,
             SamplerArg::Ddpm => SamplerKind::Ddpm,
+            SamplerArg::Pndm => SamplerKind::Pndm,
         };
     }
     if let Some(c) = a.clip_sample {
-        s.clip_sample = c;
+        s.ddpm.clip_sample = c;
+        s.ddim.clip_sample = c;
     }
     let t = s.num_train_timesteps;
     match (s.default_sampler, a.steps) {
@@ -80,11 +83,14 @@ pub fn sampling_defaults(
             bail!("--steps {n}: DDPM runs all {t} training timesteps")
         }
         (SamplerKind::Ddpm, _) => s.default_steps = t,
-        (SamplerKind::Ddim, Some(n)) if n == 0 || n > t => {
-            bail!("--steps {n}: DDIM takes 1 to {t} steps")
+        (kind, Some(n)) if n == 0 || n > t => {
+            bail!(
+                "--steps {n}: {} takes 1 to {t} steps",
+                kind.name().to_uppercase()
+            )
         }
-        (SamplerKind::Ddim, Some(n)) => s.default_steps = n,
-        (SamplerKind::Ddim, None) => {}
+        (_, Some(n)) => s.default_steps = n,
+        (_, None) => {}
     }
     Ok(s)
 }

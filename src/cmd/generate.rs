@@ -48,8 +48,8 @@ pub struct Args {
     /// Sampling steps (default: the model's, 50 for the bundle).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// ddim or ddpm (default: the model's).
-    #[arg(long, value_name = "ddim|ddpm")]
+    /// ddim, ddpm or pndm (default: the model's), with the model's scheduler options.
+    #[arg(long, value_name = "ddim|ddpm|pndm")]
     pub sampler: Option<String>,
     /// DDIM eta: 0 is deterministic given the initial noise (default 0).
     #[arg(long)]
@@ -236,7 +236,8 @@ pub fn choose_sampler(
         None => cfg.scheduler.default_sampler,
         Some(s) if s == "ddim" => SamplerKind::Ddim,
         Some(s) if s == "ddpm" => SamplerKind::Ddpm,
-        Some(s) => bail!("unknown --sampler '{s}': use ddim or ddpm"),
+        Some(s) if s == "pndm" => SamplerKind::Pndm,
+        Some(s) => bail!("unknown --sampler '{s}': use ddim, ddpm or pndm"),
     };
     match (kind, eta) {
         (SamplerKind::Ddim, eta) => {
@@ -247,31 +248,30 @@ pub fn choose_sampler(
             Ok(Sampler::Ddim { eta })
         }
         (SamplerKind::Ddpm, None) => Ok(Sampler::Ddpm),
-        (SamplerKind::Ddpm, Some(_)) => bail!("--eta applies to the DDIM sampler only"),
+        (SamplerKind::Pndm, None) => Ok(Sampler::Pndm),
+        (SamplerKind::Ddpm | SamplerKind::Pndm, Some(_)) => {
+            bail!("--eta applies to the DDIM sampler only")
+        }
     }
 }
 
-/// DDPM walks every training timestep: a different `--steps` is refused before any work.
+/// The sampler and step count are planned as the runtime will (MONAI's timestep list for any
+/// step count, the model's scheduler options), so a bad combination is refused before any work.
 pub fn check_steps(
     cfg: &ModelConfig,
     sampler: Sampler,
     steps: Option<usize>,
 ) -> anyhow::Result<()> {
-    let t = cfg.scheduler.num_train_timesteps as usize;
-    match (sampler, steps) {
-        (Sampler::Ddpm, Some(n)) if n != t => {
-            bail!(
-                "--sampler ddpm runs all {t} training timesteps: drop --steps or pass --steps {t}"
-            )
-        }
-        _ => Ok(()),
-    }
+    ldm_runtime::options::sampling_plan(cfg, Some(sampler), steps)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("--sampler {} --steps: {e}", sampler_name(sampler)))
 }
 
 pub fn sampler_name(s: Sampler) -> &'static str {
     match s {
         Sampler::Ddim { .. } => "ddim",
         Sampler::Ddpm => "ddpm",
+        Sampler::Pndm => "pndm",
     }
 }
 
@@ -866,7 +866,7 @@ fn run_batch(args: &Args) -> anyhow::Result<()> {
             sampler: sampler_name(sampler).to_string(),
             eta: match sampler {
                 Sampler::Ddim { eta } => Some(eta),
-                Sampler::Ddpm => None,
+                Sampler::Ddpm | Sampler::Pndm => None,
             },
             steps,
             device: device_name(settings.device),
@@ -1063,7 +1063,20 @@ mod tests {
         assert!(choose_sampler(&cfg, Some("ddpm"), Some(0.5)).is_err());
         assert!(choose_sampler(&cfg, Some("euler"), None).is_err());
         assert!(choose_sampler(&cfg, None, Some(-1.0)).is_err());
-        assert!(check_steps(&cfg, Sampler::Ddpm, Some(10)).is_err());
+        assert_eq!(
+            choose_sampler(&cfg, Some("pndm"), None).unwrap(),
+            Sampler::Pndm
+        );
+        assert!(choose_sampler(&cfg, Some("pndm"), Some(0.5)).is_err());
+        assert!(
+            check_steps(&cfg, Sampler::Ddpm, Some(10)).is_ok(),
+            "MONAI's DDPM takes any step count"
+        );
+        assert!(check_steps(&cfg, Sampler::Ddpm, Some(1001)).is_err());
+        assert!(
+            check_steps(&cfg, Sampler::Pndm, Some(3)).is_err(),
+            "the Runge-Kutta warm-up needs 4 steps"
+        );
         assert!(check_steps(&cfg, Sampler::Ddpm, Some(1000)).is_ok());
         assert!(check_steps(&cfg, Sampler::Ddpm, None).is_ok());
         assert!(check_steps(&cfg, Sampler::Ddim { eta: 0.0 }, Some(10)).is_ok());

@@ -93,18 +93,11 @@ fn render_text(args: &InspectArgs, blob: &Blob) -> String {
         list(&cfg.latent_shape),
         cfg.scale_factor
     );
-    let s = &cfg.scheduler;
-    push_line!(
-        out,
-        "scheduler:   {:?} betas {}..{} over {} steps, clip_sample {}; default {:?} with {} steps",
-        s.beta_schedule,
-        s.beta_start,
-        s.beta_end,
-        s.num_train_timesteps,
-        s.clip_sample,
-        s.default_sampler,
-        s.default_steps
-    );
+    let [head, ddim, ddpm, pndm] = ldm_weights::report::scheduler_lines(&cfg.scheduler);
+    push_line!(out, "scheduler:   {head}");
+    for line in [ddim, ddpm, pndm] {
+        push_line!(out, "             {line}");
+    }
     let g = &cfg.geometry;
     push_line!(
         out,

@@ -3,7 +3,8 @@
 
 use crate::files::monai;
 use ldm_weights::{
-    BetaSchedule, DecoderConfig, EncoderConfig, ModelConfig, OutputGeometry, Provenance, SamplerKind, SchedulerConfig, UnetConfig,
+    BetaSchedule, DdimSettings, DdpmSettings, DecoderConfig, EncoderConfig, ModelConfig, OutputGeometry, PndmSettings,
+    PredictionType, Provenance, SamplerKind, SchedulerConfig, UnetConfig,
 };
 use serde_json::Value;
 
@@ -120,14 +121,18 @@ pub fn fixture_scheduler() -> SchedulerConfig {
     let s = field(&case(d), d, "scheduler").clone();
     let schedule = field(&s, d, "schedule");
     assert_eq!(schedule, "scaled_linear_beta", "{d}/case.json: unexpected schedule");
+    let clip = field(&s, d, "clip_sample")
+        .as_bool()
+        .unwrap_or_else(|| panic!("{d}/case.json: 'clip_sample' is not a bool"));
     SchedulerConfig {
         num_train_timesteps: u32_of(&s, d, "num_train_timesteps"),
         beta_schedule: BetaSchedule::ScaledLinear,
         beta_start: f32_of(&s, d, "beta_start"),
         beta_end: f32_of(&s, d, "beta_end"),
-        clip_sample: field(&s, d, "clip_sample")
-            .as_bool()
-            .unwrap_or_else(|| panic!("{d}/case.json: 'clip_sample' is not a bool")),
+        prediction_type: PredictionType::Epsilon,
+        ddpm: DdpmSettings { clip_sample: clip, ..DdpmSettings::monai_default() },
+        ddim: DdimSettings { clip_sample: clip, ..DdimSettings::monai_default() },
+        pndm: PndmSettings::monai_default(),
         default_sampler: SamplerKind::Ddim,
         default_steps: 50,
     }
@@ -174,8 +179,8 @@ mod tests {
         assert_eq!(unet.norm_eps, 1e-6);
         let s = fixture_scheduler();
         assert_eq!(
-            (s.num_train_timesteps, s.beta_start, s.beta_end, s.clip_sample),
-            (1000, 0.0015, 0.0195, false)
+            (s.num_train_timesteps, s.beta_start, s.beta_end, s.ddim.clip_sample, s.ddpm.clip_sample),
+            (1000, 0.0015, 0.0195, false, false)
         );
         assert_eq!(fixture_config().latent_shape, [8, 8, 8, 4]);
     }

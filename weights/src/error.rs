@@ -18,8 +18,8 @@ pub enum BlobError {
     TooShort { len: u64, min: u64 },
     #[error("bad magic {found:02x?}: not a brats-ldm weight blob")]
     BadMagic { found: [u8; 8] },
-    #[error("unsupported blob format version {major}.{minor}: this reader supports major version {supported}")]
-    UnsupportedVersion { major: u16, minor: u16, supported: u16 },
+    #[error("unsupported blob format version {major}.{minor}: this reader reads major versions {oldest} to {supported}{}", if *major > *supported { " (the blob was written by a newer brats-ldm; upgrade to read it)" } else { "" })]
+    UnsupportedVersion { major: u16, minor: u16, oldest: u16, supported: u16 },
     #[error("header length {header_len} does not fit in the file ({file_len} bytes): truncated or corrupt")]
     HeaderOutOfBounds { header_len: u64, file_len: u64 },
     #[error("header length {header_len} exceeds the limit of {max} bytes")]

@@ -13,16 +13,20 @@ use bincode::error::DecodeError;
 use bincode::{BorrowDecode, Decode, Encode};
 
 use crate::config::{
-    BetaSchedule, DecoderConfig, EncoderConfig, ModelConfig, OutputGeometry, Provenance, SamplerKind, SchedulerConfig,
-    UnetConfig,
+    BetaSchedule, DdimSettings, DdpmSettings, DecoderConfig, EncoderConfig, ModelConfig, OutputGeometry, PndmSettings,
+    PredictionType, Provenance, SamplerKind, SchedulerConfig, UnetConfig,
 };
 use crate::validate::MAX_LEVELS;
 use crate::DType;
 
 /// First 8 bytes of every blob.
 pub const MAGIC: [u8; 8] = *b"LDMBLOB\0";
-/// Format major version this crate writes and reads. Readers refuse other majors.
-pub const FORMAT_MAJOR: u16 = 1;
+/// Format major version this crate writes. Readers refuse majors outside
+/// `OLDEST_READABLE_MAJOR..=FORMAT_MAJOR`.
+pub const FORMAT_MAJOR: u16 = 2;
+/// Oldest major this crate still reads: format 1 blobs (before every scheduler option was
+/// recorded) load with their scheduler mapped to format 2's (`legacy_scheduler`).
+pub const OLDEST_READABLE_MAJOR: u16 = 1;
 /// Format minor version this crate writes. A reader accepts any minor of its major; see FORMAT.md.
 pub const FORMAT_MINOR: u16 = 0;
 /// Every tensor's data starts at a multiple of this many bytes from the start of the file.
@@ -80,18 +84,33 @@ pub fn encode_header(h: &Header) -> Result<Vec<u8>, bincode::error::EncodeError>
     bincode::encode_to_vec(h, bincode::config::standard())
 }
 
-/// Decodes a header from exactly `bytes`. Returns the header and the number of bytes it used.
+/// Decodes a format-`FORMAT_MAJOR` header from exactly `bytes`. Returns the header and the
+/// number of bytes it used.
 pub fn decode_header(bytes: &[u8]) -> Result<(Header, usize), DecodeError> {
-    let (wire, used): (Wire, usize) = bincode::borrow_decode_from_slice(bytes, header_config())?;
-    Ok((wire.0, used))
+    decode_header_of_major(bytes, FORMAT_MAJOR)
 }
 
-/// Newtype carrying the defensive decoder.
-struct Wire(Header);
+/// Decodes the header of a blob of format `major` (`OLDEST_READABLE_MAJOR..=FORMAT_MAJOR`);
+/// an older header's scheduler comes back mapped to the current one.
+pub fn decode_header_of_major(bytes: &[u8], major: u16) -> Result<(Header, usize), DecodeError> {
+    let (wire, used) = if major == 1 {
+        let (w, used): (Wire<1>, usize) = bincode::borrow_decode_from_slice(bytes, header_config())?;
+        (w.0, used)
+    } else if major == FORMAT_MAJOR {
+        let (w, used): (Wire<FORMAT_MAJOR>, usize) = bincode::borrow_decode_from_slice(bytes, header_config())?;
+        (w.0, used)
+    } else {
+        return Err(DecodeError::OtherString(format!("no header decoder for format major {major}")));
+    };
+    Ok((wire, used))
+}
 
-impl<'de> BorrowDecode<'de, ()> for Wire {
+/// Newtype carrying the defensive decoder of format major `MAJOR`.
+struct Wire<const MAJOR: u16>(Header);
+
+impl<'de, const MAJOR: u16> BorrowDecode<'de, ()> for Wire<MAJOR> {
     fn borrow_decode<D: BorrowDecoder<'de, Context = ()>>(d: &mut D) -> Result<Self, DecodeError> {
-        let config = model_config(d)?;
+        let config = model_config(d, MAJOR)?;
         let count = u64::decode(d)?;
         if count > MAX_TENSORS {
             return Err(too_long("tensor table", count, MAX_TENSORS));
@@ -149,7 +168,7 @@ fn option_tag<D: Decoder<Context = ()>>(d: &mut D, what: &'static str) -> Result
     }
 }
 
-fn model_config<'de, D: BorrowDecoder<'de, Context = ()>>(d: &mut D) -> Result<ModelConfig, DecodeError> {
+fn model_config<'de, D: BorrowDecoder<'de, Context = ()>>(d: &mut D, major: u16) -> Result<ModelConfig, DecodeError> {
     let decoder = if option_tag(d, "Option<DecoderConfig>")? {
         Some(decoder_config(d)?)
     } else {
@@ -165,7 +184,7 @@ fn model_config<'de, D: BorrowDecoder<'de, Context = ()>>(d: &mut D) -> Result<M
     } else {
         None
     };
-    let scheduler = scheduler_config(d)?;
+    let scheduler = if major == 1 { legacy_scheduler(LegacySchedulerConfig::decode(d)?) } else { SchedulerConfig::decode(d)? };
     let scale_factor = f32::decode(d)?;
     let latent_shape = <[u32; 4]>::decode(d)?;
     let geometry = OutputGeometry {
@@ -227,16 +246,56 @@ fn unet_config<D: Decoder<Context = ()>>(d: &mut D) -> Result<UnetConfig, Decode
     })
 }
 
-fn scheduler_config<D: Decoder<Context = ()>>(d: &mut D) -> Result<SchedulerConfig, DecodeError> {
-    Ok(SchedulerConfig {
-        num_train_timesteps: u32::decode(d)?,
-        beta_schedule: BetaSchedule::decode(d)?,
-        beta_start: f32::decode(d)?,
-        beta_end: f32::decode(d)?,
-        clip_sample: bool::decode(d)?,
-        default_sampler: SamplerKind::decode(d)?,
-        default_steps: u32::decode(d)?,
-    })
+/// The scheduler section of format 1: one `clip_sample` that only DDPM honoured (format-1
+/// readers never clamped in DDIM), two beta schedules, epsilon prediction, two samplers.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct LegacySchedulerConfig {
+    pub num_train_timesteps: u32,
+    pub beta_schedule: LegacyBetaSchedule,
+    pub beta_start: f32,
+    pub beta_end: f32,
+    pub clip_sample: bool,
+    pub default_sampler: LegacySamplerKind,
+    pub default_steps: u32,
+}
+
+/// Format 1's beta schedules (variant indices 0 and 1, as format 2's first two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum LegacyBetaSchedule {
+    Linear,
+    ScaledLinear,
+}
+
+/// Format 1's samplers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum LegacySamplerKind {
+    Ddim,
+    Ddpm,
+}
+
+/// A format-1 scheduler in format-2 terms, sampling exactly as format-1 readers did: DDIM never
+/// clamps (and its previous alpha after the last step is 1, timesteps without offset), DDPM
+/// clamps per `clip_sample` with the fixed-small variance, the UNet predicts epsilon. PNDM, which
+/// format 1 did not know, gets MONAI's defaults.
+pub fn legacy_scheduler(old: LegacySchedulerConfig) -> SchedulerConfig {
+    SchedulerConfig {
+        num_train_timesteps: old.num_train_timesteps,
+        beta_schedule: match old.beta_schedule {
+            LegacyBetaSchedule::Linear => BetaSchedule::Linear,
+            LegacyBetaSchedule::ScaledLinear => BetaSchedule::ScaledLinear,
+        },
+        beta_start: old.beta_start,
+        beta_end: old.beta_end,
+        prediction_type: PredictionType::Epsilon,
+        ddpm: DdpmSettings { clip_sample: old.clip_sample, ..DdpmSettings::monai_default() },
+        ddim: DdimSettings { clip_sample: false, set_alpha_to_one: true, steps_offset: 0 },
+        pndm: PndmSettings::monai_default(),
+        default_sampler: match old.default_sampler {
+            LegacySamplerKind::Ddim => SamplerKind::Ddim,
+            LegacySamplerKind::Ddpm => SamplerKind::Ddpm,
+        },
+        default_steps: old.default_steps,
+    }
 }
 
 fn tensor_entry<'de, D: BorrowDecoder<'de, Context = ()>>(d: &mut D) -> Result<TensorEntry, DecodeError> {
@@ -269,7 +328,14 @@ mod tests {
                 decoder: Some(DecoderConfig::bundle()),
                 encoder: Some(EncoderConfig::bundle()),
                 unet: Some(unet),
-                scheduler: SchedulerConfig::bundle(),
+                scheduler: SchedulerConfig {
+                    beta_schedule: BetaSchedule::Sigmoid { sig_range: 5.5 },
+                    prediction_type: PredictionType::VPrediction,
+                    ddpm: DdpmSettings { clip_sample: false, variance_type: crate::VarianceType::FixedLarge },
+                    pndm: PndmSettings { skip_prk_steps: true, set_alpha_to_one: true, steps_offset: 300 },
+                    default_sampler: SamplerKind::Pndm,
+                    ..SchedulerConfig::bundle()
+                },
                 scale_factor: 0.875,
                 latent_shape: [8, 36, 44, 28],
                 geometry: OutputGeometry::bundle(),
@@ -324,6 +390,15 @@ mod tests {
             assert_eq!(ours, h);
             assert_eq!((n1, n2), (bytes.len(), bytes.len()));
         }
+    }
+
+    /// FORMAT.md's example of an enum with fields on the wire.
+    #[test]
+    fn beta_schedules_encode_as_documented() {
+        let cfg = bincode::config::standard();
+        let bytes = bincode::encode_to_vec(BetaSchedule::Sigmoid { sig_range: 6.0 }, cfg).unwrap();
+        assert_eq!(bytes, [2, 0x00, 0x00, 0xc0, 0x40]);
+        assert_eq!(bincode::encode_to_vec(BetaSchedule::ScaledLinear, cfg).unwrap(), [1]);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::config::ModelConfig;
 use crate::error::BlobError;
 use crate::format::{
-    align_up, decode_header, TensorEntry, ALIGN, CHECKSUM_LEN, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_HEADER_LEN,
+    align_up, decode_header_of_major, TensorEntry, ALIGN, CHECKSUM_LEN, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_HEADER_LEN,
+    OLDEST_READABLE_MAJOR,
     PREFIX_LEN,
 };
 use crate::names::expected_tensors;
@@ -85,10 +86,11 @@ impl Blob {
         }
         let word = u32::from_le_bytes(le_array(&bytes, 8));
         let (major, minor) = ((word >> 16) as u16, (word & 0xffff) as u16);
-        if major != FORMAT_MAJOR {
+        if !(OLDEST_READABLE_MAJOR..=FORMAT_MAJOR).contains(&major) {
             return Err(BlobError::UnsupportedVersion {
                 major,
                 minor,
+                oldest: OLDEST_READABLE_MAJOR,
                 supported: FORMAT_MAJOR,
             });
         }
@@ -112,7 +114,7 @@ impl Blob {
         }
 
         let header_bytes = &bytes[PREFIX_LEN as usize..header_end as usize];
-        let (header, used) = decode_header(header_bytes).map_err(|e| BlobError::HeaderDecode(e.to_string()))?;
+        let (header, used) = decode_header_of_major(header_bytes, major).map_err(|e| BlobError::HeaderDecode(e.to_string()))?;
         // Trailing header bytes are extensions of a newer minor version; from this minor or an
         // older one they are corruption.
         #[allow(clippy::absurd_extreme_comparisons)]

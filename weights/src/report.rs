@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::{parameter_counts, Blob, ModelConfig};
+use crate::{parameter_counts, BetaSchedule, Blob, ModelConfig, SchedulerConfig};
 
 /// Tensors, parameters and bytes of one network in a blob.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -125,4 +125,37 @@ impl<'a> BlobReport<'a> {
             }),
         }
     }
+}
+
+/// The scheduler in MONAI's terms, one line for the noise schedule and defaults and one per
+/// sampler's options, e.g. `T 1000, scaled_linear_beta 0.0015..0.0195, prediction epsilon;
+/// default ddim with 50 steps`.
+pub fn scheduler_lines(s: &SchedulerConfig) -> [String; 4] {
+    let schedule = match s.beta_schedule {
+        BetaSchedule::Linear | BetaSchedule::ScaledLinear => {
+            format!("{} {}..{}", s.beta_schedule.monai_name(), s.beta_start, s.beta_end)
+        }
+        BetaSchedule::Sigmoid { sig_range } => {
+            format!("sigmoid_beta {}..{} sig_range {sig_range}", s.beta_start, s.beta_end)
+        }
+        BetaSchedule::Cosine { s: offset } => format!("cosine s {offset}"),
+    };
+    [
+        format!(
+            "T {}, {schedule}, prediction {}; default {} with {} steps",
+            s.num_train_timesteps,
+            s.prediction_type.monai_name(),
+            s.default_sampler.name(),
+            s.default_steps
+        ),
+        format!(
+            "ddim: clip_sample {}, set_alpha_to_one {}, steps_offset {}",
+            s.ddim.clip_sample, s.ddim.set_alpha_to_one, s.ddim.steps_offset
+        ),
+        format!("ddpm: clip_sample {}, variance_type {}", s.ddpm.clip_sample, s.ddpm.variance_type.monai_name()),
+        format!(
+            "pndm: skip_prk_steps {}, set_alpha_to_one {}, steps_offset {}",
+            s.pndm.skip_prk_steps, s.pndm.set_alpha_to_one, s.pndm.steps_offset
+        ),
+    ]
 }

@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 
-use crate::config::{DecoderConfig, EncoderConfig, ModelConfig, SchedulerConfig, UnetConfig};
+use crate::config::{BetaSchedule, DecoderConfig, EncoderConfig, ModelConfig, SchedulerConfig, UnetConfig};
 
 /// Most levels (resolutions) a network may have.
 pub const MAX_LEVELS: usize = 8;
@@ -57,6 +57,8 @@ pub enum ConfigError {
     BetaOrder { start: f32, end: f32 },
     #[error("scheduler: default_steps = {steps} exceeds num_train_timesteps = {train}")]
     TooManySteps { steps: u32, train: u32 },
+    #[error("scheduler: {field} = {offset} must be below num_train_timesteps = {train}")]
+    StepsOffset { field: &'static str, offset: u32, train: u32 },
     #[error("geometry.orientation must be three letters, one of R/L, A/P, S/I per axis, found {found:?}")]
     BadOrientation { found: String },
 }
@@ -245,6 +247,35 @@ impl SchedulerConfig {
                 start: self.beta_start,
                 end: self.beta_end,
             });
+        }
+        match self.beta_schedule {
+            BetaSchedule::Sigmoid { sig_range } if !(sig_range.is_finite() && sig_range > 0.0 && sig_range <= 100.0) => {
+                return Err(ConfigError::BadFloat {
+                    field: "scheduler.beta_schedule.sig_range".into(),
+                    requirement: "in (0, 100]",
+                    value: sig_range,
+                });
+            }
+            BetaSchedule::Cosine { s } if !(s.is_finite() && (0.0..1.0).contains(&s)) => {
+                return Err(ConfigError::BadFloat {
+                    field: "scheduler.beta_schedule.s".into(),
+                    requirement: "in [0, 1)",
+                    value: s,
+                });
+            }
+            _ => {}
+        }
+        for (field, offset) in [
+            ("ddim.steps_offset", self.ddim.steps_offset),
+            ("pndm.steps_offset", self.pndm.steps_offset),
+        ] {
+            if offset >= self.num_train_timesteps {
+                return Err(ConfigError::StepsOffset {
+                    field,
+                    offset,
+                    train: self.num_train_timesteps,
+                });
+            }
         }
         if self.default_steps == 0 {
             return Err(zero("scheduler.default_steps"));

@@ -68,11 +68,15 @@ fn bad_magic_and_unknown_version() {
     let mut b = bytes.clone();
     b[0] = b'X';
     assert!(matches!(err(b), BlobError::BadMagic { .. }));
-    for major in [0u16, 2, u16::MAX] {
+    for major in [0u16, 3, u16::MAX] {
         let mut b = bytes.clone();
         b[8..12].copy_from_slice(&version_word(major, 0).to_le_bytes());
         reseal(&mut b);
-        assert!(matches!(err(b), BlobError::UnsupportedVersion { major: m, supported: 1, .. } if m == major));
+        let e = err(b);
+        assert!(matches!(e, BlobError::UnsupportedVersion { major: m, oldest: 1, supported: 2, .. } if m == major));
+        let msg = e.to_string();
+        assert!(msg.contains("major versions 1 to 2"), "{msg}");
+        assert_eq!(msg.contains("newer brats-ldm"), major > 2, "{msg}");
     }
 }
 
@@ -94,10 +98,10 @@ fn newer_minor_may_extend_the_header_but_not_the_current_one() {
     );
     reseal(&mut b);
     assert!(matches!(err(b.clone()), BlobError::HeaderTrailingBytes { .. }));
-    b[8..12].copy_from_slice(&version_word(1, 1).to_le_bytes());
+    b[8..12].copy_from_slice(&version_word(2, 1).to_le_bytes());
     reseal(&mut b);
     let blob = Blob::from_bytes(b).unwrap();
-    assert_eq!(blob.format_version(), (1, 1));
+    assert_eq!(blob.format_version(), (2, 1));
 }
 
 #[test]

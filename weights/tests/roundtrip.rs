@@ -23,7 +23,7 @@ fn round_trip_every_dtype() {
         let bytes = blob_bytes(&cfg, dtype);
         let blob = Blob::from_bytes(bytes.clone()).unwrap();
         assert_eq!(blob.config(), &cfg);
-        assert_eq!(blob.format_version(), (1, 0));
+        assert_eq!(blob.format_version(), (2, 0));
         assert_eq!(blob.file_len(), bytes.len() as u64);
         let reference = reference_values(&cfg);
         assert_eq!(blob.tensors().len(), reference.len());

@@ -40,7 +40,7 @@ pub use attention::AttentionArgs;
 pub use philox::NoiseStream;
 
 /// Kernels instantiated once per storage type (`ldm_<op>_<suffix>`).
-pub const TYPED_OPS: [&str; 17] = [
+pub const TYPED_OPS: [&str; 18] = [
     "add",
     "add_channel_bias",
     "attention_hd16",
@@ -55,6 +55,7 @@ pub const TYPED_OPS: [&str; 17] = [
     "groupnorm_apply",
     "groupnorm_partial",
     "philox_normal",
+    "pndm_step",
     "silu",
     "timestep_embedding",
     "upsample_nearest2x",

@@ -154,6 +154,10 @@ pub fn to_runtime(o: &BratsLdmOptions) -> Result<Options, CError> {
             eta_must_be_zero("BRATS_LDM_SAMPLER_DDPM")?;
             Some(Sampler::Ddpm)
         }
+        SAMPLER_PNDM => {
+            eta_must_be_zero("BRATS_LDM_SAMPLER_PNDM")?;
+            Some(Sampler::Pndm)
+        }
         other => {
             return Err(CError::invalid(format!(
                 "options.sampler {other} is not a BRATS_LDM_SAMPLER_* value"

@@ -16,6 +16,7 @@ pub const PRECISION_BF16: i32 = 2;
 pub const SAMPLER_DEFAULT: i32 = 0;
 pub const SAMPLER_DDIM: i32 = 1;
 pub const SAMPLER_DDPM: i32 = 2;
+pub const SAMPLER_PNDM: i32 = 3;
 
 pub const STAGE_SAMPLING: i32 = 0;
 pub const STAGE_DECODING: i32 = 1;

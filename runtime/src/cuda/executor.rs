@@ -14,9 +14,9 @@
 
 use crate::error::RuntimeError;
 use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
-use crate::options::{Device, Options, Precision, Progress, Sampler};
+use crate::options::{self, Device, Options, Precision, Progress};
 use crate::plan::PlanReport;
-use crate::schedule::{ddim_timesteps, Schedule};
+use crate::sampler::{prediction_code, SamplerPlan};
 use crate::weights::WeightSource;
 use ldm_weights::{DType, ModelConfig, SamplerKind};
 
@@ -29,7 +29,7 @@ use ldm_cuda::geometry;
 use ldm_cuda::graph::StepGraph;
 use ldm_cuda::kernels::{AttentionArgs, NoiseStream};
 use super::lower::{lower, BiasRef, Lowered, Step};
-use super::sampler::{ddim_table, ddpm_table, timestep_table};
+use super::sampler::timestep_table;
 
 /// Bytes of a normalisation slab handed to the CPU plan builder (only shapes matter here).
 const PLAN_SLAB_BYTES: usize = 32 << 20;
@@ -50,6 +50,8 @@ struct Regions {
     /// fp32 copy of a network output for download (half-precision activations).
     out_f32: Region,
     coefs: Region,
+    /// The sampler's state between steps (PNDM: `sampler::PNDM_STATE_VECTORS` latents).
+    sampler_state: Region,
     e0: Region,
     e1: Region,
     e2: Region,
@@ -70,8 +72,7 @@ pub struct CudaRuntime {
     dev: CudaDevice,
     config: ModelConfig,
     dtype: DType,
-    sampler: Sampler,
-    timesteps: Vec<u32>,
+    plan: SamplerPlan,
     latent: [usize; 4],
     out_shape: [usize; 4],
     batch: usize,
@@ -171,39 +172,9 @@ impl CudaRuntime {
         let latent = opts
             .latent_shape
             .unwrap_or(config.latent_shape.map(|v| v as usize));
-        let schedule = Schedule::new(&config.scheduler).map_err(plan_error)?;
-        let t_train = schedule.num_train_timesteps();
-        let sampler = opts
-            .sampler
-            .unwrap_or(match config.scheduler.default_sampler {
-                SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
-                SamplerKind::Ddpm => Sampler::Ddpm,
-            });
-        let (timesteps, coefs) = match sampler {
-            Sampler::Ddim { eta } => {
-                if !(eta.is_finite() && eta >= 0.0) {
-                    return Err(bad_option(format!(
-                        "DDIM eta {eta} must be finite and >= 0"
-                    )));
-                }
-                let steps = opts
-                    .steps
-                    .unwrap_or(config.scheduler.default_steps as usize);
-                let ts = ddim_timesteps(t_train, steps).map_err(plan_error)?;
-                let c = ddim_table(&schedule, &ts, t_train / ts.len(), eta)?;
-                (ts, c)
-            }
-            Sampler::Ddpm => {
-                if opts.steps.is_some_and(|n| n != t_train) {
-                    return Err(bad_option(format!(
-                        "DDPM runs every training timestep: steps must be {t_train}"
-                    )));
-                }
-                let ts: Vec<u32> = (0..t_train as u32).rev().collect();
-                let c = ddpm_table(&schedule, &ts)?;
-                (ts, c)
-            }
-        };
+        // The CPU's plan: the same timesteps and coefficient rows.
+        let plan = options::sampling_plan(config, opts.sampler, opts.steps).map_err(plan_error)?;
+        let (timesteps, coefs) = (plan.timesteps.clone(), plan.rows.clone());
 
         // Host plan: the CPU's graphs, lowered; matrices stay in the blob's layout.
         let mut params = Params::unpacked();
@@ -281,6 +252,7 @@ impl CudaRuntime {
             t_single: work.push(4)?,
             out_f32: work.push(4 * n.max(out_shape.iter().product()))?,
             coefs: work.push(4 * coefs.len())?,
+            sampler_state: work.push(4 * n * plan.state_vectors())?,
             e0: work.push(temb)?,
             e1: work.push(4 * temb)?,
             e2: work.push(4 * temb)?,
@@ -393,15 +365,14 @@ impl CudaRuntime {
             dev,
             config: config.clone(),
             dtype,
-            sampler,
-            timesteps,
+            plan,
             latent,
             out_shape,
             batch: opts.batch,
             report,
         };
         // Deterministic samplers draw no noise: their step graph is captured once, here.
-        if matches!(rt.sampler, Sampler::Ddim { eta } if eta == 0.0) && rt.unet.is_some() {
+        if !rt.plan.stochastic && rt.unet.is_some() {
             rt.graph = Some(rt.capture_step(NoiseStream {
                 seed: 0,
                 offset: 0,
@@ -424,7 +395,7 @@ impl CudaRuntime {
     }
 
     pub fn timesteps(&self) -> &[u32] {
-        &self.timesteps
+        &self.plan.timesteps
     }
 
     pub fn latent_shape(&self) -> [usize; 4] {
@@ -690,19 +661,15 @@ impl CudaRuntime {
         k.cast_from_f32(self.dtype, self.ptr(net.input)?, x, 1.0, n)?;
         self.enqueue_unet(ts, step)?;
         let none = DevPtr::NULL;
-        match self.sampler {
-            Sampler::Ddim { .. } => k.ddim_step(self.dtype, x, eps, none, coefs, step, noise, n)?,
-            Sampler::Ddpm => k.ddpm_step(
-                self.dtype,
-                x,
-                eps,
-                none,
-                coefs,
-                step,
-                self.config.scheduler.clip_sample,
-                noise,
-                n,
-            )?,
+        let p = &self.plan;
+        let pred = prediction_code(p.prediction);
+        match p.kind {
+            SamplerKind::Ddim => k.ddim_step(self.dtype, x, eps, none, coefs, step, pred, p.clip, noise, n)?,
+            SamplerKind::Ddpm => k.ddpm_step(self.dtype, x, eps, none, coefs, step, pred, p.clip, noise, n)?,
+            SamplerKind::Pndm => {
+                let state = self.ptr(self.regions.sampler_state)?;
+                k.pndm_step(self.dtype, x, eps, none, coefs, step, pred, state, n)?
+            }
         }
         k.step_advance(step)
     }
@@ -772,8 +739,8 @@ impl CudaRuntime {
         }
         self.dev.bind_to_thread()?;
         let n: usize = self.latent.iter().product();
-        let stochastic = !matches!(self.sampler, Sampler::Ddim { eta } if eta == 0.0);
-        let total = self.timesteps.len();
+        let stochastic = self.plan.stochastic;
+        let total = self.plan.timesteps.len();
         for b in 0..self.batch {
             let base = (b as u64) << 40;
             match init {
@@ -805,7 +772,7 @@ impl CudaRuntime {
                 .graph
                 .as_ref()
                 .ok_or_else(|| CudaError::Capture("no step graph".into()))?;
-            for (index, &timestep) in self.timesteps.iter().enumerate() {
+            for (index, &timestep) in self.plan.timesteps.iter().enumerate() {
                 progress(Progress::Step {
                     index,
                     total,

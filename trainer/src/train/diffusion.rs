@@ -1,6 +1,8 @@
 //! The latent diffusion stage: for latents x0 (already multiplied by the scale factor), draw
 //! eps ~ N(0, 1) and t ~ U{0..T-1} from the (seed, step) streams, form
-//! `x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps`, and minimise `MSE(unet(x_t, t), eps)` with Adam and
+//! `x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps` on the scheduler's beta schedule, and minimise
+//! `MSE(unet(x_t, t), target)` (target: eps, x0 or the velocity, by the scheduler's
+//! `prediction_type`, so an exported model samples the way it was trained) with Adam and
 //! a MultiStepLR schedule, optionally keeping an exponential moving average (EMA) of the weights
 //! that export writes instead of the last iterate. Also: latents from images through the encoder
 //! (`z = mu + sigma * n`, as `encode_stage_2_inputs`) and the scale factor `1 / std(z)`.
@@ -19,7 +21,7 @@ use crate::models::autoencoder::AutoencoderKL;
 use crate::models::unet::DiffusionUnet;
 use crate::optim::{Adam, AdamConfig, MultiStepLr};
 use crate::params::ParamStore;
-use crate::schedule::{add_noise, alphas_cumprod};
+use crate::schedule::{add_noise, alphas_cumprod, training_target};
 
 const KIND: &str = "diffusion";
 
@@ -124,7 +126,7 @@ impl DiffusionTrainer {
             init_params(&mut params, seed);
         }
         let opt = Adam::new(config.adam, params.len());
-        let alphas_cumprod = alphas_cumprod(&config.scheduler);
+        let alphas_cumprod = alphas_cumprod(&config.scheduler)?;
         let ema = config.ema_decay.map(|_| params.data.clone());
         Ok(DiffusionTrainer { config, seed, step: 0, unet, params, opt, ema, alphas_cumprod })
     }
@@ -147,14 +149,18 @@ impl DiffusionTrainer {
         let eps = normals(self.seed, step, Stream::DiffusionNoise, latents.len());
         let per = dims.numel() / dims.n;
         let mut x_t = Vec::with_capacity(latents.len());
+        let mut target = Vec::with_capacity(latents.len());
+        let prediction = self.config.scheduler.prediction_type;
         for (i, &t) in ts.iter().enumerate() {
             let a = self.alphas_cumprod[t as usize];
-            x_t.extend(add_noise(&latents[i * per..(i + 1) * per], &eps[i * per..(i + 1) * per], a));
+            let (x0, e) = (&latents[i * per..(i + 1) * per], &eps[i * per..(i + 1) * per]);
+            x_t.extend(add_noise(x0, e, a));
+            target.extend(training_target(prediction, x0, e, a));
         }
         let tf: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
         let p = &self.params.data;
         let fw = self.unet.forward(p, &x_t, dims, &tf, true)?;
-        let (loss, dpred) = losses::mse(&fw.eps, &eps)?;
+        let (loss, dpred) = losses::mse(&fw.eps, &target)?;
         finite(step, "diffusion loss", loss)?;
         self.params.grad.iter_mut().for_each(|g| *g = 0.0);
         self.unet.backward(p, &mut self.params.grad, &fw, &dpred)?;

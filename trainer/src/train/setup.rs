@@ -3,7 +3,7 @@
 //! cadence and seeds; the built-in presets `bundle` and `cpu-small`; and the checks that make a
 //! bad configuration a clear error before any work starts.
 
-use ldm_weights::{SamplerKind, SchedulerConfig, UnetConfig};
+use ldm_weights::{DdpmSettings, SamplerKind, SchedulerConfig, UnetConfig};
 use serde::{Deserialize, Serialize};
 
 use super::vae_gan::VaeGanConfig;
@@ -188,7 +188,7 @@ impl TrainConfig {
                 // scaled latents reach magnitudes of 5 to 10, and with the clamp every sample was
                 // the same lesion-free average head; DDIM gave blotchier samples.
                 scheduler: SchedulerConfig {
-                    clip_sample: false,
+                    ddpm: DdpmSettings { clip_sample: false, ..DdpmSettings::monai_default() },
                     default_sampler: SamplerKind::Ddpm,
                     default_steps: 1000,
                     ..SchedulerConfig::bundle()
