@@ -18,6 +18,12 @@ use crate::ImportError;
 /// UNet: about 55 KiB); anything this large is not a state dict.
 const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
+/// Most bytes of f32 the tensors may decode to, per byte of the file. Each element is stored in
+/// at least 2 bytes (f16), so tensors with storages of their own decode to at most twice the
+/// file; more is only possible when many tensors view the same storage, which a state dict
+/// does at most for a few tied weights.
+const MAX_DECODED_PER_FILE_BYTE: u64 = 4;
+
 /// Read the state dict of a torch.save zip archive (optionally the nested dict `key`).
 pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportError> {
     let shown = path.display().to_string();
@@ -29,6 +35,15 @@ pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTens
         path: shown.clone(),
         msg,
     };
+    let file_len = file
+        .metadata()
+        .map_err(|cause| ImportError::Io {
+            path: shown.clone(),
+            cause,
+        })?
+        .len();
+    let max_decoded = file_len.saturating_mul(MAX_DECODED_PER_FILE_BYTE);
+    let mut decoded: u64 = 0;
     let mut archive = ZipArchive::new(BufReader::new(file)).map_err(zerr)?;
 
     let pkl_names: Vec<String> = archive
@@ -117,6 +132,13 @@ pub fn read(path: &Path, file: File, key: Option<&str>) -> Result<Vec<SourceTens
             return Err(terr(format!(
                 "storage member {member} holds {} bytes, expected {storage_bytes}",
                 bytes.len()
+            )));
+        }
+        // Each view lies within its storage: only storages shared by many tensors pass this.
+        decoded = decoded.saturating_add((plan.numel as u64).saturating_mul(4));
+        if decoded > max_decoded {
+            return Err(layout(format!(
+                "the tensors decode to more than {max_decoded} bytes of float32 ({MAX_DECODED_PER_FILE_BYTE} per byte of the {file_len}-byte file): too many tensors share the same storages"
             )));
         }
         let data = gather(&bytes, &tensor, &plan, big_endian);

@@ -11,7 +11,7 @@
 use std::collections::hash_map::RandomState;
 use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -139,7 +139,7 @@ impl Claim {
     /// Whether the claim file still holds our token (it may have been taken over or removed by
     /// hand). Checked right before the volume gets its final name.
     pub fn still_ours(&self) -> bool {
-        matches!(fs::read_to_string(&self.path), Ok(t) if Holder::parse(&t).is_some_and(|h| h.token == self.me.token))
+        matches!(read_claim(&self.path), Ok(t) if Holder::parse(&t).is_some_and(|h| h.token == self.me.token))
     }
 
     /// Removes the claim file (if still ours).
@@ -181,7 +181,7 @@ pub fn acquire(dir: &Path, name: &str) -> std::io::Result<Acquired> {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let text = match fs::read_to_string(&path) {
+        let text = match read_claim(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => continue, // just released: try again
             Err(e) => return Err(e),
@@ -226,7 +226,7 @@ fn take_over(path: &Path, seen: &str, me: &Holder) -> std::io::Result<TakeOver> 
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(TakeOver::Lost),
         Err(e) => return Err(e),
     }
-    let moved = fs::read_to_string(&aside).unwrap_or_default();
+    let moved = read_claim(&aside).unwrap_or_default();
     if moved == seen {
         fs::remove_file(&aside)?;
         return Ok(TakeOver::Removed);
@@ -242,6 +242,19 @@ fn take_over(path: &Path, seen: &str, me: &Holder) -> std::io::Result<TakeOver> 
     }
     let _ = fs::remove_file(&aside);
     Ok(TakeOver::Lost)
+}
+
+/// Most bytes of a claim file that are read (ours are about 150).
+const MAX_CLAIM_BYTES: u64 = 64 << 10;
+
+/// A claim file's text: its first `MAX_CLAIM_BYTES`, invalid UTF-8 replaced (a damaged claim is
+/// an unreadable claim, not an error that stops the run).
+fn read_claim(path: &Path) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(MAX_CLAIM_BYTES)
+        .read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn now_secs() -> u64 {
@@ -370,5 +383,26 @@ mod tests {
         // not ours: left in place
         assert!(claim_path(dir.path(), "x").exists());
         assert!(Holder::parse(&other.render()) == Some(other));
+    }
+
+    /// The fuzzer's findings (fuzz/regressions/batch_claim): a fresh claim file that is not
+    /// valid UTF-8 is an unreadable claim (busy, left as it is), not an error that stops the run.
+    #[test]
+    fn damaged_claims_from_the_fuzzer_are_busy_not_errors() {
+        let found = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/batch_claim");
+        let mut replayed = 0;
+        for file in fs::read_dir(found).unwrap() {
+            let bytes = fs::read(file.unwrap().path()).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = claim_path(dir.path(), "a.nii.gz");
+            fs::write(&path, &bytes).unwrap();
+            match acquire(dir.path(), "a.nii.gz").unwrap() {
+                Acquired::Busy(None) => {}
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(fs::read(&path).unwrap(), bytes);
+            replayed += 1;
+        }
+        assert!(replayed > 0);
     }
 }
