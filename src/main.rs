@@ -37,6 +37,9 @@ enum Command {
     Train(cmd::train::TrainArgs),
     /// Export trained checkpoints to a weight blob.
     Export(cmd::export::ExportArgs),
+    /// Measure generated volumes: diversity, similarity to real volumes, reconstructions, FID of given features.
+    #[command(long_about = cmd::evaluate::LONG_ABOUT)]
+    Evaluate(cmd::evaluate::EvaluateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Evaluate(a) => cmd::evaluate::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

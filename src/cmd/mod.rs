@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod convert;
+pub mod evaluate;
 pub mod generate;
 pub mod inspect;
 // plan bytes against available memory, --max-memory (generate and bench)

@@ -2,9 +2,13 @@
 //! the slice across W (axial for RAS), across H (coronal), across D (sagittal). In each panel the
 //! first in-plane array axis runs left to right and the second bottom to top, so an RAS volume
 //! shows with right, anterior and superior towards the right and top (neurological convention).
-//! Intensities are windowed to the volume's 0.5th..99.5th percentiles.
+//! Intensities are windowed to the volume's 0.5th..99.5th percentiles. `sheet` lays many
+//! volumes' slices out as a labelled, magnified contact sheet (`evaluate --sheet`).
 
 use std::io::Write;
+
+mod font;
+pub mod sheet;
 
 const GAP: usize = 4;
 
@@ -12,6 +16,8 @@ const GAP: usize = 4;
 pub enum PreviewError {
     #[error("cannot preview a volume of shape {0:?}: need [C, D, H, W] with all sizes >= 1 and matching data")]
     Shape([usize; 4]),
+    #[error("a contact sheet of {width} x {height} pixels is too large; show fewer volumes")]
+    TooLarge { width: usize, height: usize },
     #[error("PNG encoding failed: {0}")]
     Png(#[from] png::EncodingError),
 }

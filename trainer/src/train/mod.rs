@@ -24,6 +24,8 @@ pub mod diffusion;
 pub mod run;
 pub mod setup;
 pub mod vae_gan;
+// reconstruction metrics and sample diversity (logged at checkpoints; used by `evaluate --model`)
+pub mod validation;
 
 use thiserror::Error;
 
@@ -44,6 +46,8 @@ pub enum TrainError {
     NonFinite { step: u64, what: &'static str },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Metric(#[from] ldm_metrics::MetricError),
 }
 
 impl From<LayerError> for TrainError {

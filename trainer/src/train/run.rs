@@ -8,6 +8,10 @@
 //! (seed, e), and the patch position (autoencoder) or latent sampling noise (diffusion) comes
 //! from (seed, k) — and the trainers' own randomness is keyed by (seed, step). On resume the log
 //! is cut back to the checkpoint's step, so it reads as if the run had never stopped.
+//!
+//! With a `validation` section, each checkpoint also appends a line marked `"validation": true`:
+//! the held-out volumes' reconstruction SSIM/PSNR/L1 (autoencoder) or the pairwise MS-SSIM of a
+//! few samples (diffusion), computed by [`super::validation`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -19,7 +23,11 @@ use serde::{Deserialize, Serialize};
 use super::diffusion::{scale_factor, DiffusionConfig, DiffusionTrainer};
 use super::setup::{DataSection, TrainConfig};
 use super::vae_gan::VaeGanTrainer;
+use super::validation;
 use super::TrainError;
+use crate::export::{collect, ExportSpec};
+use ldm_metrics::ssim::{SsimParams, MS_SSIM_WEIGHTS};
+use ldm_weights::{write_blob, Blob, DType, OutputGeometry, Provenance};
 use crate::data::{random_crop, SplitMix64, Volume};
 use crate::init::{normals, Stream};
 use crate::layers::Dims;
@@ -285,7 +293,7 @@ impl<'a> StepBook<'a> {
         loss: f32,
         on_event: &mut dyn FnMut(Event),
         save: impl FnOnce() -> Result<(), TrainError>,
-    ) -> Result<(), TrainError> {
+    ) -> Result<bool, TrainError> {
         self.first.get_or_insert(loss);
         self.last = Some(loss);
         let line = log_line(&mut self.log, self.out, self.stage, rec, self.started.elapsed().as_secs_f64())?;
@@ -294,8 +302,20 @@ impl<'a> StepBook<'a> {
             self.log.sync_data().map_err(|e| io_err(&self.out.join(LOG_FILE), e))?;
             save()?;
             on_event(Event::Checkpoint { step: now });
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Appends a validation line for step `rec_step` (kept on resume like the step's own line).
+    fn record_validation(&mut self, rec_step: u64, fields: serde_json::Value) -> Result<(), TrainError> {
+        let mut v = fields;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("step".into(), serde_json::json!(rec_step));
+            m.insert("validation".into(), serde_json::json!(true));
+        }
+        log_line(&mut self.log, self.out, self.stage, &v, self.started.elapsed().as_secs_f64())?;
+        self.log.sync_data().map_err(|e| io_err(&self.out.join(LOG_FILE), e))
     }
 
     /// Writes the checkpoint if none exists yet (nothing ran) and sums the run up.
@@ -326,9 +346,17 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
     cfg.validate()?;
     let st = &cfg.autoencoder;
     let ckpt = prepare_dir(o, Stage::Autoencoder)?;
+    let holdout = cfg.validation.holdout;
+    if holdout >= o.volumes.len() {
+        return Err(TrainError::Invalid(format!(
+            "validation.holdout {holdout} leaves no training volumes out of {}",
+            o.volumes.len()
+        )));
+    }
+    let (train, held_out) = o.volumes.split_at(o.volumes.len() - holdout);
     let record = RunRecord {
         stage: Stage::Autoencoder,
-        data: DataRecord { description: o.data_description.clone(), volumes: o.volumes.len(), preprocess: cfg.data.clone() },
+        data: DataRecord { description: o.data_description.clone(), volumes: train.len(), preprocess: cfg.data.clone() },
         batch_size: st.batch_size,
         sample_shape: st.patch.to_vec(),
         autoencoder: None,
@@ -351,7 +379,7 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
     let extra = serde_json::to_value(&record).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let total = o.steps.unwrap_or(st.steps);
     let mut book = StepBook::open(o.out, Stage::Autoencoder, started, total, st.checkpoint_every, t.step)?;
-    let mut order = Order::new(t.seed, o.volumes.len());
+    let mut order = Order::new(t.seed, train.len());
     let b = st.batch_size;
     let [px, py, pz] = st.patch;
     let dims = Dims::new(b, 1, px, py, pz);
@@ -359,15 +387,55 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
         let mut images = Vec::with_capacity(dims.numel());
         for i in 0..b {
             let k = t.step * b as u64 + i as u64;
-            let v = &o.volumes[order.volume(k)];
+            let v = &train[order.volume(k)];
             let mut rng = sample_rng(t.seed, k);
             images.extend_from_slice(&random_crop(v, st.patch, &mut rng).data);
         }
         let rec = t.train_step(&images, dims)?;
-        book.record(&rec, rec.step, t.step, rec.loss_g, on_event, || t.save(&ckpt, extra.clone()))?;
+        let saved = book.record(&rec, rec.step, t.step, rec.loss_g, on_event, || t.save(&ckpt, extra.clone()))?;
+        if saved && !held_out.is_empty() {
+            book.record_validation(rec.step, reconstruction_line(&t, held_out)?)?;
+        }
     }
     let end_step = t.step;
     book.finish(end_step, ckpt.clone(), || t.save(&ckpt, extra))
+}
+
+/// Reconstruction SSIM, PSNR and L1 (MONAI's defaults: Gaussian 11^3 window, data range 1)
+/// averaged over the held-out volumes, as log fields.
+fn reconstruction_line(t: &VaeGanTrainer, held_out: &[Volume]) -> Result<serde_json::Value, TrainError> {
+    let p = SsimParams::default();
+    let mut items = Vec::with_capacity(held_out.len());
+    for v in held_out {
+        let y = validation::reconstruct(&t.ae, &t.ae_params.data, &v.data, v.dims)?;
+        items.push(validation::compare(&v.data, &y, v.dims, &p, None)?);
+    }
+    let m = validation::mean(&items).ok_or_else(|| TrainError::Invalid("no held-out volumes".into()))?;
+    Ok(serde_json::json!({ "val_volumes": items.len(), "val_ssim": m.ssim, "val_psnr": m.psnr, "val_l1": m.l1 }))
+}
+
+/// Pairwise MS-SSIM (or SSIM) of a few samples drawn with the current weights, as log fields.
+fn diversity_line(cfg: &TrainConfig, ae: &VaeGanTrainer, t: &DiffusionTrainer, latent: Dims) -> Result<serde_json::Value, TrainError> {
+    let unet_params = t.inference_params();
+    let spec = ExportSpec {
+        autoencoder: Some((&ae.ae, &ae.ae_params)),
+        include_encoder: false,
+        unet: Some((&t.unet, &unet_params)),
+        scheduler: t.config.scheduler.clone(),
+        scale_factor: t.config.scale_factor,
+        latent_shape: [latent.c, latent.d, latent.h, latent.w].map(|v| v as u32),
+        geometry: OutputGeometry { spacing_mm: cfg.data.spacing_mm.map(|s| s as f32), orientation: "RAS".into(), intensity_range: [0.0, 1.0] },
+        provenance: Provenance { producer: "brats-ldm train (diversity check)".into(), data: String::new(), steps: t.step, date: String::new() },
+        dtype: DType::F32,
+    };
+    let fail = |e: String| TrainError::Invalid(format!("diversity check: {e}"));
+    let (config, tensors) = collect(&spec).map_err(|e| fail(e.to_string()))?;
+    let mut bytes = Vec::new();
+    write_blob(&mut bytes, &config, &tensors).map_err(|e| fail(e.to_string()))?;
+    let blob = Blob::from_bytes(bytes).map_err(|e| fail(e.to_string()))?;
+    let v = &cfg.validation;
+    let d = validation::sample_diversity(&blob, v.diversity_samples, v.diversity_steps, None, &SsimParams::default(), &MS_SSIM_WEIGHTS)?;
+    Ok(serde_json::json!({ "diversity_samples": d.samples, "diversity_metric": d.metric, "diversity_mean": d.mean, "diversity_std": d.std }))
 }
 
 /// The recorded loop state must match this invocation's (same data, batch and shapes).
@@ -511,7 +579,10 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
             z.extend(lat.mu[v].iter().zip(&lat.sigma[v]).zip(&n).map(|((m, sg), e)| (m + sg * e) * s));
         }
         let rec = t.train_step(&z, dims)?;
-        book.record(&rec, rec.step, t.step, rec.loss, on_event, || t.save(&ckpt, extra.clone()))?;
+        let saved = book.record(&rec, rec.step, t.step, rec.loss, on_event, || t.save(&ckpt, extra.clone()))?;
+        if saved && cfg.validation.diversity_samples >= 2 {
+            book.record_validation(rec.step, diversity_line(cfg, &ae, &t, ld)?)?;
+        }
     }
     let end_step = t.step;
     book.finish(end_step, ckpt.clone(), || t.save(&ckpt, extra))

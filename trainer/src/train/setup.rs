@@ -81,6 +81,33 @@ fn default_true() -> bool {
     true
 }
 
+/// Validation logged at every checkpoint (absent from a file: none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationSection {
+    /// Autoencoder stage: the last `holdout` volumes (in name order) are left out of training
+    /// and their reconstruction SSIM, PSNR and L1 are logged at each checkpoint. 0: none.
+    pub holdout: usize,
+    /// Diffusion stage: samples (seeds 0..N) drawn at each checkpoint with the current weights
+    /// to log their pairwise MS-SSIM (SSIM where the volume is too small for MS-SSIM's
+    /// scales), the sample diversity. Below 2: none.
+    pub diversity_samples: usize,
+    /// DDIM steps of those samples.
+    pub diversity_steps: usize,
+}
+
+impl Default for ValidationSection {
+    fn default() -> Self {
+        ValidationSection { holdout: 0, diversity_samples: 0, diversity_steps: 50 }
+    }
+}
+
+impl ValidationSection {
+    fn is_default(&self) -> bool {
+        *self == ValidationSection::default()
+    }
+}
+
 /// A whole training configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +115,8 @@ pub struct TrainConfig {
     pub data: DataSection,
     pub autoencoder: AutoencoderStage,
     pub diffusion: DiffusionStage,
+    #[serde(default, skip_serializing_if = "ValidationSection::is_default")]
+    pub validation: ValidationSection,
 }
 
 /// Names accepted by [`TrainConfig::preset`].
@@ -122,6 +151,7 @@ impl TrainConfig {
                 checkpoint_every: 1000,
                 seed: 0,
             },
+            validation: ValidationSection::default(),
         }
     }
 
@@ -202,6 +232,7 @@ impl TrainConfig {
                 checkpoint_every: 250,
                 seed: 2,
             },
+            validation: ValidationSection::default(),
         }
     }
 
@@ -246,6 +277,9 @@ impl TrainConfig {
         }
         if ae.patch.iter().zip(self.data.roi).any(|(&p, r)| p > r) {
             return bad(format!("autoencoder.patch {:?} is larger than data.roi {:?}", ae.patch, self.data.roi));
+        }
+        if self.validation.diversity_samples >= 2 && self.validation.diversity_steps == 0 {
+            return bad("validation.diversity_steps must be at least 1".into());
         }
         let df = &self.diffusion;
         for (what, b, s, k) in
