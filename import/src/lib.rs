@@ -62,7 +62,8 @@ pub fn read_checkpoint(path: &Path, key: Option<&str>) -> Result<Vec<SourceTenso
         path: shown.clone(),
         cause,
     };
-    let mut file = std::fs::File::open(path).map_err(io)?;
+    // A FIFO or socket is refused before it is opened (it could block forever).
+    let mut file = ldm_io::input::Input::open(path).map_err(io)?.file;
     let mut magic = [0u8; 9];
     let n = read_up_to(&mut file, &mut magic).map_err(io)?;
     if magic[..n].starts_with(b"PK\x03\x04") {

@@ -13,7 +13,8 @@ use crate::ImportError;
 /// mirroring `--key` for nested torch state dicts.
 pub fn read(path: &Path, key: Option<&str>) -> Result<Vec<SourceTensor>, ImportError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|cause| ImportError::Io {
+    // Regular files only (or a device read up to the memory budget), never a FIFO.
+    let bytes = ldm_io::input::read_all(path, ldm_io::Budget::default()).map_err(|cause| ImportError::Io {
         path: shown.clone(),
         cause,
     })?;
