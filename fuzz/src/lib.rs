@@ -11,6 +11,14 @@ pub mod scratch;
 
 pub use bound::{LIMIT, MAX_INPUT};
 
+/// The property every checkpoint reader's output must have: one value per element of each
+/// tensor's shape.
+pub fn check_tensors(tensors: &[ldm_import::SourceTensor]) {
+    for t in tensors {
+        assert_eq!(t.data.len(), t.shape.iter().product::<usize>(), "{}", t.name);
+    }
+}
+
 /// Runs `body` on `data` when it is at most `MAX_INPUT` bytes; afterwards prints the heap's
 /// peak and largest single allocation whenever they reach a new power of two (so a long run's
 /// log shows how close any input came to the bound).
