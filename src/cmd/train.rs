@@ -2,6 +2,11 @@
 //! folder's own copy on --resume), loads the data through the preprocessing cache (optionally
 //! downloading Task01 first), runs the trainer's loop driver with a progress bar (hidden when
 //! stderr is not a terminal), and keeps `RUN_DIR/loss.png` up to date at every checkpoint.
+//!
+//! Data parallelism: `--nproc-per-node N` starts N local copies of this command with torchrun's
+//! environment and supervises them (`ldm_dist::launch`); a process started with that environment
+//! (by this launcher, torchrun, srun or a Kubernetes operator) joins the rendezvous, and rank 0
+//! alone prints and writes (docs/distributed.md).
 
 mod plot;
 
@@ -10,8 +15,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ldm_dist::group::{fingerprint_bytes, fingerprint_f32};
+use ldm_dist::launch::{launch, LaunchOptions, LAUNCHED_ENV};
+use ldm_dist::{rendezvous, HostGroup, RendezvousOptions, WorldSpec};
 use ldm_trainer::data::download::{download_dataset, DownloadOptions, TASK01_MD5, TASK01_URL};
 use ldm_trainer::data::{discover, load_set, PreprocessCache};
+use ldm_trainer::train::distributed::{Parallel, DEFAULT_BUCKET_MB};
 use ldm_trainer::train::run::{self, Event, RunOptions, CONFIG_FILE, LOG_FILE, LOSS_PNG};
 use ldm_trainer::train::setup::{TrainConfig, PRESETS};
 
@@ -64,6 +73,19 @@ pub struct TrainArgs {
     /// Leave out files that fail to load (with a warning) instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Data-parallel training in N local processes (torchrun's --nproc_per_node); the
+    /// configuration's batch_size is per process.
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
+    /// Data-parallel runs: seconds to wait for every rank to join the rendezvous.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    pub rendezvous_timeout: f64,
+    /// Data-parallel runs: seconds one collective operation may wait for a peer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800.0)]
+    pub dist_timeout: f64,
+    /// Data-parallel runs: gradient bucket size in MB.
+    #[arg(long, value_name = "MB", default_value_t = DEFAULT_BUCKET_MB)]
+    pub bucket_mb: f64,
 }
 
 /// The configuration of this invocation.
@@ -108,6 +130,60 @@ fn progress_bar(total: u64, start: u64, stage: &str) -> ProgressBar {
     pb
 }
 
+/// `--nproc-per-node N` in the process the user started: runs N workers of this same command.
+fn launch_local(n: usize) -> anyhow::Result<()> {
+    if n == 0 {
+        bail!("--nproc-per-node must be at least 1");
+    }
+    if let Ok(spec) = WorldSpec::from_env() {
+        if spec.kind != ldm_dist::LaunchKind::Single {
+            bail!("--nproc-per-node starts its own processes; under torchrun, srun or a cluster launcher leave it out");
+        }
+    }
+    let program =
+        std::env::current_exe().context("finding the brats-ldm executable to start the ranks")?;
+    let opts = LaunchOptions {
+        program,
+        args: std::env::args_os().skip(1).collect(),
+        nproc: n,
+        env: Vec::new(),
+        grace: std::time::Duration::from_secs(10),
+    };
+    launch(&opts)?;
+    Ok(())
+}
+
+fn seconds(v: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} {v}: give a positive number of seconds"))
+}
+
+/// Joins the data-parallel group of this process's launch environment (a group of one without).
+fn join_group(a: &TrainArgs, cfg: &TrainConfig) -> anyhow::Result<HostGroup> {
+    let spec = WorldSpec::from_env()?;
+    if !(a.bucket_mb > 0.0 && a.bucket_mb.is_finite()) {
+        bail!("--bucket-mb {}: give a positive size", a.bucket_mb);
+    }
+    let run = serde_json::json!({
+        "stage": format!("{:?}", a.stage),
+        "config": cfg,
+        "resume": a.resume,
+        "steps": a.steps,
+        "seed": a.seed,
+        "bucket_mb": a.bucket_mb,
+    });
+    let opts = RendezvousOptions {
+        timeout: seconds(a.rendezvous_timeout, "--rendezvous-timeout")?,
+        op_timeout: seconds(a.dist_timeout, "--dist-timeout")?,
+        fingerprint: fingerprint_bytes(run.to_string().as_bytes()),
+        blob: Vec::new(),
+    };
+    let (group, _) = rendezvous(&spec, &opts)?;
+    Ok(group)
+}
+
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = resolve_config(&a)?;
     if a.stage == StageArg::Diffusion && a.autoencoder.is_none() {
@@ -118,6 +194,18 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     }
     if a.steps == Some(0) {
         bail!("--steps must be at least 1");
+    }
+    if let Some(n) = a.nproc_per_node {
+        if std::env::var_os(LAUNCHED_ENV).is_none() {
+            return launch_local(n);
+        }
+    }
+    ldm_dist::launch::exit_when_launcher_exits();
+    let group = join_group(&a, &cfg)?;
+    let root = group.is_root();
+    // Rank 0 downloads and preprocesses first (filling the cache); the others then find both done.
+    if !root {
+        group.barrier()?;
     }
     let data_root = if a.download {
         let opts = DownloadOptions {
@@ -141,11 +229,13 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let pre = cfg.data.preprocess();
     let cache = PreprocessCache::new(a.cache.clone().unwrap_or_else(|| a.out.join("prep-cache")));
     let n = ds.images.len();
-    eprintln!(
-        "preprocessing {n} image(s) from {} ({})",
-        data_root.display(),
-        pre.fingerprint()
-    );
+    if root {
+        eprintln!(
+            "preprocessing {n} image(s) from {} ({})",
+            data_root.display(),
+            pre.fingerprint()
+        );
+    }
     let set = load_set(&ds.images, &pre, Some(&cache), a.skip_bad, |_, _, _| {})
         .with_context(|| format!("preprocessing the images of {}", data_root.display()))?;
     for (p, e) in &set.skipped {
@@ -155,6 +245,21 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         bail!("no usable training image in {}", data_root.display());
     }
     let volumes: Vec<_> = set.items.into_iter().map(|(_, v)| v).collect();
+    if root {
+        group.barrier()?;
+    }
+    // Same data on every rank: the number of volumes, their shapes and first values.
+    let heads: Vec<&[f32]> = volumes
+        .iter()
+        .map(|v| &v.data[..v.data.len().min(4096)])
+        .collect();
+    let shapes: Vec<f32> = volumes
+        .iter()
+        .flat_map(|v| v.dims.map(|d| d as f32))
+        .collect();
+    let mut parts = heads;
+    parts.push(&shapes);
+    group.check_identical("the training volumes", fingerprint_f32(&parts))?;
     let description = format!(
         "{} ({:?}, {} volumes; {})",
         data_root.display(),
@@ -170,6 +275,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         resume: a.resume,
         steps: a.steps,
         seed: a.seed,
+        parallel: (group.world_size() > 1).then_some(Parallel {
+            group: &group,
+            bucket_mb: a.bucket_mb,
+        }),
     };
     let stage = match a.stage {
         StageArg::Autoencoder => "autoencoder",
@@ -209,8 +318,21 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(bar) = pb.take() {
         bar.finish_and_clear();
     }
-    let summary =
-        summary.with_context(|| format!("training the {stage} in {}", a.out.display()))?;
+    let summary = summary.with_context(|| {
+        if group.world_size() > 1 {
+            format!(
+                "rank {} of {}: training the {stage} in {}",
+                group.rank(),
+                group.world_size(),
+                a.out.display()
+            )
+        } else {
+            format!("training the {stage} in {}", a.out.display())
+        }
+    })?;
+    if !root {
+        return Ok(());
+    }
     if let Some(e) = plot_err {
         eprintln!("warning: {e:#}");
     }

@@ -38,15 +38,25 @@ pub fn stream_seed(seed: u64, step: u64, stream: Stream) -> u64 {
 
 /// `n` standard normal numbers of one stream.
 pub fn normals(seed: u64, step: u64, stream: Stream, n: usize) -> Vec<f32> {
+    normals_at(seed, step, stream, 0, n)
+}
+
+/// Numbers `first..first + n` of the stream of [`normals`] (one rank's part of a global batch).
+pub fn normals_at(seed: u64, step: u64, stream: Stream, first: u64, n: usize) -> Vec<f32> {
     let mut v = vec![0.0f32; n];
-    philox_normal(stream_seed(seed, step, stream), 0, &mut v);
+    philox_normal(stream_seed(seed, step, stream), first, &mut v);
     v
 }
 
 /// `n` uniform integers in `[0, bound)` of one stream (bound > 0).
 pub fn uniform_ints(seed: u64, step: u64, stream: Stream, n: usize, bound: u64) -> Vec<u64> {
+    uniform_ints_at(seed, step, stream, 0, n, bound)
+}
+
+/// Integers `first..first + n` of the stream of [`uniform_ints`].
+pub fn uniform_ints_at(seed: u64, step: u64, stream: Stream, first: u64, n: usize, bound: u64) -> Vec<u64> {
     let key = stream_seed(seed, step, stream);
-    (0..n as u64).map(|i| mix(key ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15))) % bound.max(1)).collect()
+    (first..first + n as u64).map(|i| mix(key ^ mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15))) % bound.max(1)).collect()
 }
 
 fn fan_in(shape: &[usize]) -> usize {

@@ -6,14 +6,12 @@ mod common;
 
 use std::time::Instant;
 
-use common::Rng;
+use common::{tiny_diffusion_config, tiny_vae_config, Rng};
 use ldm_trainer::checkpoint::{self, CheckpointError, CheckpointHeader, SectionInfo};
 use ldm_trainer::layers::Dims;
-use ldm_trainer::models::discriminator::DiscriminatorConfig;
 use ldm_trainer::optim::{Adam, AdamConfig, MultiStepLr};
 use ldm_trainer::train::diffusion::{scale_factor, DiffusionConfig, DiffusionTrainer};
-use ldm_trainer::train::vae_gan::{VaeGanConfig, VaeGanTrainer};
-use ldm_weights::{DecoderConfig, EncoderConfig, SchedulerConfig, UnetConfig};
+use ldm_trainer::train::vae_gan::VaeGanTrainer;
 
 #[test]
 fn adam_matches_hand_computed_updates() {
@@ -105,39 +103,6 @@ fn phantom(seed: u64, s: usize) -> Vec<f32> {
     v
 }
 
-fn tiny_vae_config() -> VaeGanConfig {
-    let enc = EncoderConfig {
-        in_channels: 1,
-        num_channels: vec![8, 16],
-        num_res_blocks: vec![1, 1],
-        latent_channels: 4,
-        norm_num_groups: 4,
-        norm_eps: 1e-6,
-    };
-    let dec = DecoderConfig {
-        latent_channels: 4,
-        num_channels: vec![8, 16],
-        num_res_blocks: vec![1, 1],
-        out_channels: 1,
-        norm_num_groups: 4,
-        norm_eps: 1e-6,
-    };
-    VaeGanConfig {
-        encoder: enc,
-        decoder: dec,
-        discriminator: DiscriminatorConfig { in_channels: 1, num_channels: 4, num_layers_d: 2, out_channels: 1 },
-        kl_weight: 1e-6,
-        adv_weight: 0.1,
-        perceptual_weight: 0.0,
-        adv_start_step: 2,
-        d_train_steps: 2,
-        adam_g: AdamConfig { lr: 1e-3, ..AdamConfig::default() },
-        adam_d: AdamConfig { lr: 1e-3, ..AdamConfig::default() },
-        lr_g: MultiStepLr::constant(1e-3),
-        lr_d: MultiStepLr::constant(1e-3),
-    }
-}
-
 #[test]
 fn vae_gan_training_lowers_loss_and_resumes_bit_exactly() {
     let s = 16;
@@ -195,27 +160,6 @@ fn vae_gan_rejects_bad_input() {
     img[5] = f32::NAN;
     assert!(t.train_step(&img, Dims::new(1, 1, 8, 8, 8)).is_err());
     assert_eq!(t.step, 0, "a refused step does not count");
-}
-
-fn tiny_diffusion_config() -> DiffusionConfig {
-    DiffusionConfig {
-        unet: UnetConfig {
-            in_channels: 4,
-            out_channels: 4,
-            num_channels: vec![8, 16],
-            attention_levels: vec![false, true],
-            num_head_channels: vec![0, 8],
-            num_res_blocks: vec![1, 1],
-            norm_num_groups: 4,
-            norm_eps: 1e-6,
-            attention_output_projection: false,
-        },
-        scheduler: SchedulerConfig::bundle(),
-        adam: AdamConfig { lr: 2e-3, ..AdamConfig::default() },
-        lr: MultiStepLr { base: 2e-3, milestones: vec![1000], gamma: 0.1 },
-        scale_factor: 1.0,
-        ema_decay: None,
-    }
 }
 
 #[test]

@@ -92,6 +92,7 @@ fn checkpoints_log_reconstruction_and_diversity() {
         resume: false,
         steps: None,
         seed: None,
+        parallel: None,
     };
     run_autoencoder(&opts(&ae_dir), &mut |_| {}).unwrap();
     let log = read_log(&ae_dir.join(LOG_FILE)).unwrap();
@@ -141,6 +142,7 @@ fn a_holdout_of_every_volume_is_refused() {
         resume: false,
         steps: None,
         seed: None,
+        parallel: None,
     };
     let e = run_autoencoder(&o, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("validation.holdout 3"), "{e}");

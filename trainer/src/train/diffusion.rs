@@ -12,9 +12,10 @@ use std::path::Path;
 use ldm_weights::{SchedulerConfig, UnetConfig};
 use serde::{Deserialize, Serialize};
 
+use super::distributed::{BatchPart, Network};
 use super::{all_finite, finite, tensor_table, TrainError};
 use crate::checkpoint::{self, CheckpointHeader, SectionInfo};
-use crate::init::{init_params, normals, uniform_ints, Stream};
+use crate::init::{init_params, normals, normals_at, uniform_ints_at, Stream};
 use crate::layers::Dims;
 use crate::losses;
 use crate::models::autoencoder::AutoencoderKL;
@@ -133,6 +134,12 @@ impl DiffusionTrainer {
 
     /// One optimisation step on scaled latents `[N, C, D, H, W]`.
     pub fn train_step(&mut self, latents: &[f32], dims: Dims) -> Result<DiffusionStepLog, TrainError> {
+        self.train_step_part(latents, dims, &mut BatchPart::whole())
+    }
+
+    /// One step on this rank's part of a global batch: timesteps and noise are the part's slice
+    /// of the global draws, and the gradient is averaged over the ranks by `part`.
+    pub fn train_step_part(&mut self, latents: &[f32], dims: Dims, part: &mut BatchPart) -> Result<DiffusionStepLog, TrainError> {
         let step = self.step;
         self.unet.check_input(dims, dims.n)?;
         if latents.len() != dims.numel() {
@@ -145,9 +152,10 @@ impl DiffusionTrainer {
         }
         all_finite(step, "latents", latents)?;
         let t_max = self.config.scheduler.num_train_timesteps as u64;
-        let ts = uniform_ints(self.seed, step, Stream::Timesteps, dims.n, t_max);
-        let eps = normals(self.seed, step, Stream::DiffusionNoise, latents.len());
+        let first = part.first_sample(dims.n);
+        let ts = uniform_ints_at(self.seed, step, Stream::Timesteps, first, dims.n, t_max);
         let per = dims.numel() / dims.n;
+        let eps = normals_at(self.seed, step, Stream::DiffusionNoise, first * per as u64, latents.len());
         let mut x_t = Vec::with_capacity(latents.len());
         let mut target = Vec::with_capacity(latents.len());
         let prediction = self.config.scheduler.prediction_type;
@@ -164,6 +172,7 @@ impl DiffusionTrainer {
         finite(step, "diffusion loss", loss)?;
         self.params.grad.iter_mut().for_each(|g| *g = 0.0);
         self.unet.backward(p, &mut self.params.grad, &fw, &dpred)?;
+        part.reduce(Network::Unet, &mut self.params.grad)?;
         all_finite(step, "unet gradient", &self.params.grad)?;
         let lr = self.config.lr.lr_at(step);
         if !self.opt.step(&mut self.params.data, &self.params.grad, lr) {

@@ -21,6 +21,7 @@
 //! checkpoint.
 
 pub mod diffusion;
+pub mod distributed;
 pub mod run;
 pub mod setup;
 pub mod vae_gan;

@@ -12,6 +12,13 @@
 //! With a `validation` section, each checkpoint also appends a line marked `"validation": true`:
 //! the held-out volumes' reconstruction SSIM/PSNR/L1 (autoencoder) or the pairwise MS-SSIM of a
 //! few samples (diffusion), computed by [`super::validation`].
+//!
+//! Data-parallel runs ([`RunOptions::parallel`], see [`super::distributed`]): rank r of W takes
+//! the samples `(step W + r) b ..` of the global stream, rank 0's state is broadcast at the
+//! start, gradients are averaged before each optimiser step, and only rank 0 writes the run
+//! folder (every rank reads it on `--resume`). The checkpoint records the world size; resuming
+//! with the same world size continues bit-exactly, with another one the data stream continues
+//! at sample `step b W_new` (see docs/distributed.md).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -21,6 +28,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::diffusion::{scale_factor, DiffusionConfig, DiffusionTrainer};
+use super::distributed::{BatchPart, DataParallel, Network, Parallel};
 use super::setup::{DataSection, TrainConfig};
 use super::vae_gan::VaeGanTrainer;
 use super::validation;
@@ -78,6 +86,14 @@ pub struct RunRecord {
     /// Diffusion stage: latents sampled `mu + sigma * n` (true) or the means `mu` (false).
     #[serde(default)]
     pub sample_latents: bool,
+    /// Processes of the data-parallel run that wrote the checkpoint (global batch
+    /// `batch_size x world_size`); 1 in checkpoints written before this was recorded.
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +148,8 @@ pub struct RunOptions<'a> {
     pub steps: Option<u64>,
     /// Overrides the stage's seed (new runs only; a resumed run keeps its checkpoint's seed).
     pub seed: Option<u64>,
+    /// This process's data-parallel group (None: a single process).
+    pub parallel: Option<Parallel<'a>>,
 }
 
 /// `p` itself when it is a file, else `p/checkpoint.ckpt`.
@@ -216,8 +234,10 @@ pub fn read_log(path: &Path) -> Result<Vec<serde_json::Value>, TrainError> {
 }
 
 /// Common preparation: run directory, config copy, checkpoint presence, log trimming.
-fn prepare_dir(o: &RunOptions, stage: Stage) -> Result<PathBuf, TrainError> {
-    fs::create_dir_all(o.out).map_err(|e| io_err(o.out, e))?;
+fn prepare_dir(o: &RunOptions, stage: Stage, writes: bool) -> Result<PathBuf, TrainError> {
+    if writes {
+        fs::create_dir_all(o.out).map_err(|e| io_err(o.out, e))?;
+    }
     let ckpt = o.out.join(CHECKPOINT_FILE);
     if o.resume && !ckpt.is_file() {
         return Err(TrainError::Invalid(format!("--resume: {} holds no checkpoint ({CHECKPOINT_FILE})", o.out.display())));
@@ -235,7 +255,7 @@ fn prepare_dir(o: &RunOptions, stage: Stage) -> Result<PathBuf, TrainError> {
     if let Some(v) = o.volumes.iter().find(|v| v.dims != o.config.data.roi) {
         return Err(TrainError::Invalid(format!("a training volume has shape {:?}, data.roi is {:?}", v.dims, o.config.data.roi)));
     }
-    if !o.resume {
+    if !o.resume && writes {
         let text = serde_json::to_string_pretty(o.config).map_err(|e| TrainError::Invalid(e.to_string()))?;
         let p = o.out.join(CONFIG_FILE);
         ldm_io::atomic::write_bytes(&p, text.as_bytes()).map_err(|e| io_err(&p, e))?;
@@ -267,7 +287,8 @@ fn log_line<T: Serialize>(log: &mut File, out: &Path, stage: Stage, rec: &T, ela
 /// What both stages do around their optimiser steps: one log line and progress event per step, a
 /// checkpoint every `checkpoint_every` steps and at `total`, and the summary at the end.
 struct StepBook<'a> {
-    log: File,
+    /// None on the ranks that do not write (they log nothing and report no events).
+    log: Option<File>,
     out: &'a Path,
     stage: Stage,
     started: Instant,
@@ -280,8 +301,15 @@ struct StepBook<'a> {
 
 impl<'a> StepBook<'a> {
     /// Opens the run's log (appending) for a loop that runs from `start_step` to `total`.
-    fn open(out: &'a Path, stage: Stage, started: Instant, total: u64, checkpoint_every: u64, start_step: u64) -> Result<Self, TrainError> {
-        Ok(StepBook { log: open_log(out)?, out, stage, started, total, checkpoint_every, start_step, first: None, last: None })
+    fn open(
+        out: &'a Path,
+        stage: Stage,
+        started: Instant,
+        (total, checkpoint_every, start_step): (u64, u64, u64),
+        writes: bool,
+    ) -> Result<Self, TrainError> {
+        let log = if writes { Some(open_log(out)?) } else { None };
+        Ok(StepBook { log, out, stage, started, total, checkpoint_every, start_step, first: None, last: None })
     }
 
     /// Records step `rec_step` (the trainer now at `now` completed steps); `save` writes the checkpoint.
@@ -296,12 +324,18 @@ impl<'a> StepBook<'a> {
     ) -> Result<bool, TrainError> {
         self.first.get_or_insert(loss);
         self.last = Some(loss);
-        let line = log_line(&mut self.log, self.out, self.stage, rec, self.started.elapsed().as_secs_f64())?;
-        on_event(Event::Step { step: rec_step, total: self.total, loss, line: &line });
+        if let Some(log) = self.log.as_mut() {
+            let line = log_line(log, self.out, self.stage, rec, self.started.elapsed().as_secs_f64())?;
+            on_event(Event::Step { step: rec_step, total: self.total, loss, line: &line });
+        }
         if now % self.checkpoint_every == 0 || now == self.total {
-            self.log.sync_data().map_err(|e| io_err(&self.out.join(LOG_FILE), e))?;
+            if let Some(log) = self.log.as_ref() {
+                log.sync_data().map_err(|e| io_err(&self.out.join(LOG_FILE), e))?;
+            }
             save()?;
-            on_event(Event::Checkpoint { step: now });
+            if self.log.is_some() {
+                on_event(Event::Checkpoint { step: now });
+            }
             return Ok(true);
         }
         Ok(false)
@@ -314,8 +348,9 @@ impl<'a> StepBook<'a> {
             m.insert("step".into(), serde_json::json!(rec_step));
             m.insert("validation".into(), serde_json::json!(true));
         }
-        log_line(&mut self.log, self.out, self.stage, &v, self.started.elapsed().as_secs_f64())?;
-        self.log.sync_data().map_err(|e| io_err(&self.out.join(LOG_FILE), e))
+        let Some(log) = self.log.as_mut() else { return Ok(()) };
+        log_line(log, self.out, self.stage, &v, self.started.elapsed().as_secs_f64())?;
+        log.sync_data().map_err(|e| io_err(&self.out.join(LOG_FILE), e))
     }
 
     /// Writes the checkpoint if none exists yet (nothing ran) and sums the run up.
@@ -325,7 +360,7 @@ impl<'a> StepBook<'a> {
         ckpt: PathBuf,
         save: impl FnOnce() -> Result<(), TrainError>,
     ) -> Result<RunSummary, TrainError> {
-        if !ckpt.is_file() {
+        if self.log.is_some() && !ckpt.is_file() {
             save()?;
         }
         Ok(RunSummary {
@@ -345,7 +380,9 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
     let cfg = o.config;
     cfg.validate()?;
     let st = &cfg.autoencoder;
-    let ckpt = prepare_dir(o, Stage::Autoencoder)?;
+    let mut dp = DataParallel::new(o.parallel);
+    let writes = dp.role().writes();
+    let ckpt = prepare_dir(o, Stage::Autoencoder, writes)?;
     let holdout = cfg.validation.holdout;
     if holdout >= o.volumes.len() {
         return Err(TrainError::Invalid(format!(
@@ -361,6 +398,7 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
         sample_shape: st.patch.to_vec(),
         autoencoder: None,
         sample_latents: false,
+        world_size: dp.world(),
     };
     let mut t = if o.resume {
         let (t, extra) = VaeGanTrainer::resume(&ckpt)?;
@@ -371,29 +409,45 @@ pub fn run_autoencoder(o: &RunOptions, on_event: &mut dyn FnMut(Event)) -> Resul
             )));
         }
         check_record(&ckpt, &extra, &record)?;
-        trim_log(&o.out.join(LOG_FILE), t.step)?;
+        if writes {
+            trim_log(&o.out.join(LOG_FILE), t.step)?;
+        }
         t
     } else {
         VaeGanTrainer::new(st.trainer.clone(), o.seed.unwrap_or(st.seed))?
     };
+    let mut counters = [t.step, t.seed, t.opt_g.t, t.opt_d.t];
+    dp.broadcast(
+        &mut [&mut t.ae_params.data, &mut t.opt_g.m, &mut t.opt_g.v, &mut t.disc_params.data, &mut t.opt_d.m, &mut t.opt_d.v],
+        &mut counters,
+    )?;
+    [t.step, t.seed, t.opt_g.t, t.opt_d.t] = counters;
+    dp.plan(Network::Autoencoder, &t.ae_params)?;
+    dp.plan(Network::Discriminator, &t.disc_params)?;
     let extra = serde_json::to_value(&record).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let total = o.steps.unwrap_or(st.steps);
-    let mut book = StepBook::open(o.out, Stage::Autoencoder, started, total, st.checkpoint_every, t.step)?;
+    let mut book = StepBook::open(o.out, Stage::Autoencoder, started, (total, st.checkpoint_every, t.step), writes)?;
     let mut order = Order::new(t.seed, train.len());
     let b = st.batch_size;
     let [px, py, pz] = st.patch;
     let dims = Dims::new(b, 1, px, py, pz);
+    let shard = dp.shard();
+    let mut reduce = |net: Network, g: &mut [f32]| dp.reduce(net, g);
+    let mut part = BatchPart::new(shard, &mut reduce);
     while t.step < total {
         let mut images = Vec::with_capacity(dims.numel());
         for i in 0..b {
-            let k = t.step * b as u64 + i as u64;
+            let k = shard.sample_index(t.step, b, i);
             let v = &train[order.volume(k)];
             let mut rng = sample_rng(t.seed, k);
             images.extend_from_slice(&random_crop(v, st.patch, &mut rng).data);
         }
-        let rec = t.train_step(&images, dims)?;
-        let saved = book.record(&rec, rec.step, t.step, rec.loss_g, on_event, || t.save(&ckpt, extra.clone()))?;
-        if saved && !held_out.is_empty() {
+        let mut rec = t.train_step_part(&images, dims, &mut part)?;
+        dp.mean_vae_log(&mut rec)?;
+        let state = [&t.ae_params.data[..], &t.opt_g.m, &t.opt_g.v, &t.disc_params.data, &t.opt_d.m, &t.opt_d.v];
+        let saved =
+            book.record(&rec, rec.step, t.step, rec.loss_g, on_event, || dp.checkpoint(&state, || t.save(&ckpt, extra.clone())))?;
+        if saved && writes && !held_out.is_empty() {
             book.record_validation(rec.step, reconstruction_line(&t, held_out)?)?;
         }
     }
@@ -511,7 +565,9 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
             st.unet.in_channels
         )));
     }
-    let ckpt = prepare_dir(o, Stage::Diffusion)?;
+    let mut dp = DataParallel::new(o.parallel);
+    let writes = dp.role().writes();
+    let ckpt = prepare_dir(o, Stage::Diffusion, writes)?;
     let mut lat = encode_all(&ae, o.volumes)?;
     if !st.sample_latents {
         lat.sigma.iter_mut().for_each(|s| s.iter_mut().for_each(|v| *v = 0.0));
@@ -532,6 +588,7 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
             params_hash: params_hash(&ae.ae_params.data),
         }),
         sample_latents: st.sample_latents,
+        world_size: dp.world(),
     };
     let mut t = if o.resume {
         let (t, extra) = DiffusionTrainer::resume(&ckpt)?;
@@ -551,7 +608,9 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
                 ckpt.display()
             )));
         }
-        trim_log(&o.out.join(LOG_FILE), t.step)?;
+        if writes {
+            trim_log(&o.out.join(LOG_FILE), t.step)?;
+        }
         t
     } else {
         let seed = o.seed.unwrap_or(st.seed);
@@ -562,25 +621,40 @@ pub fn run_diffusion(o: &RunOptions, autoencoder: &Path, on_event: &mut dyn FnMu
         }
         DiffusionTrainer::new(stage_config(cfg, scale_factor(&all)?), seed)?
     };
+    let mut counters = [t.step, t.seed, t.opt.t];
+    let mut scale = [t.config.scale_factor];
+    let mut bufs: Vec<&mut [f32]> = vec![&mut t.params.data, &mut t.opt.m, &mut t.opt.v, &mut scale];
+    bufs.extend(t.ema.as_deref_mut());
+    dp.broadcast(&mut bufs, &mut counters)?;
+    [t.step, t.seed, t.opt.t] = counters;
+    t.config.scale_factor = scale[0];
+    dp.plan(Network::Unet, &t.params)?;
     let extra = serde_json::to_value(&record).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let total = o.steps.unwrap_or(st.steps);
-    let mut book = StepBook::open(o.out, Stage::Diffusion, started, total, st.checkpoint_every, t.step)?;
+    let mut book = StepBook::open(o.out, Stage::Diffusion, started, (total, st.checkpoint_every, t.step), writes)?;
     let mut order = Order::new(t.seed, o.volumes.len());
     let b = st.batch_size;
     let dims = Dims::new(b, ld.c, ld.d, ld.h, ld.w);
     let per = ld.numel();
     let s = t.config.scale_factor;
+    let shard = dp.shard();
+    let mut reduce = |net: Network, g: &mut [f32]| dp.reduce(net, g);
+    let mut part = BatchPart::new(shard, &mut reduce);
     while t.step < total {
         let mut z = Vec::with_capacity(b * per);
         for i in 0..b {
-            let k = t.step * b as u64 + i as u64;
+            let k = shard.sample_index(t.step, b, i);
             let v = order.volume(k);
             let n = normals(t.seed, k, Stream::Encode, per);
             z.extend(lat.mu[v].iter().zip(&lat.sigma[v]).zip(&n).map(|((m, sg), e)| (m + sg * e) * s));
         }
-        let rec = t.train_step(&z, dims)?;
-        let saved = book.record(&rec, rec.step, t.step, rec.loss, on_event, || t.save(&ckpt, extra.clone()))?;
-        if saved && cfg.validation.diversity_samples >= 2 {
+        let mut rec = t.train_step_part(&z, dims, &mut part)?;
+        dp.mean_diffusion_log(&mut rec)?;
+        let mut state = vec![&t.params.data[..], &t.opt.m, &t.opt.v];
+        state.extend(t.ema.as_deref());
+        let saved =
+            book.record(&rec, rec.step, t.step, rec.loss, on_event, || dp.checkpoint(&state, || t.save(&ckpt, extra.clone())))?;
+        if saved && writes && cfg.validation.diversity_samples >= 2 {
             book.record_validation(rec.step, diversity_line(cfg, &ae, &t, ld)?)?;
         }
     }

@@ -17,9 +17,10 @@ use std::path::Path;
 use ldm_weights::{DecoderConfig, EncoderConfig};
 use serde::{Deserialize, Serialize};
 
+use super::distributed::{BatchPart, Network};
 use super::{all_finite, finite, tensor_table, TrainError};
 use crate::checkpoint::{self, CheckpointHeader, SectionInfo};
-use crate::init::{init_params, normals, Stream};
+use crate::init::{init_params, normals_at, Stream};
 use crate::layers::Dims;
 use crate::losses::{self, PerceptualLoss};
 use crate::models::autoencoder::AutoencoderKL;
@@ -126,6 +127,13 @@ impl VaeGanTrainer {
 
     /// One optimisation step on a batch of images `[N, C, D, H, W]`.
     pub fn train_step(&mut self, images: &[f32], dims: Dims) -> Result<VaeStepLog, TrainError> {
+        self.train_step_part(images, dims, &mut BatchPart::whole())
+    }
+
+    /// One step on this rank's part of a global batch: the latent noise is the part's slice of
+    /// the global draw, and both networks' gradients are averaged over the ranks by `part`
+    /// before their optimiser steps.
+    pub fn train_step_part(&mut self, images: &[f32], dims: Dims, part: &mut BatchPart) -> Result<VaeStepLog, TrainError> {
         let step = self.step;
         let cfg = &self.config;
         self.ae.check_image(dims)?;
@@ -135,7 +143,8 @@ impl VaeGanTrainer {
             let f = 1usize << (cfg.encoder.num_channels.len() - 1);
             dims.n * cfg.encoder.latent_channels as usize * (dims.d / f) * (dims.h / f) * (dims.w / f)
         };
-        let noise = normals(self.seed, step, Stream::VaeSampling, latent_len);
+        let first = part.first_sample(dims.n) * (latent_len / dims.n.max(1)) as u64;
+        let noise = normals_at(self.seed, step, Stream::VaeSampling, first, latent_len);
         let fw = self.ae.forward_train(p, images, dims, &noise)?;
         let (l1, mut drecon) = losses::l1(&fw.recon, images)?;
         let (kl, dmu, dsigma) = losses::kl(&fw.mu, &fw.sigma, dims.n)?;
@@ -167,6 +176,7 @@ impl VaeGanTrainer {
                 self.disc_params.grad.iter_mut().for_each(|g| *g = 0.0);
                 self.disc.backward(dp, &mut self.disc_params.grad, &ff, &dfake)?;
                 self.disc.backward(dp, &mut self.disc_params.grad, &fr, &dreal)?;
+                part.reduce(Network::Discriminator, &mut self.disc_params.grad)?;
                 all_finite(step, "discriminator gradient", &self.disc_params.grad)?;
                 if !self.opt_d.step(&mut self.disc_params.data, &self.disc_params.grad, lr_d) {
                     return Err(TrainError::Invalid("discriminator optimiser does not fit its parameters".into()));
@@ -190,6 +200,7 @@ impl VaeGanTrainer {
         finite(step, "generator loss", loss_g)?;
         self.ae_params.grad.iter_mut().for_each(|g| *g = 0.0);
         self.ae.backward(p, &mut self.ae_params.grad, &fw, &drecon, &dmu, &dsigma)?;
+        part.reduce(Network::Autoencoder, &mut self.ae_params.grad)?;
         all_finite(step, "autoencoder gradient", &self.ae_params.grad)?;
         let lr_g = cfg.lr_g.lr_at(step);
         if !self.opt_g.step(&mut self.ae_params.data, &self.ae_params.grad, lr_g) {

@@ -4,6 +4,12 @@
 
 pub use ldm_test_support::rel_l2;
 
+use ldm_trainer::models::discriminator::DiscriminatorConfig;
+use ldm_trainer::optim::{AdamConfig, MultiStepLr};
+use ldm_trainer::train::diffusion::DiffusionConfig;
+use ldm_trainer::train::vae_gan::VaeGanConfig;
+use ldm_weights::{DecoderConfig, EncoderConfig, SchedulerConfig, UnetConfig};
+
 /// SplitMix64: deterministic test data.
 pub struct Rng(pub u64);
 
@@ -52,7 +58,11 @@ where
             return 0.0;
         }
         let (mut ana, mut num) = (Vec::new(), Vec::new());
-        let idx: Vec<usize> = if n <= samples { (0..n).collect() } else { (0..samples).map(|_| rng.index(n)).collect() };
+        let idx: Vec<usize> = if n <= samples {
+            (0..n).collect()
+        } else {
+            (0..samples).map(|_| rng.index(n)).collect()
+        };
         for i in idx {
             let (mut pp, mut xx) = (p.to_vec(), x.to_vec());
             let v = if which == 0 { &mut xx } else { &mut pp };
@@ -70,4 +80,78 @@ where
     let ex = check(0, x.len());
     let ep = check(1, p.len());
     (ex, ep)
+}
+
+/// A tiny VAE-GAN: 8/16 channels, 4 latent channels, adversarial terms from step 2.
+pub fn tiny_vae_config() -> VaeGanConfig {
+    let enc = EncoderConfig {
+        in_channels: 1,
+        num_channels: vec![8, 16],
+        num_res_blocks: vec![1, 1],
+        latent_channels: 4,
+        norm_num_groups: 4,
+        norm_eps: 1e-6,
+    };
+    let dec = DecoderConfig {
+        latent_channels: 4,
+        num_channels: vec![8, 16],
+        num_res_blocks: vec![1, 1],
+        out_channels: 1,
+        norm_num_groups: 4,
+        norm_eps: 1e-6,
+    };
+    VaeGanConfig {
+        encoder: enc,
+        decoder: dec,
+        discriminator: DiscriminatorConfig {
+            in_channels: 1,
+            num_channels: 4,
+            num_layers_d: 2,
+            out_channels: 1,
+        },
+        kl_weight: 1e-6,
+        adv_weight: 0.1,
+        perceptual_weight: 0.0,
+        adv_start_step: 2,
+        d_train_steps: 2,
+        adam_g: AdamConfig {
+            lr: 1e-3,
+            ..AdamConfig::default()
+        },
+        adam_d: AdamConfig {
+            lr: 1e-3,
+            ..AdamConfig::default()
+        },
+        lr_g: MultiStepLr::constant(1e-3),
+        lr_d: MultiStepLr::constant(1e-3),
+    }
+}
+
+/// A tiny UNet (8/16 channels, attention at the deeper level) on 4-channel latents.
+pub fn tiny_diffusion_config() -> DiffusionConfig {
+    DiffusionConfig {
+        unet: UnetConfig {
+            in_channels: 4,
+            out_channels: 4,
+            num_channels: vec![8, 16],
+            attention_levels: vec![false, true],
+            num_head_channels: vec![0, 8],
+            num_res_blocks: vec![1, 1],
+            norm_num_groups: 4,
+            norm_eps: 1e-6,
+            attention_output_projection: false,
+        },
+        scheduler: SchedulerConfig::bundle(),
+        adam: AdamConfig {
+            lr: 2e-3,
+            ..AdamConfig::default()
+        },
+        lr: MultiStepLr {
+            base: 2e-3,
+            milestones: vec![1000],
+            gamma: 0.1,
+        },
+        scale_factor: 1.0,
+        ema_decay: None,
+    }
 }
