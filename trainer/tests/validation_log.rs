@@ -147,3 +147,44 @@ fn a_holdout_of_every_volume_is_refused() {
     let e = run_autoencoder(&o, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("validation.holdout 3"), "{e}");
 }
+
+#[test]
+fn validation_sections_that_cannot_run_are_refused_with_the_configuration() {
+    let refused = |edit: &dyn Fn(&mut TrainConfig), needle: &str| {
+        let mut cfg = tiny();
+        edit(&mut cfg);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains(needle), "expected {needle:?} in: {e}");
+    };
+    tiny().validate().unwrap();
+    refused(
+        &|c| {
+            c.data.roi = [16, 16, 8];
+            c.autoencoder.patch = [16, 16, 8];
+        },
+        "smaller than the SSIM window [11, 11, 11]");
+    refused(&|c| c.validation.diversity_samples = 257, "diversity_samples 257 is above 256");
+    refused(
+        &|c| {
+            c.data.roi = [512, 512, 512];
+            c.autoencoder.patch = [16, 16, 12];
+            c.validation.diversity_samples = 16;
+        },
+        "would hold 8.0 GiB",
+    );
+    refused(&|c| c.validation.diversity_steps = 0, "diversity_steps 0 must be between 1 and the scheduler's");
+    refused(
+        &|c| c.validation.diversity_steps = c.diffusion.scheduler.num_train_timesteps as usize + 1,
+        "must be between 1 and the scheduler's",
+    );
+    // Without a diversity check the diffusion settings do not matter; without any validation
+    // the small roi is fine.
+    let mut cfg = tiny();
+    cfg.validation.diversity_samples = 0;
+    cfg.validation.diversity_steps = 0;
+    cfg.validate().unwrap();
+    cfg.validation.holdout = 0;
+    cfg.data.roi = [16, 16, 8];
+    cfg.autoencoder.patch = [16, 16, 8];
+    cfg.validate().unwrap();
+}

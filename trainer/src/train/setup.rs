@@ -3,6 +3,7 @@
 //! cadence and seeds; the built-in presets `bundle` and `cpu-small`; and the checks that make a
 //! bad configuration a clear error before any work starts.
 
+use ldm_metrics::ssim::SsimParams;
 use ldm_weights::{DdpmSettings, SamplerKind, SchedulerConfig, UnetConfig};
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +96,11 @@ pub struct ValidationSection {
     /// DDIM steps of those samples.
     pub diversity_steps: usize,
 }
+
+/// At most this many diversity samples per checkpoint (32,640 pairs).
+pub const MAX_DIVERSITY_SAMPLES: usize = 256;
+/// At most this much memory for the diversity samples held at once.
+pub const MAX_DIVERSITY_BYTES: u64 = 4 << 30;
 
 impl Default for ValidationSection {
     fn default() -> Self {
@@ -278,10 +284,8 @@ impl TrainConfig {
         if ae.patch.iter().zip(self.data.roi).any(|(&p, r)| p > r) {
             return bad(format!("autoencoder.patch {:?} is larger than data.roi {:?}", ae.patch, self.data.roi));
         }
-        if self.validation.diversity_samples >= 2 && self.validation.diversity_steps == 0 {
-            return bad("validation.diversity_steps must be at least 1".into());
-        }
         let df = &self.diffusion;
+        self.validate_validation()?;
         for (what, b, s, k) in
             [("autoencoder", ae.batch_size, ae.steps, ae.checkpoint_every), ("diffusion", df.batch_size, df.steps, df.checkpoint_every)]
         {
@@ -305,6 +309,52 @@ impl TrainConfig {
         }
         if df.scheduler.num_train_timesteps == 0 {
             return bad("diffusion.scheduler.num_train_timesteps must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The `validation` section must be computable at every checkpoint: found here, not hours
+    /// into a run. SSIM's window must fit in the roi-sized volumes it compares, the diversity
+    /// samples are bounded (all are held at once and every pair is compared), and DDIM cannot
+    /// take more steps than the scheduler has timesteps.
+    fn validate_validation(&self) -> Result<(), TrainError> {
+        let v = &self.validation;
+        let bad = |m: String| Err(TrainError::Invalid(m));
+        let diversity = v.diversity_samples >= 2;
+        if v.holdout > 0 || diversity {
+            let window = SsimParams::default().kernel_size;
+            if self.data.roi.iter().zip(window).any(|(&r, k)| r < k) {
+                return bad(format!(
+                    "validation: data.roi {:?} is smaller than the SSIM window {window:?} the validation metrics use",
+                    self.data.roi
+                ));
+            }
+        }
+        if !diversity {
+            return Ok(());
+        }
+        if v.diversity_samples > MAX_DIVERSITY_SAMPLES {
+            return bad(format!(
+                "validation.diversity_samples {} is above {MAX_DIVERSITY_SAMPLES} (every pair is compared at each checkpoint)",
+                v.diversity_samples
+            ));
+        }
+        let bytes = v.diversity_samples as u128 * self.data.roi.iter().map(|&r| r as u128).product::<u128>() * 4;
+        if bytes > MAX_DIVERSITY_BYTES as u128 {
+            return bad(format!(
+                "validation: {} diversity samples of data.roi {:?} would hold {:.1} GiB at each checkpoint (at most {} GiB)",
+                v.diversity_samples,
+                self.data.roi,
+                bytes as f64 / (1u64 << 30) as f64,
+                MAX_DIVERSITY_BYTES >> 30
+            ));
+        }
+        let timesteps = self.diffusion.scheduler.num_train_timesteps as usize;
+        if v.diversity_steps == 0 || v.diversity_steps > timesteps {
+            return bad(format!(
+                "validation.diversity_steps {} must be between 1 and the scheduler's {timesteps} timesteps",
+                v.diversity_steps
+            ));
         }
         Ok(())
     }
