@@ -134,6 +134,22 @@ for p in sorted(glob.glob(f"{fx}/configs/*.json")):
 for p in sorted(glob.glob("configs/*.json")):
     put("train_config", os.path.basename(p), read(p))
 
+# MONAI bundle configs: each fixture bundle's inference.json alone, and its autoencoder training
+# config merged under it (the target splits its input at the first NUL byte); plus references
+# that form cycles, macros and expressions.
+for d in sorted(glob.glob(f"{fx}/bundle/*/configs")):
+    name = os.path.basename(os.path.dirname(d))
+    inf = os.path.join(d, "inference.json")
+    if os.path.exists(inf):
+        put("bundle_config", f"{name}-inference.json", read(inf))
+        train = os.path.join(d, "train_autoencoder.json")
+        if os.path.exists(train):
+            put("bundle_config", f"{name}-merged", read(train) + b"\0" + read(inf))
+put("bundle_config", "cycle.json", json.dumps({"a": "@b", "b": {"x": "@c#0"}, "c": ["@a"], "d": "@d"}).encode())
+put("bundle_config", "macros.json", json.dumps({
+    "n": 4, "channels": "$[@n * 2, @n * 4]", "net": {"_target_": "X", "ch": "@channels", "m": "%#n"},
+    "rel": {"a": 1, "b": "@#a", "c": "@##n"}, "+channels": [1], "net#ch": "@channels#1"}).encode())
+
 # The trainer's data lists (first byte: 0 = dataset.json, 1 = split.json; then the text).
 dataset = {"name": "BRATS", "numTraining": 3, "training": [
     {"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"},
