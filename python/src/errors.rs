@@ -2,6 +2,7 @@
 //! conversion into the Python exception classes defined in `brats_ldm/__init__.py`
 //! (`BratsLdmError` and its subclasses), plus the mapping of runtime errors onto those kinds.
 
+use ldm_runtime::arguments::ArgumentError;
 use ldm_runtime::RuntimeError;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -68,6 +69,17 @@ impl Failure {
         Failure {
             kind: self.kind,
             message: format!("{what}: {}", self.message),
+        }
+    }
+}
+
+/// An argument refused by the rules shared with the CLI: a bad value, or a model that cannot do
+/// what was asked.
+impl From<ArgumentError> for Failure {
+    fn from(e: ArgumentError) -> Failure {
+        match e {
+            ArgumentError::Invalid(m) => Failure::new(Kind::InvalidArgument, m),
+            ArgumentError::Model(m) => Failure::new(Kind::Model, m),
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::errors::{from_runtime, Failure, Kind, Result};
 use crate::files::{self, Format};
 use crate::{arrays, progress, settings};
 use ldm_io::nifti::{affine as affine_from_code, VolumeHeader};
+use ldm_runtime::arguments::{self, Spelling};
 use ldm_runtime::{philox_normal, Device, Options, PlanReport, Precision, Runtime, Sampler};
 use ldm_weights::Blob;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
@@ -187,14 +188,14 @@ impl Model {
         };
         let latent = match &init {
             Some((shape, _)) => {
-                settings::check_latent_shape(cfg, *shape)
-                    .map_err(|e| e.context("init_noise does not fit the model"))?;
+                arguments::check_latent_shape(cfg, *shape)
+                    .map_err(|e| Failure::from(e).context("init_noise does not fit the model"))?;
                 *shape
             }
             None => self.default_key.latent,
         };
-        let sampler = settings::choose_sampler(cfg, sampler, eta)?;
-        settings::check_steps(cfg, sampler, steps)?;
+        let sampler = arguments::choose_sampler(cfg, sampler, eta, Spelling::Python)?;
+        arguments::check_steps(cfg, sampler, steps, Spelling::Python)?;
         let noise = match init {
             Some((_, latent)) => Noise::Init { latent, seed },
             None => Noise::Seed(seed),
@@ -298,8 +299,9 @@ impl Model {
         threads: Option<&Bound<'_, PyAny>>,
         max_memory: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Model> {
-        let device = settings::parse_device(device)?;
-        let precision = settings::parse_precision(precision)?;
+        let device = arguments::parse_device(device, Spelling::Python).map_err(Failure::from)?;
+        let precision =
+            arguments::parse_precision(precision, Spelling::Python).map_err(Failure::from)?;
         let threads = settings::opt_usize_arg("threads", threads, 1)?;
         let max_memory = settings::opt_usize_arg("max_memory", max_memory, 1)?;
         let path = resolve_path(path)?;
@@ -311,8 +313,9 @@ impl Model {
         })?;
         let cfg = blob.config();
         let latent = cfg.latent_shape.map(|n| n as usize);
-        settings::check_latent_shape(cfg, latent)?;
-        let sampler = settings::choose_sampler(cfg, None, None)?;
+        arguments::check_latent_shape(cfg, latent).map_err(Failure::from)?;
+        let sampler =
+            arguments::choose_sampler(cfg, None, None, Spelling::Python).map_err(Failure::from)?;
         let geometry = &cfg.geometry;
         affine_from_code(&geometry.orientation, geometry.spacing_mm, [1, 1, 1]).map_err(|e| {
             Failure::new(
@@ -412,11 +415,7 @@ impl Model {
     /// The default sampler: "ddim", "ddpm" or "pndm".
     #[getter]
     fn sampler(&self) -> &'static str {
-        match self.default_key.sampler {
-            Sampler::Ddim { .. } => "ddim",
-            Sampler::Ddpm => "ddpm",
-            Sampler::Pndm => "pndm",
-        }
+        arguments::sampler_name(self.default_key.sampler)
     }
 
     /// XXH3-64 checksum of the blob, hexadecimal.
@@ -560,8 +559,8 @@ impl Model {
         latent: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (shape, data) = arrays::latent("latent", latent)?;
-        settings::check_latent_shape(self.blob.config(), shape)
-            .map_err(|e| e.context("latent does not fit the model"))?;
+        arguments::check_latent_shape(self.blob.config(), shape)
+            .map_err(|e| Failure::from(e).context("latent does not fit the model"))?;
         let key = Key {
             latent: shape,
             ..self.default_key
@@ -584,10 +583,7 @@ impl Model {
         format!(
             "brats_ldm.Model('{}', device='{}', volume {c}x{d}x{h}x{w}, {} {} steps, checksum {})",
             self.path.display(),
-            match self.device {
-                Device::Cpu => "cpu".to_string(),
-                Device::Cuda(n) => format!("cuda:{n}"),
-            },
+            arguments::device_name(self.device),
             self.sampler(),
             self.default_steps,
             self.checksum

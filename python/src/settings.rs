@@ -1,123 +1,12 @@
-//! What the arguments of `Model(...)` and `Model.generate(...)` come to, checked before any
-//! work with the CLI's rules and messages (argument names in Python's spelling): device,
-//! precision, sampler and eta, step count, latent shape, and integer arguments.
-//!
-//! The rules mirror `src/cmd/generate.rs` (`parse_device`, `parse_precision`, `choose_sampler`,
-//! `check_steps`, `check_latent_shape`), which lives in the CLI binary and cannot be called from
-//! here; the tests compare both on the same inputs.
+//! The Python-side conversion of `Model(...)` and `Model.generate(...)` arguments: integer and
+//! float arguments taken from Python objects (a bool or a non-integer refused, ranges checked),
+//! with the CLI's messages in Python's spelling. The rules shared with the CLI (device,
+//! precision, sampler and eta, step count, latent shape) are `ldm_runtime::arguments`', called
+//! with `Spelling::Python`.
 
-use crate::errors::{Failure, Kind, Result};
-use ldm_runtime::{Device, Precision, Sampler};
-use ldm_weights::{ModelConfig, SamplerKind};
+use crate::errors::{Failure, Result};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt};
-
-/// `cpu`, `cuda`, `cuda:N`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    let s = s.trim().to_ascii_lowercase();
-    match s.as_str() {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" | "gpu" => Ok(Device::Cuda(0)),
-        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Ok(Device::Cuda(n)),
-            _ => Err(Failure::invalid(format!(
-                "unknown device '{s}': use cpu, cuda or cuda:N"
-            ))),
-        },
-    }
-}
-
-pub fn parse_precision(s: &str) -> Result<Precision> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "f32" | "fp32" | "float32" => Ok(Precision::F32),
-        "f16" | "fp16" | "float16" => Ok(Precision::F16),
-        "bf16" | "bfloat16" => Ok(Precision::Bf16),
-        _ => Err(Failure::invalid(format!(
-            "unknown precision '{s}': use f32, f16 or bf16"
-        ))),
-    }
-}
-
-/// The model's default sampler unless `sampler`/`eta` say otherwise.
-pub fn choose_sampler(cfg: &ModelConfig, name: Option<&str>, eta: Option<f32>) -> Result<Sampler> {
-    let kind = match name.map(|s| s.trim().to_ascii_lowercase()) {
-        None => cfg.scheduler.default_sampler,
-        Some(s) if s == "ddim" => SamplerKind::Ddim,
-        Some(s) if s == "ddpm" => SamplerKind::Ddpm,
-        Some(s) if s == "pndm" => SamplerKind::Pndm,
-        Some(s) => {
-            return Err(Failure::invalid(format!(
-                "unknown sampler '{s}': use ddim, ddpm or pndm"
-            )))
-        }
-    };
-    match (kind, eta) {
-        (SamplerKind::Ddim, eta) => {
-            let eta = eta.unwrap_or(0.0);
-            if !eta.is_finite() || eta < 0.0 {
-                return Err(Failure::invalid(format!(
-                    "bad eta {eta}: must be a finite number >= 0"
-                )));
-            }
-            Ok(Sampler::Ddim { eta })
-        }
-        (SamplerKind::Ddpm, None) => Ok(Sampler::Ddpm),
-        (SamplerKind::Pndm, None) => Ok(Sampler::Pndm),
-        (SamplerKind::Ddpm | SamplerKind::Pndm, Some(_)) => {
-            Err(Failure::invalid("eta applies to the DDIM sampler only"))
-        }
-    }
-}
-
-/// The sampler and step count planned as the runtime will (MONAI's timestep list for any step
-/// count, the model's scheduler options): a bad combination is refused before any work.
-pub fn check_steps(cfg: &ModelConfig, sampler: Sampler, steps: Option<usize>) -> Result<()> {
-    if steps == Some(0) {
-        return Err(Failure::invalid("steps must be at least 1"));
-    }
-    let name = match sampler {
-        Sampler::Ddim { .. } => "ddim",
-        Sampler::Ddpm => "ddpm",
-        Sampler::Pndm => "pndm",
-    };
-    ldm_runtime::options::sampling_plan(cfg, Some(sampler), steps)
-        .map(|_| ())
-        .map_err(|e| Failure::invalid(format!("sampler {name} steps: {e}")))
-}
-
-/// Channels must match the UNet's input and every spatial size must divide by the UNet's total
-/// downsampling.
-pub fn check_latent_shape(cfg: &ModelConfig, shape: [usize; 4]) -> Result<()> {
-    let Some(unet) = &cfg.unet else {
-        return Err(Failure::new(
-            Kind::Model,
-            "the model has no diffusion UNet, so it cannot generate",
-        ));
-    };
-    if cfg.decoder.is_none() {
-        return Err(Failure::new(
-            Kind::Model,
-            "the model has no decoder, so it cannot generate images",
-        ));
-    }
-    let [c, d, h, w] = shape;
-    if c != unet.in_channels as usize {
-        return Err(Failure::invalid(format!(
-            "latent shape {c},{d},{h},{w} has {c} channels but the model's UNet takes {}",
-            unet.in_channels
-        )));
-    }
-    let levels = unet.num_channels.len().max(1);
-    let factor = 1usize << (levels - 1).min(20);
-    if [d, h, w].iter().any(|&n| n % factor != 0) {
-        return Err(Failure::invalid(format!(
-            "latent shape {c},{d},{h},{w} is not usable: D, H and W must each be divisible by {factor} \
-             (the UNet halves them {} times)",
-            levels - 1
-        )));
-    }
-    Ok(())
-}
 
 /// An integer argument in `min..=u64::MAX`: a bool or a non-integer is refused, a value out of
 /// range is an `InvalidArgument` naming the argument.

@@ -1,10 +1,11 @@
-//! The CPU backend of `Runtime`: validates options, builds and plans both graphs, allocates
-//! everything once, and runs samplers, the UNet and the decoder with no further allocation.
+//! The CPU backend of `Runtime`: from the options `Runtime` resolved, builds and plans both
+//! graphs, allocates everything once, and runs samplers, the UNet and the decoder with no further
+//! allocation, on input `Runtime` has checked.
 
 use crate::error::RuntimeError;
 use crate::exec::{self, Workspaces};
 use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
-use crate::options::{self, Options, Precision, Progress, Resolved};
+use crate::options::{Options, Progress, Resolved};
 use crate::philox::philox_normal;
 use crate::pool::Pool;
 use crate::plan::PlanReport;
@@ -92,10 +93,10 @@ pub(crate) struct CpuPlan {
 }
 
 impl CpuPlan {
-    /// Builds and plans both graphs from any `WeightSource` (packing the weights); allocates
-    /// nothing else.
-    pub fn new(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<CpuPlan, RuntimeError> {
-        let Resolved { latent, schedule, plan } = options::resolve(config, &opts, &[Precision::F32])?;
+    /// Builds and plans both graphs from any `WeightSource` (packing the weights) with the
+    /// options as `Runtime` resolved them; allocates nothing else.
+    pub fn new(config: &ModelConfig, store: &dyn WeightSource, opts: &Options, resolved: Resolved) -> Result<CpuPlan, RuntimeError> {
+        let Resolved { latent, schedule, plan } = resolved;
         let threads = opts.threads.map_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), |t| t.min(1024));
         gemm::init()?;
         let slab = opts.max_memory.map_or(SLAB_BYTES, |m| (m / 16).clamp(1 << 16, SLAB_BYTES));
@@ -324,19 +325,8 @@ impl CpuRuntime {
     }
 
     /// One UNet evaluation: `eps_out = unet(x, t)`.
-    pub fn unet_forward(&mut self, x: &[f32], t: u32, eps_out: &mut [f32]) -> Result<(), RuntimeError> {
-        let n = numel(self.latent);
-        if x.len() != n {
-            return Err(RuntimeError::BufferSize { what: "UNet input", got: x.len(), expected: n });
-        }
-        if eps_out.len() != n {
-            return Err(RuntimeError::BufferSize { what: "UNet output", got: eps_out.len(), expected: n });
-        }
-        if self.unet.is_none() {
-            return Err(RuntimeError::MissingNetwork("unet"));
-        }
+    pub fn unet_forward(&mut self, x: &[f32], t: u32, eps_out: &mut [f32]) {
         self.unet_inner(Some(x), t, Some(eps_out));
-        Ok(())
     }
 
     /// Runs the UNet on `x` (or on `self.x` when None) into `out` (or `self.eps`).
@@ -354,20 +344,8 @@ impl CpuRuntime {
     }
 
     /// Decodes one latent (divided by the blob's scale factor first) into `out`.
-    pub fn decode(&mut self, latent: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
-        let n = numel(self.latent);
-        if latent.len() != n {
-            return Err(RuntimeError::BufferSize { what: "latent", got: latent.len(), expected: n });
-        }
-        let m = numel(self.out_shape);
-        if self.decoder.is_none() {
-            return Err(RuntimeError::MissingNetwork("decoder"));
-        }
-        if out.len() != m {
-            return Err(RuntimeError::BufferSize { what: "decoded volume", got: out.len(), expected: m });
-        }
+    pub fn decode(&mut self, latent: &[f32], out: &mut [f32]) {
         self.decode_inner(Some(latent), out);
-        Ok(())
     }
 
     fn decode_inner(&mut self, latent: Option<&[f32]>, out: &mut [f32]) {
@@ -389,32 +367,16 @@ impl CpuRuntime {
         out.copy_from_slice(exec::buffer(g, &mut self.arena, d.output.buf));
     }
 
-    fn check_generate(&self, out: &[f32]) -> Result<(), RuntimeError> {
-        if self.unet.is_none() {
-            return Err(RuntimeError::MissingNetwork("unet"));
-        }
-        if self.decoder.is_none() {
-            return Err(RuntimeError::MissingNetwork("decoder"));
-        }
-        let m = self.batch * numel(self.out_shape);
-        if out.len() != m {
-            return Err(RuntimeError::BufferSize { what: "output volumes", got: out.len(), expected: m });
-        }
-        Ok(())
-    }
-
     /// Generates `batch` volumes from `seed`. Volume `b` uses the Philox stream of `seed` from
     /// offset `b * 2^40`: its initial noise is elements `[0, n)`, the noise of step `s`
     /// (stochastic samplers) elements `[(s + 1) n, (s + 2) n)`, with `n` the latent size.
-    pub fn generate(&mut self, seed: u64, out: &mut [f32], progress: &mut dyn FnMut(Progress)) -> Result<(), RuntimeError> {
-        self.check_generate(out)?;
+    pub fn generate(&mut self, seed: u64, out: &mut [f32], progress: &mut dyn FnMut(Progress)) {
         let vol = numel(self.out_shape);
         for b in 0..self.batch {
             let base = (b as u64) << 40;
             philox_normal(seed, base, &mut self.x);
             self.sample(seed, base, &mut out[b * vol..(b + 1) * vol], progress);
         }
-        Ok(())
     }
 
     /// `generate_from_noise` with the step-noise seed given.
@@ -424,37 +386,24 @@ impl CpuRuntime {
         seed: u64,
         out: &mut [f32],
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<(), RuntimeError> {
-        self.check_generate(out)?;
+    ) {
         let n = numel(self.latent);
-        if noise.len() != self.batch * n {
-            return Err(RuntimeError::BufferSize { what: "initial noise", got: noise.len(), expected: self.batch * n });
-        }
         let vol = numel(self.out_shape);
         for b in 0..self.batch {
             self.x.copy_from_slice(&noise[b * n..(b + 1) * n]);
             self.sample(seed, (b as u64) << 40, &mut out[b * vol..(b + 1) * vol], progress);
         }
-        Ok(())
     }
 
     /// Runs only the sampler from `noise`, leaving the latent after `steps` steps (all when None)
     /// in `latent_out` (no decoding, no scale factor).
-    pub fn sample_latent(&mut self, noise: &[f32], seed: u64, steps: Option<usize>, latent_out: &mut [f32]) -> Result<(), RuntimeError> {
-        let n = numel(self.latent);
-        if noise.len() != n || latent_out.len() != n {
-            return Err(RuntimeError::BufferSize { what: "latent", got: noise.len().min(latent_out.len()), expected: n });
-        }
-        if self.unet.is_none() {
-            return Err(RuntimeError::MissingNetwork("unet"));
-        }
+    pub fn sample_latent(&mut self, noise: &[f32], seed: u64, steps: Option<usize>, latent_out: &mut [f32]) {
         self.x.copy_from_slice(noise);
         let steps = steps.unwrap_or(self.plan.timesteps.len()).min(self.plan.timesteps.len());
         for i in 0..steps {
             self.step(i, seed, 0);
         }
         latent_out.copy_from_slice(&self.x);
-        Ok(())
     }
 
     /// Sampling step `i`: the UNet at the step's timestep, then the sampler's update; DDPM and

@@ -4,8 +4,10 @@
 //! `cuda` (the CUDA backend, feature "cuda"), `model` (graph builders for the decoder and the
 //! UNet), `graph` (static plan and arena offsets), `exec` (CPU executor), kernels (`conv`, `gemm`,
 //! `norm`, `attention`, `fastmath`), `schedule` (noise schedules, timesteps), `sampler` (DDIM/DDPM/PNDM
-//! plans and updates), `philox` (noise), `pool` (threads).
+//! plans and updates), `philox` (noise), `pool` (threads), `arguments` (the front ends' argument
+//! rules, shared by the CLI and the Python package).
 
+pub mod arguments;
 pub mod attention;
 pub mod capi;
 pub mod conv;
@@ -17,6 +19,7 @@ pub mod exec;
 pub mod fastmath;
 pub mod gemm;
 pub mod graph;
+mod inputs;
 pub mod model;
 pub mod norm;
 pub mod options;

@@ -1,12 +1,15 @@
 //! `Runtime`: the public API, one for every backend. `Options::device` picks the backend at
 //! construction (the CPU one in `cpu.rs`, the CUDA one in `cuda/` when built with feature
-//! `cuda`); every method then dispatches to it, and an operation a backend lacks is a typed
-//! `RuntimeError::Unsupported`, never a panic.
+//! `cuda`); the options are resolved against the model once here (`options::resolve`), every
+//! call's input is checked here (`inputs.rs`) before it is dispatched, so each backend takes
+//! checked input; an operation a backend lacks is a typed `RuntimeError::Unsupported`, never a
+//! panic.
 
 use crate::cpu::{CpuPlan, CpuRuntime};
-use crate::plan::PlanReport;
 use crate::error::RuntimeError;
-use crate::options::{Device, Options, Progress};
+use crate::inputs::Inputs;
+use crate::options::{self, Device, Options, Precision, Progress};
+use crate::plan::PlanReport;
 use crate::schedule::Schedule;
 use crate::weights::{WeightSource, WeightStore};
 use ldm_weights::{Blob, ModelConfig, OutputGeometry};
@@ -15,6 +18,8 @@ use ldm_weights::{Blob, ModelConfig, OutputGeometry};
 /// `report` says what `allocate` will take.
 pub struct Planned {
     inner: PlannedBackend,
+    /// Volumes per `generate` call.
+    batch: usize,
 }
 
 enum PlannedBackend {
@@ -45,13 +50,15 @@ impl Planned {
             PlannedBackend::Cpu(p) => Backend::Cpu(Box::new(p.allocate()?)),
             PlannedBackend::Ready(b) => b,
         };
-        Ok(Runtime { backend })
+        Ok(Runtime { backend, batch: self.batch })
     }
 }
 
 /// Loads a model once, then samples, runs the UNet and decodes on the chosen device.
 pub struct Runtime {
     backend: Backend,
+    /// Volumes per `generate` call.
+    batch: usize,
 }
 
 enum Backend {
@@ -88,10 +95,14 @@ impl Runtime {
     /// `plan_for` over any `WeightSource`.
     pub fn plan_source(config: &ModelConfig, store: &dyn WeightSource, opts: Options) -> Result<Planned, RuntimeError> {
         let inner = match opts.device {
-            Device::Cpu => PlannedBackend::Cpu(Box::new(CpuPlan::new(config, store, opts)?)),
+            Device::Cpu => {
+                // The CPU backend computes in f32 only.
+                let resolved = options::resolve(config, &opts, &[Precision::F32])?;
+                PlannedBackend::Cpu(Box::new(CpuPlan::new(config, store, &opts, resolved)?))
+            }
             Device::Cuda(ordinal) => PlannedBackend::Ready(cuda_backend::open(config, store, &opts, ordinal)?),
         };
-        Ok(Planned { inner })
+        Ok(Planned { inner, batch: opts.batch })
     }
 
     /// The device this runtime computes on.
@@ -105,6 +116,10 @@ impl Runtime {
 
     pub fn plan(&self) -> &PlanReport {
         Runtime::backend_report(&self.backend)
+    }
+    /// What each call's buffers must hold, for the checks before dispatch.
+    fn inputs(&self) -> Inputs {
+        Inputs::new(self.config(), self.latent_shape(), self.output_shape(), self.batch)
     }
     fn backend_report(backend: &Backend) -> &PlanReport {
         match backend {
@@ -172,8 +187,12 @@ impl Runtime {
 
     /// One UNet evaluation: `eps_out = unet(x, t)`.
     pub fn unet_forward(&mut self, x: &[f32], t: u32, eps_out: &mut [f32]) -> Result<(), RuntimeError> {
+        self.inputs().unet_forward(x.len(), eps_out.len())?;
         match &mut self.backend {
-            Backend::Cpu(r) => r.unet_forward(x, t, eps_out),
+            Backend::Cpu(r) => {
+                r.unet_forward(x, t, eps_out);
+                Ok(())
+            }
             #[cfg(feature = "cuda")]
             Backend::Cuda(c) => c.unet_forward(x, t, eps_out),
         }
@@ -181,8 +200,12 @@ impl Runtime {
 
     /// Decodes one latent (divided by the blob's scale factor first) into `out`.
     pub fn decode(&mut self, latent: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
+        self.inputs().decode(latent.len(), out.len())?;
         match &mut self.backend {
-            Backend::Cpu(r) => r.decode(latent, out),
+            Backend::Cpu(r) => {
+                r.decode(latent, out);
+                Ok(())
+            }
             #[cfg(feature = "cuda")]
             Backend::Cuda(c) => c.decode(latent, out),
         }
@@ -192,8 +215,12 @@ impl Runtime {
     /// offset `b * 2^40`: its initial noise is elements `[0, n)`, the noise of step `s`
     /// (stochastic samplers) elements `[(s + 1) n, (s + 2) n)`, with `n` the latent size.
     pub fn generate(&mut self, seed: u64, out: &mut [f32], progress: &mut dyn FnMut(Progress)) -> Result<(), RuntimeError> {
+        self.inputs().generate(out.len(), None)?;
         match &mut self.backend {
-            Backend::Cpu(r) => r.generate(seed, out, progress),
+            Backend::Cpu(r) => {
+                r.generate(seed, out, progress);
+                Ok(())
+            }
             #[cfg(feature = "cuda")]
             Backend::Cuda(c) => c.generate(seed, None, out, progress),
         }
@@ -213,8 +240,12 @@ impl Runtime {
         out: &mut [f32],
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), RuntimeError> {
+        self.inputs().generate(out.len(), Some(noise.len()))?;
         match &mut self.backend {
-            Backend::Cpu(r) => r.generate_from_noise_seeded(noise, seed, out, progress),
+            Backend::Cpu(r) => {
+                r.generate_from_noise_seeded(noise, seed, out, progress);
+                Ok(())
+            }
             #[cfg(feature = "cuda")]
             Backend::Cuda(c) => c.generate(seed, Some(noise), out, progress),
         }
@@ -223,8 +254,13 @@ impl Runtime {
     /// Runs only the sampler from `noise`, leaving the latent after `steps` steps (all when None)
     /// in `latent_out` (no decoding, no scale factor). CPU backend only.
     pub fn sample_latent(&mut self, noise: &[f32], seed: u64, steps: Option<usize>, latent_out: &mut [f32]) -> Result<(), RuntimeError> {
+        let inputs = self.inputs();
         match &mut self.backend {
-            Backend::Cpu(r) => r.sample_latent(noise, seed, steps, latent_out),
+            Backend::Cpu(r) => {
+                inputs.sample_latent(noise.len(), latent_out.len())?;
+                r.sample_latent(noise, seed, steps, latent_out);
+                Ok(())
+            }
             #[cfg(feature = "cuda")]
             Backend::Cuda(_) => Err(RuntimeError::Unsupported { operation: "sample_latent", backend: "CUDA" }),
         }
@@ -265,7 +301,6 @@ mod cuda_backend {
         pub rt: CudaRuntime,
         pub schedule: Schedule,
         pub ordinal: usize,
-        batch: usize,
     }
 
     /// A CUDA error in the runtime's terms: device problems are `DeviceUnavailable`, a plan over
@@ -285,53 +320,22 @@ mod cuda_backend {
 
     pub(super) fn open(config: &ModelConfig, store: &dyn WeightSource, opts: &Options, ordinal: usize) -> Result<Backend, RuntimeError> {
         // The CPU runtime's checks and typed errors; the CUDA backend computes in all three precisions.
-        let schedule = options::resolve(config, opts, &[Precision::F32, Precision::F16, Precision::Bf16])?.schedule;
+        let resolved = options::resolve(config, opts, &[Precision::F32, Precision::F16, Precision::Bf16])?;
         // Fail fast (before seconds of host planning at the bundle's size) when no GPU is usable.
         crate::cuda::check_available(ordinal).map_err(|e| convert(ordinal, e))?;
-        let rt = CudaRuntime::new(config, store, opts).map_err(|e| convert(ordinal, e))?;
-        Ok(Backend::Cuda(Box::new(CudaBackend { rt, schedule, ordinal, batch: opts.batch })))
+        let schedule = resolved.schedule.clone();
+        let rt = CudaRuntime::from_resolved(config, store, opts, resolved).map_err(|e| convert(ordinal, e))?;
+        Ok(Backend::Cuda(Box::new(CudaBackend { rt, schedule, ordinal })))
     }
 
-    fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), RuntimeError> {
-        if got == expected {
-            Ok(())
-        } else {
-            Err(RuntimeError::BufferSize { what, got, expected })
-        }
-    }
-
+    /// Each call's input was checked by `Runtime` before it got here.
     impl CudaBackend {
-        fn latent_len(&self) -> usize {
-            self.rt.latent_shape().iter().product()
-        }
-
-        fn has_unet(&self) -> Result<(), RuntimeError> {
-            if self.rt.config().unet.is_none() {
-                return Err(RuntimeError::MissingNetwork("unet"));
-            }
-            Ok(())
-        }
-
-        fn has_decoder(&self) -> Result<(), RuntimeError> {
-            if self.rt.config().decoder.is_none() {
-                return Err(RuntimeError::MissingNetwork("decoder"));
-            }
-            Ok(())
-        }
-
         pub fn unet_forward(&mut self, x: &[f32], t: u32, eps_out: &mut [f32]) -> Result<(), RuntimeError> {
-            let n = self.latent_len();
-            check_len("UNet input", x.len(), n)?;
-            check_len("UNet output", eps_out.len(), n)?;
-            self.has_unet()?;
-            self.rt.unet_forward(x, t, eps_out).map_err(|e| convert(self.ordinal, e))
+            self.rt.run_unet(x, t, eps_out).map_err(|e| convert(self.ordinal, e))
         }
 
         pub fn decode(&mut self, latent: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
-            check_len("latent", latent.len(), self.latent_len())?;
-            self.has_decoder()?;
-            check_len("decoded volume", out.len(), self.rt.output_shape().iter().product())?;
-            self.rt.decode(latent, out).map_err(|e| convert(self.ordinal, e))
+            self.rt.run_decode(latent, out).map_err(|e| convert(self.ordinal, e))
         }
 
         /// `generate` (noise None) or `generate_from_noise_seeded`.
@@ -342,18 +346,7 @@ mod cuda_backend {
             out: &mut [f32],
             progress: &mut dyn FnMut(Progress),
         ) -> Result<(), RuntimeError> {
-            self.has_unet()?;
-            self.has_decoder()?;
-            let vol: usize = self.rt.output_shape().iter().product();
-            check_len("output volumes", out.len(), self.batch * vol)?;
-            let result = match noise {
-                None => self.rt.generate_with_progress(seed, out, progress),
-                Some(noise) => {
-                    check_len("initial noise", noise.len(), self.batch * self.latent_len())?;
-                    self.rt.generate_from_noise_seeded(noise, seed, out, progress)
-                }
-            };
-            result.map_err(|e| convert(self.ordinal, e))
+            self.rt.run_batch(seed, noise, out, progress).map_err(|e| convert(self.ordinal, e))
         }
     }
 }

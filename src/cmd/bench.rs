@@ -2,12 +2,10 @@
 //! steps after W warm-up steps), the decode time, the runtime's planned memory, peak RSS, and
 //! throughput in GFLOP/s from the runtime's FLOP counts. Human-readable table or `--json`.
 
-use crate::cmd::generate::{
-    check_latent_shape, device_name, open_model, parse_device, parse_latent_shape, parse_precision,
-    plan_and_allocate, resolve_model,
-};
+use crate::cmd::generate::{open_model, parse_latent_shape, plan_and_allocate, resolve_model};
 use crate::cmd::memory;
 use anyhow::{bail, Context};
+use ldm_runtime::arguments::{self, check_latent_shape, device_name, Spelling};
 use ldm_runtime::Options;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -152,8 +150,8 @@ fn human_bytes(b: u64) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?;
-    let precision = parse_precision(&args.precision)?;
+    let device = arguments::parse_device(&args.device, Spelling::Cli)?;
+    let precision = arguments::parse_precision(&args.precision, Spelling::Cli)?;
     let latent_arg = args
         .latent_shape
         .as_deref()
