@@ -3,7 +3,9 @@
 //! of `reps` runs per shape; on a shared machine the best approximates a quiet moment).
 //! `CONVBENCH_ONLY=<substring>` keeps the shapes whose name contains it; `CONVBENCH_SPIN=1` also
 //! times a pure-compute spin loop on 1 and 2 threads (shows whether the second core is free).
-use ldm_runtime::conv::{conv, pack_len, ConvGeom, ConvInput, Init, OutWindow, PackWs};
+//! Shapes that `conv::winograd::applies` to are also timed as Winograd F(2x2x2, 3x3x3)
+//! (`CONVBENCH_WINOGRAD_ONLY=1`: only those).
+use ldm_runtime::conv::{conv, pack_len, winograd, ConvGeom, ConvInput, Init, OutWindow, PackWs};
 use ldm_runtime::gemm::{init, PackedA};
 use ldm_runtime::pool::Pool;
 use std::time::Instant;
@@ -24,6 +26,13 @@ fn main() {
         ("dec L0 64->64 48x48x32", ConvGeom { cin: 64, din: 48, hin: 48, win: 32, up: 0, k: 3, stride: 1, pad: 1, cout: 64 }),
         ("dec up 128 ->48x48x32", ConvGeom { cin: 128, din: 24, hin: 24, win: 16, up: 1, k: 3, stride: 1, pad: 1, cout: 128 }),
         ("unet L0 256->256 12x12x8", ConvGeom { cin: 256, din: 12, hin: 12, win: 8, up: 0, k: 3, stride: 1, pad: 1, cout: 256 }),
+        ("small 16->16 8x8x4", ConvGeom { cin: 16, din: 8, hin: 8, win: 4, up: 0, k: 3, stride: 1, pad: 1, cout: 16 }),
+        ("small 32->32 6x8x4", ConvGeom { cin: 32, din: 6, hin: 8, win: 4, up: 0, k: 3, stride: 1, pad: 1, cout: 32 }),
+        ("small 64->64 6x8x4", ConvGeom { cin: 64, din: 6, hin: 8, win: 4, up: 0, k: 3, stride: 1, pad: 1, cout: 64 }),
+        ("unet 256->256 8x8x4", ConvGeom { cin: 256, din: 8, hin: 8, win: 4, up: 0, k: 3, stride: 1, pad: 1, cout: 256 }),
+        ("unet 256->256 8x8x6", ConvGeom { cin: 256, din: 8, hin: 8, win: 6, up: 0, k: 3, stride: 1, pad: 1, cout: 256 }),
+        ("unet L1 256->256 6x6x4", ConvGeom { cin: 256, din: 6, hin: 6, win: 4, up: 0, k: 3, stride: 1, pad: 1, cout: 256 }),
+        ("unet L1 512->256 6x6x4", ConvGeom { cin: 512, din: 6, hin: 6, win: 4, up: 0, k: 3, stride: 1, pad: 1, cout: 256 }),
         ("unet L2 512->512 3x3x2", ConvGeom { cin: 512, din: 3, hin: 3, win: 2, up: 0, k: 3, stride: 1, pad: 1, cout: 512 }),
     ];
     for th in [1usize, 2].into_iter().filter(|_| std::env::var("CONVBENCH_SPIN").is_ok()) {
@@ -47,14 +56,28 @@ fn main() {
         let mut sh = vec![0f32; ldm_runtime::conv::shared_pack_len(&g)];
         let input = ConvInput { data: &x, z0: 0, planes: g.din };
         let mut times = Vec::with_capacity(reps);
-        for _ in 0..reps {
+        for _ in 0..reps * usize::from(std::env::var_os("CONVBENCH_WINOGRAD_ONLY").is_none()) {
             let t = Instant::now();
             conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()), PackWs(sh.as_mut_ptr(), sh.len()));
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
-        let (best, median) = (times[0], times[times.len() / 2]);
-        println!("{name}: best {:.1} ms ({:.1} GFLOP/s), median {:.1} ms", best * 1e3, g.flops() / best / 1e9, median * 1e3);
+        if let (Some(&best), Some(&median)) = (times.first(), times.get(times.len() / 2)) {
+            println!("{name}: best {:.1} ms ({:.1} GFLOP/s), median {:.1} ms", best * 1e3, g.flops() / best / 1e9, median * 1e3);
+        }
+        if winograd::applies(&g) {
+            let u = winograd::WinogradWeights::new(&w, g.cout, g.cin, g.up);
+            let mut wws = vec![0f32; threads * winograd::thread_ws_len(&g)];
+            let mut times = Vec::with_capacity(reps);
+            for _ in 0..reps {
+                let t = Instant::now();
+                winograd::conv(&pool, &g, &u, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(wws.as_mut_ptr(), wws.len()));
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            let (best, median) = (times[0], times[times.len() / 2]);
+            println!("{name} winograd: best {:.1} ms ({:.1} direct-equivalent GFLOP/s), median {:.1} ms", best * 1e3, g.flops() / best / 1e9, median * 1e3);
+        }
     }
 }
 

@@ -99,8 +99,10 @@ impl CpuPlan {
         let Resolved { latent, schedule, plan } = resolved;
         let threads = opts.threads.map_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), |t| t.min(1024));
         gemm::init()?;
+        let conv_mode = conv::winograd::init()?;
         let slab = opts.max_memory.map_or(SLAB_BYTES, |m| (m / 16).clamp(1 << 16, SLAB_BYTES));
         let mut params = Params::default();
+        params.winograd = conv_mode == conv::winograd::ConvMode::Winograd;
         let unet = match &config.unet {
             Some(c) => Some(build_unet(c, store, latent, &mut params, slab)?),
             None => None,
@@ -121,7 +123,8 @@ impl CpuPlan {
             .as_ref()
             .map(|u| u.num_head_channels.iter().copied().max().unwrap_or(0) as usize)
             .unwrap_or(0);
-        let pack_len = threads * conv::pack_len() + graphs.clone().map(|g| g.shared_pack_len()).max().unwrap_or(0);
+        let per_thread = graphs.clone().map(|g| g.pack_ws).max().unwrap_or(0).max(conv::pack_len());
+        let pack_len = threads * per_thread + graphs.clone().map(|g| g.shared_pack_len()).max().unwrap_or(0);
         let shared_len = graphs.clone().map(|g| g.shared_pack_len()).max().unwrap_or(0);
         let attn_len = if max_dh > 0 { threads * attention::ws_len(max_dh) } else { 0 };
         let n = numel(latent);
@@ -230,6 +233,8 @@ impl CpuPlan {
         } = self;
         let n = numel(latent);
         let plan_state = plan.state_vectors() * n;
+        let mut params = params;
+        params.transform_winograd();
         let pool = Pool::new(threads)?;
         let dynamic = unet.as_ref().map_or(Vec::new(), |u| u.slots.iter().map(|s| vec![0f32; s.cout]).collect());
         Ok(CpuRuntime {

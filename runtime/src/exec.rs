@@ -2,8 +2,7 @@
 //! workspace preallocated, so running performs no heap allocation.
 
 use crate::attention;
-use crate::conv::{self, ConvGeom, ConvInput, Init, OutWindow, PackWs};
-use crate::gemm::PackedA;
+use crate::conv::{self, ConvGeom, ConvInput, ConvWeights, Init, OutWindow, PackWs};
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
 use crate::model::Params;
 use crate::norm;
@@ -106,11 +105,12 @@ pub struct View<'a> {
 /// One convolution op over output planes `o0..o1` (inside the window `win` of `out`).
 /// `x == None` means staged in place: the input is `out` itself (1x1, narrowing), copied out
 /// slab by slab first. With `norm`, input planes are normalised (+SiLU) into `norm_ws` per slab.
+/// `pack` holds the per-thread pack buffers (or Winograd blocks), `shared` the shared one.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_op(
     pool: &Pool,
     geom: &ConvGeom,
-    wts: &PackedA,
+    wts: &ConvWeights,
     bias: &[f32],
     x: Option<View>,
     norm: Option<(&[f32], bool)>,
@@ -138,13 +138,13 @@ pub fn conv_op(
                     norm_ws[ch * len..(ch + 1) * len].copy_from_slice(&out[src..src + len]);
                 }
                 let input = ConvInput { data: &norm_ws[..geom.cin * len], z0: s0, planes: s1 - s0 };
-                conv::conv(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack, shared);
+                conv::conv_any(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack, shared);
                 s0 = s1;
             }
         }
         (Some(xv), None) => {
             let input = ConvInput { data: xv.data, z0: xv.z0, planes: xv.planes };
-            conv::conv(pool, geom, wts, bias, &input, o0, o1, &mut out[..op_len], win, init, pack, shared);
+            conv::conv_any(pool, geom, wts, bias, &input, o0, o1, &mut out[..op_len], win, init, pack, shared);
         }
         (Some(xv), Some((ss, act))) => {
             let mut s0 = o0;
@@ -156,7 +156,7 @@ pub fn conv_op(
                 let nbuf = &mut norm_ws[..nws];
                 norm::apply_planes(pool, xv.data, geom.cin, xv.planes, plane, z0 - xv.z0, z1 - xv.z0, ss, act, nbuf);
                 let input = ConvInput { data: nbuf, z0, planes: z1 - z0 };
-                conv::conv(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack, shared);
+                conv::conv_any(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack, shared);
                 s0 = s1;
             }
         }

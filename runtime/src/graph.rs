@@ -82,6 +82,9 @@ pub struct Graph {
     pub arena_len: usize,
     /// Largest normalisation slab workspace any conv needs (floats).
     pub norm_ws: usize,
+    /// Largest per-thread Winograd workspace any conv needs (floats; it shares the pack
+    /// workspace, see `conv::winograd::thread_ws_len`).
+    pub pack_ws: usize,
     pub flops: f64,
 }
 

@@ -3,7 +3,7 @@
 //! packed once here, GroupNorm(+SiLU) is fused into the next convolution, upsampling into the
 //! convolution after it, and the time-embedding projection into conv1's bias.
 
-use crate::conv::ConvGeom;
+use crate::conv::{winograd, ConvGeom, ConvWeights};
 use crate::error::RuntimeError;
 use crate::gemm::PackedA;
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
@@ -16,12 +16,19 @@ use ldm_weights::{DecoderConfig, UnetConfig};
 /// (`Params::default`); another backend keeps them in the blob's layout (`Params::unpacked`).
 #[derive(Debug)]
 pub struct Params {
-    /// Packed matrices (CPU plans).
-    pub convs: Vec<PackedA>,
+    /// Packed matrices (CPU plans); 3x3x3 convolutions that `winograd::applies` to are
+    /// transformed for Winograd by `transform_winograd` when `winograd` is set.
+    pub convs: Vec<ConvWeights>,
     /// Matrices as stored: `[m, k]` row-major, PyTorch layout (`Params::unpacked` plans).
     pub matrices: Vec<Matrix>,
     pub vecs: Vec<Vec<f32>>,
     pack: bool,
+    /// Whether packed plans run eligible convolutions as Winograd (`LDM_CPU_CONV`).
+    pub winograd: bool,
+    /// Convolutions planned as Winograd but not transformed yet (index in `convs`, upsampling
+    /// of their input): the transform waits for `transform_winograd`, so that a plan refused
+    /// for its size (the choice depends on the latent shape) never allocates it.
+    pending_winograd: Vec<(usize, u32)>,
 }
 
 /// An `[m, k]` row-major matrix.
@@ -34,7 +41,7 @@ pub struct Matrix {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { convs: Vec::new(), matrices: Vec::new(), vecs: Vec::new(), pack: true }
+        Params { convs: Vec::new(), matrices: Vec::new(), vecs: Vec::new(), pack: true, winograd: false, pending_winograd: Vec::new() }
     }
 }
 
@@ -45,16 +52,31 @@ impl Params {
         Params { pack: false, ..Params::default() }
     }
 
+    /// Bytes of every parameter, the pending Winograd transforms counted at their final size.
     pub fn bytes(&self) -> usize {
-        self.convs.iter().map(|c| c.bytes()).sum::<usize>()
+        let conv_bytes = |(i, c): (usize, &ConvWeights)| match (c, self.pending_winograd.iter().find(|p| p.0 == i)) {
+            (ConvWeights::Direct(p), Some(&(_, up))) => winograd::WinogradWeights::bytes_for(p.m, p.k / 27, up),
+            _ => c.bytes(),
+        };
+        self.convs.iter().enumerate().map(conv_bytes).sum::<usize>()
             + self.matrices.iter().map(|m| m.data.len() * 4).sum::<usize>()
             + self.vecs.iter().map(|v| v.len() * 4).sum::<usize>()
+    }
+
+    /// Transforms the weights of every convolution planned as Winograd (once, at allocation).
+    pub fn transform_winograd(&mut self) {
+        for (w, up) in std::mem::take(&mut self.pending_winograd) {
+            if let Some(ConvWeights::Direct(p)) = self.convs.get(w) {
+                let u = winograd::WinogradWeights::new(&p.unpack(), p.m, p.k / 27, up);
+                self.convs[w] = ConvWeights::Winograd(u);
+            }
+        }
     }
 
     /// Stores an `[m, k]` matrix, packed or as it is; returns its index.
     fn push_matrix(&mut self, data: &[f32], m: usize, k: usize) -> usize {
         if self.pack {
-            self.convs.push(PackedA::pack(data, m, k));
+            self.convs.push(ConvWeights::Direct(PackedA::pack(data, m, k)));
             self.convs.len() - 1
         } else {
             self.matrices.push(Matrix { data: data.to_vec(), m, k });
@@ -188,6 +210,11 @@ impl<'a> Builder<'a> {
             slab = fit.min(o[0]);
             let planes = (slab + 2 * pad).min(x.d);
             self.g.norm_ws = self.g.norm_ws.max(checked(&[x.c, planes, x.h, x.w])?);
+        }
+        let is_winograd = self.params.pack && self.params.winograd && winograd::applies(&g);
+        if is_winograd {
+            self.params.pending_winograd.push((w, g.up));
+            self.g.pack_ws = self.g.pack_ws.max(winograd::thread_ws_len(&g));
         }
         self.g.flops += g.flops();
         self.g.push(Op::Conv { g, w, bias, x: x.buf, norm, staged, slab, out: t.buf, init });

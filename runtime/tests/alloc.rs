@@ -53,12 +53,13 @@ fn generate_allocates_nothing_and_ignores_thread_count() {
         assert!(out.iter().all(|v| v.is_finite()));
         outs.push(out);
     }
-    // Slab decoding under a memory bound: also allocation-free, equal within 1e-6.
+    // Slab decoding under a memory bound (70 % of the full plan: the workspaces and state, which
+    // slabs cannot shrink, must still fit): also allocation-free, equal within 1e-6.
     let opts = Options { threads: Some(2), steps: Some(4), sampler: Some(Sampler::Ddim { eta: 0.5 }), batch: 2, ..Options::default() };
     let full = Runtime::from_store(&cfg, &store, opts.clone()).unwrap();
     let needed = full.plan().total_bytes - full.plan().weights_bytes;
     drop(full);
-    let mut rt = Runtime::from_store(&cfg, &store, Options { max_memory: Some(needed * 6 / 10), ..opts }).unwrap();
+    let mut rt = Runtime::from_store(&cfg, &store, Options { max_memory: Some(needed * 7 / 10), ..opts }).unwrap();
     assert!(rt.plan().decoder_slabs > 1);
     let mut out = vec![0f32; outs[0].len()];
     ALLOCS.store(0, Ordering::SeqCst);

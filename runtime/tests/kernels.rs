@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use ldm_runtime::gemm::{self, Kernel, KERNEL_ENV};
 use ldm_runtime::{Options, Runtime, RuntimeError, Sampler};
-use std::process::Command;
 
 fn opts(latent: [usize; 4]) -> Options {
     Options { latent_shape: Some(latent), steps: Some(50), sampler: Some(Sampler::Ddim { eta: 0.0 }), ..Options::default() }
@@ -43,35 +42,11 @@ fn decode_and_unet_match_monai_on_the_selected_kernel() {
     }
 }
 
-/// Runs test `name` of this binary in a child process with `LDM_CPU_KERNEL=value`. Under an
-/// emulator (a cross build run by qemu-user), `LDM_TEST_RUNNER` names the command that runs the
-/// child, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`.
-fn child(name: &str, value: &str) -> (bool, String) {
-    let exe = std::env::current_exe().unwrap();
-    let runner = std::env::var("LDM_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut cmd = match words.next() {
-        Some(prog) => {
-            let mut c = Command::new(prog);
-            c.args(words).arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
-    };
-    let out = cmd
-        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
-        .env(KERNEL_ENV, value)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); under an emulator set LDM_TEST_RUNNER", exe.display()));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 #[test]
 fn every_available_kernel_matches_monai() {
     let mut ran = 0;
     for k in Kernel::ALL.into_iter().filter(|k| k.available()) {
-        let (ok, text) = child("decode_and_unet_match_monai_on_the_selected_kernel", k.name());
+        let (ok, text) = child("decode_and_unet_match_monai_on_the_selected_kernel", KERNEL_ENV, k.name());
         assert!(ok, "kernel {k}:\n{text}");
         assert!(text.contains(&format!("kernel {k}: decode rel L2")), "kernel {k} did not run:\n{text}");
         ran += 1;
@@ -100,7 +75,7 @@ fn runtime_rejects_a_kernel_the_cpu_lacks() {
 fn unknown_or_missing_kernels_are_clear_errors() {
     let missing = Kernel::ALL.into_iter().find(|k| !k.available()).map_or("no-such-kernel", |k| k.name());
     for value in ["no-such-kernel", missing] {
-        let (ok, text) = child("runtime_rejects_a_kernel_the_cpu_lacks", value);
+        let (ok, text) = child("runtime_rejects_a_kernel_the_cpu_lacks", KERNEL_ENV, value);
         assert!(ok, "{value}:\n{text}");
         assert!(text.contains("rejected: ") && text.contains(value), "{value} was not rejected:\n{text}");
     }

@@ -2,12 +2,15 @@
 //! a virtual im2col matrix that is never materialised; each `KC x NC` block of it is packed straight
 //! from the input volume (optionally nearest-x2-upsampled on the fly). Tasks split the output into
 //! (column block, row block) tiles, so results do not depend on the thread count. The B panel
-//! width and block width follow the selected microkernel (`gemm::Kernel`).
+//! width and block width follow the selected microkernel (`gemm::Kernel`). Large 3x3x3
+//! convolutions run as Winograd F(2x2x2, 3x3x3) instead (`winograd`, chosen per layer at load;
+//! `ConvWeights` says which, `conv_any` dispatches).
 
 #[cfg(target_arch = "x86_64")]
 mod pack_avx2;
 #[cfg(target_arch = "x86_64")]
 mod pack_avx512;
+pub mod winograd;
 
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::{Avx2, Avx512};
@@ -65,6 +68,47 @@ pub struct ConvInput<'a> {
     pub data: &'a [f32],
     pub z0: usize,
     pub planes: usize,
+}
+
+/// The weights of one convolution, in the form its algorithm reads.
+#[derive(Debug, Clone)]
+pub enum ConvWeights {
+    /// Packed `[cout, cin * k^3]` for the implicit GEMM.
+    Direct(PackedA),
+    /// Transformed for Winograd F(2x2x2, 3x3x3) (`winograd::applies` holds for the geometry).
+    Winograd(winograd::WinogradWeights),
+}
+
+impl ConvWeights {
+    pub fn bytes(&self) -> usize {
+        match self {
+            ConvWeights::Direct(p) => p.bytes(),
+            ConvWeights::Winograd(w) => w.bytes(),
+        }
+    }
+}
+
+/// `conv` with either kind of weights; `ws` holds `pack_len()` (direct) or
+/// `winograd::thread_ws_len` floats per thread.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_any(
+    pool: &Pool,
+    g: &ConvGeom,
+    w: &ConvWeights,
+    bias: &[f32],
+    input: &ConvInput,
+    od0: usize,
+    od1: usize,
+    out: &mut [f32],
+    win: OutWindow,
+    init: Init,
+    ws: PackWs,
+    shared: PackWs,
+) {
+    match w {
+        ConvWeights::Direct(p) => conv(pool, g, p, bias, input, od0, od1, out, win, init, ws, shared),
+        ConvWeights::Winograd(u) => winograd::conv(pool, g, u, bias, input, od0, od1, out, win, init, ws),
+    }
 }
 
 /// Per-thread pack buffer length in floats (enough for every kernel).

@@ -263,6 +263,24 @@ impl PackedA {
         &self.data[base..base + kc * MR]
     }
 
+    /// The row-major `[m, k]` matrix back (inverse of `pack`).
+    pub fn unpack(&self) -> Vec<f32> {
+        let (m, k) = (self.m, self.k);
+        let mut w = vec![0f32; m * k];
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            for row in 0..m {
+                let panel = self.panel(k0, kc, row / MR);
+                for kk in 0..kc {
+                    w[row * k + k0 + kk] = panel[kk * MR + row % MR];
+                }
+            }
+            k0 += kc;
+        }
+        w
+    }
+
     pub fn bytes(&self) -> usize {
         self.data.len() * 4
     }

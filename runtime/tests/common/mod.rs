@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use ldm_weights::{Blob, DType, ModelConfig, SchedulerConfig};
+use std::process::Command;
 
 /// Reads `tests/fixtures/monai/<rel>` (little-endian f32 C-order .npy).
 pub fn npy(rel: &str) -> (Vec<usize>, Vec<f32>) {
@@ -37,4 +38,38 @@ pub fn fixture_blob(cfg: &ModelConfig) -> Blob {
 /// Like `fixture_blob`, storing every tensor as `dtype`.
 pub fn fixture_blob_dtype(cfg: &ModelConfig, dtype: DType) -> Blob {
     ldm_test_support::fixture_blob(cfg, dtype)
+}
+
+/// Runs test `name` of the current test binary in a child process with the environment
+/// variable `var` set to `value`; returns whether it passed and its output. Under an emulator (a
+/// cross build run by qemu-user), `LDM_TEST_RUNNER` names the command that runs the child, e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu`.
+pub fn child(name: &str, var: &str, value: &str) -> (bool, String) {
+    let exe = std::env::current_exe().unwrap();
+    let runner = std::env::var("LDM_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(words).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let out = cmd
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(var, value)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); under an emulator set LDM_TEST_RUNNER",
+                exe.display()
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
