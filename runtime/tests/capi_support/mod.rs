@@ -168,6 +168,9 @@ pub fn build_c_program(source: &str, link: Link) -> PathBuf {
             let lib = cdylib();
             let dir = lib.parent().unwrap();
             cmd.arg(format!("-L{}", dir.display()))
+                // DT_RPATH (not RUNPATH) so this build's library wins over an older
+                // libldm_runtime.so that cargo's LD_LIBRARY_PATH may list first.
+                .arg("-Wl,--disable-new-dtags")
                 .arg(format!("-Wl,-rpath,{}", dir.display()))
                 .arg("-lldm_runtime")
                 .arg("-lpthread");
