@@ -12,6 +12,8 @@ PyTorch time / ours, with the CPU model, its SIMD flags, the load average and th
 Usage (repository root): python benches/cpu_vs_pytorch.py [--python /path/to/python-with-torch]
        [--rounds 5] [--reps 2] [--threads 2] [--latent 12 12 8] [--kernels avx512,avx2,portable]
        [--baseline-bundle PATH]   (another build's bundle example, timed in the same rounds)
+       [--busy N]   (N competing busy processes, one per core, running through every round: how
+                     each side degrades when a batch node's cores are shared)
 """
 import argparse
 import datetime
@@ -124,6 +126,7 @@ def main():
     ap.add_argument("--latent", type=int, nargs=3, default=[12, 12, 8])
     ap.add_argument("--kernels", default="", help="comma-separated (default: every kernel this CPU runs)")
     ap.add_argument("--baseline-bundle", default="", help="bundle example of another build, timed in the same rounds")
+    ap.add_argument("--busy", type=int, default=0, help="competing busy processes during the rounds")
     args = ap.parse_args()
 
     model, simd = cpu_info()
@@ -148,6 +151,18 @@ def main():
         if TORCH_ENV[k] is not None:
             print(f"PyTorch for {k}: env {TORCH_ENV[k] or 'default'} -> {probe_torch(args.python, TORCH_ENV[k])}")
 
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    if busy:
+        print(f"{len(busy)} competing busy process(es) running through the rounds")
+    try:
+        measure(args, kernels, ours_cmd, torch_cmd)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+
+
+def measure(args, kernels, ours_cmd, torch_cmd):
     times = {(side, k): [] for k in kernels for side in ("ours", "torch")}
     base_cmd = [args.baseline_bundle, *ours_cmd[1:]] if args.baseline_bundle else None
     base = []
