@@ -4,6 +4,7 @@
 
 use crate::error::RuntimeError;
 use crate::exec::{self, Workspaces};
+use crate::lower_cpu::{ConvWorkspaces, CpuParams};
 use crate::model::{build_decoder, build_unet, DecoderModel, Params, UnetModel};
 use crate::options::{Options, Progress, Resolved};
 use crate::philox::philox_normal;
@@ -25,7 +26,7 @@ pub(crate) struct CpuRuntime {
     config: ModelConfig,
     batch: usize,
     pool: Pool,
-    params: Params,
+    params: CpuParams,
     unet: Option<UnetModel>,
     decoder: Option<DecoderModel>,
     arena: Vec<f32>,
@@ -75,7 +76,8 @@ pub(crate) struct CpuPlan {
     config: ModelConfig,
     batch: usize,
     threads: usize,
-    params: Params,
+    params: CpuParams,
+    slab_bytes: usize,
     unet: Option<UnetModel>,
     decoder: Option<DecoderModel>,
     schedule: Schedule,
@@ -93,39 +95,42 @@ pub(crate) struct CpuPlan {
 }
 
 impl CpuPlan {
-    /// Builds and plans both graphs from any `WeightSource` (packing the weights) with the
-    /// options as `Runtime` resolved them; allocates nothing else.
+    /// Builds and plans both graphs from any `WeightSource` and lowers them for the CPU (packing
+    /// the weights) with the options as `Runtime` resolved them; allocates nothing else.
     pub fn new(config: &ModelConfig, store: &dyn WeightSource, opts: &Options, resolved: Resolved) -> Result<CpuPlan, RuntimeError> {
         let Resolved { latent, schedule, plan } = resolved;
         let threads = opts.threads.map_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), |t| t.min(1024));
         gemm::init()?;
         let conv_mode = conv::winograd::init()?;
-        let slab = opts.max_memory.map_or(SLAB_BYTES, |m| (m / 16).clamp(1 << 16, SLAB_BYTES));
-        let mut params = Params::default();
-        params.winograd = conv_mode == conv::winograd::ConvMode::Winograd;
+        let slab_bytes = opts.max_memory.map_or(SLAB_BYTES, |m| (m / 16).clamp(1 << 16, SLAB_BYTES));
+        let mut neutral = Params::default();
         let unet = match &config.unet {
-            Some(c) => Some(build_unet(c, store, latent, &mut params, slab)?),
+            Some(c) => Some(build_unet(c, store, latent, &mut neutral)?),
             None => None,
         };
         let decoder = match &config.decoder {
-            Some(c) => Some(build_decoder(c, store, latent, &mut params, slab)?),
+            Some(c) => Some(build_decoder(c, store, latent, &mut neutral)?),
             None => None,
         };
         let out_shape = match &decoder {
             Some(d) => [d.output.c, d.output.d, d.output.h, d.output.w],
             None => [0; 4],
         };
-        let graphs = unet.iter().map(|u| &u.graph).chain(decoder.iter().map(|d| &d.graph));
-        let mut arena_len = graphs.clone().map(|g| g.arena_len).max().unwrap_or(0);
-        let norm_len = graphs.clone().map(|g| g.norm_ws).max().unwrap_or(0);
+        let graphs: Vec<_> = unet.iter().map(|u| &u.graph).chain(decoder.iter().map(|d| &d.graph)).collect();
+        let params = CpuParams::lower(neutral, &graphs, conv_mode);
+        let mut conv_ws = ConvWorkspaces { pack_per_thread: conv::pack_len(), ..ConvWorkspaces::default() };
+        for g in &graphs {
+            conv_ws = conv_ws.max(ConvWorkspaces::of(g, slab_bytes, conv_mode)?);
+        }
+        let mut arena_len = graphs.iter().map(|g| g.arena_len).max().unwrap_or(0);
+        let norm_len = conv_ws.norm;
         let max_dh = config
             .unet
             .as_ref()
             .map(|u| u.num_head_channels.iter().copied().max().unwrap_or(0) as usize)
             .unwrap_or(0);
-        let per_thread = graphs.clone().map(|g| g.pack_ws).max().unwrap_or(0).max(conv::pack_len());
-        let pack_len = threads * per_thread + graphs.clone().map(|g| g.shared_pack_len()).max().unwrap_or(0);
-        let shared_len = graphs.clone().map(|g| g.shared_pack_len()).max().unwrap_or(0);
+        let shared_len = conv_ws.shared;
+        let pack_len = threads * conv_ws.pack_per_thread + shared_len;
         let attn_len = if max_dh > 0 { threads * attention::ws_len(max_dh) } else { 0 };
         let n = numel(latent);
         let temb = unet.as_ref().map_or(0, |u| 4 * u.c0);
@@ -185,6 +190,7 @@ impl CpuPlan {
             batch: opts.batch,
             threads,
             params,
+            slab_bytes,
             unet,
             decoder,
             schedule,
@@ -216,6 +222,7 @@ impl CpuPlan {
             batch,
             threads,
             params,
+            slab_bytes,
             unet,
             decoder,
             schedule,
@@ -248,6 +255,7 @@ impl CpuPlan {
                 pack: try_vec(pack_len - shared_len, "pack workspace")?,
                 shared: try_vec(shared_len, "shared pack workspace")?,
                 norm: try_vec(norm_len, "norm workspace")?,
+                slab_bytes,
                 attn: try_vec(attn_len, "attention workspace")?,
             },
             unet,

@@ -1,10 +1,10 @@
-//! Executes a planned graph on the CPU: every buffer is a fixed range of one arena, every
-//! workspace preallocated, so running performs no heap allocation.
+//! Executes a planned graph on the CPU with its lowered weights (`lower_cpu`): every buffer is a
+//! fixed range of one arena, every workspace preallocated, so running performs no heap allocation.
 
 use crate::attention;
 use crate::conv::{self, ConvGeom, ConvInput, ConvWeights, Init, OutWindow, PackWs};
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
-use crate::model::Params;
+use crate::lower_cpu::{slab_planes, CpuParams};
 use crate::norm;
 use crate::pool::Pool;
 
@@ -13,7 +13,10 @@ pub struct Workspaces {
     pub pack: Vec<f32>,
     /// One im2col matrix of a convolution with few output columns (see `conv::conv_shared`).
     pub shared: Vec<f32>,
+    /// Normalised (or staged) input planes of one slab; a slab's input planes fit in
+    /// `slab_bytes` (`lower_cpu::slab_planes`).
     pub norm: Vec<f32>,
+    pub slab_bytes: usize,
     pub attn: Vec<f32>,
 }
 
@@ -50,7 +53,7 @@ pub fn buffer<'a>(g: &Graph, arena: &'a mut [f32], b: BufId) -> &'a mut [f32] {
     &mut arena[i.offset..i.offset + i.len]
 }
 
-pub fn run(pool: &Pool, g: &Graph, params: &Params, dynamic: &[Vec<f32>], arena: &mut [f32], ws: &mut Workspaces) {
+pub fn run(pool: &Pool, g: &Graph, params: &CpuParams, dynamic: &[Vec<f32>], arena: &mut [f32], ws: &mut Workspaces) {
     assert!(arena.len() >= g.arena_len, "arena smaller than its plan");
     let a = Arena { base: arena.as_mut_ptr(), len: arena.len() };
     let pack = PackWs(ws.pack.as_mut_ptr(), ws.pack.len());
@@ -72,7 +75,7 @@ pub fn run(pool: &Pool, g: &Graph, params: &Params, dynamic: &[Vec<f32>], arena:
                     let r = res.map(|r| a.get(g, r));
                     attention::attention(pool, a.get(g, qkv), r, c, n, dh, a.get_mut(g, out), &mut ws.attn);
                 }
-                Op::Conv { g: geom, w, bias, x, norm: nrm, staged, slab, out, init } => {
+                Op::Conv { g: geom, w, bias, x, norm: nrm, out, init } => {
                     let bias: &[f32] = match bias {
                         Bias::Param(i) => &params.vecs[i],
                         Bias::Dynamic(i) => &dynamic[i],
@@ -84,9 +87,10 @@ pub fn run(pool: &Pool, g: &Graph, params: &Params, dynamic: &[Vec<f32>], arena:
                     };
                     let od = geom.out_dims()[0];
                     let win = OutWindow { z0: 0, planes: od };
-                    let xin = if staged { None } else { Some(View { data: a.get(g, x), z0: 0, planes: geom.din }) };
+                    let xin = if x == out { None } else { Some(View { data: a.get(g, x), z0: 0, planes: geom.din }) };
                     let nrm = nrm.map(|(s, act)| (a.get(g, s), act));
                     let o = a.get_mut(g, out);
+                    let slab = slab_planes(&geom, ws.slab_bytes);
                     conv_op(pool, &geom, &params.convs[w], bias, xin, nrm, slab, o, win, 0, od, init, &mut ws.norm, pack, shared);
                 }
             }

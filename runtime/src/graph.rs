@@ -1,6 +1,9 @@
-//! The static plan: an op list over numbered buffers, each buffer's lifetime (first to last op
-//! touching it), and offsets in one arena assigned greedily (largest first, lowest free offset
-//! among buffers whose lifetimes overlap), so memory is reused once a value is dead.
+//! The backend-neutral graph: the networks as an op list over numbered buffers, with weights
+//! referred to by index into `model::Params` (kept in the blob's PyTorch layout), each buffer's
+//! lifetime (first to last op touching it), and offsets in one arena assigned greedily (largest
+//! first, lowest free offset among buffers whose lifetimes overlap), so memory is reused once a
+//! value is dead. Each backend lowers it: the CPU packs the weights and picks slab heights and
+//! workspaces (`lower_cpu`), the CUDA backend turns every op into launches (`cuda::lower`).
 
 use crate::conv::ConvGeom;
 use crate::error::RuntimeError;
@@ -25,11 +28,10 @@ pub enum InitKind {
 
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// Convolution; with `norm`, the input first goes through GroupNorm (scale/shift buffer)
-    /// and optionally SiLU, `slab` output planes at a time. With `staged` (1x1 convolutions
-    /// that shrink channels), input planes are copied to the workspace first so that `out` may
-    /// be the input buffer itself (the result overwrites the input in place).
-    Conv { g: ConvGeom, w: usize, bias: Bias, x: BufId, norm: Option<(BufId, bool)>, staged: bool, slab: usize, out: BufId, init: InitKind },
+    /// Convolution with the weight matrix `w` (`[cout, cin * k^3]`); with `norm`, the input
+    /// first goes through GroupNorm (its scale/shift buffer) and optionally SiLU. `out == x`
+    /// (only for 1x1 convolutions that do not widen, see `Op::in_place`) overwrites the input.
+    Conv { g: ConvGeom, w: usize, bias: Bias, x: BufId, norm: Option<(BufId, bool)>, out: BufId, init: InitKind },
     /// GroupNorm statistics of `x` (`[c, p]`) into a `2c` scale/shift buffer.
     Stats { x: BufId, c: usize, p: usize, groups: usize, eps: f32, gamma: usize, beta: usize, out: BufId },
     /// Self-attention on a `[3c, n]` qkv buffer; adds `res` when given.
@@ -39,6 +41,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the op is a convolution writing over its own input.
+    pub fn in_place(&self) -> bool {
+        matches!(*self, Op::Conv { x, out, .. } if x == out)
+    }
+
     /// Every buffer the op reads or writes.
     pub fn touches(&self) -> Vec<BufId> {
         match *self {
@@ -80,26 +87,7 @@ pub struct Graph {
     pub outputs: Vec<BufId>,
     /// Floats of the arena after planning.
     pub arena_len: usize,
-    /// Largest normalisation slab workspace any conv needs (floats).
-    pub norm_ws: usize,
-    /// Largest per-thread Winograd workspace any conv needs (floats; it shares the pack
-    /// workspace, see `conv::winograd::thread_ws_len`).
-    pub pack_ws: usize,
     pub flops: f64,
-}
-
-impl Graph {
-    /// Largest shared im2col buffer any convolution of this graph can use (floats).
-    pub fn shared_pack_len(&self) -> usize {
-        self.ops
-            .iter()
-            .map(|op| match op {
-                Op::Conv { g, .. } => crate::conv::shared_pack_len(g),
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0)
-    }
 }
 
 const ALIGN: usize = 16;

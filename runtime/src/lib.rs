@@ -1,8 +1,9 @@
 //! ldm-runtime: loads a blob, plans every buffer up front, runs the sampler and the decoder.
 //!
 //! Modules: `runtime` (the public `Runtime`, dispatching to a backend), `cpu` (the CPU backend),
-//! `cuda` (the CUDA backend, feature "cuda"), `model` (graph builders for the decoder and the
-//! UNet), `graph` (static plan and arena offsets), `exec` (CPU executor), kernels (`conv`, `gemm`,
+//! `cuda` (the CUDA backend, feature "cuda"), `model` (builders of the backend-neutral graphs of
+//! the decoder and the UNet), `graph` (the neutral graph and its arena offsets), `lower_cpu` (its
+//! CPU lowering: packed weights, slabs, workspaces), `exec` (CPU executor), kernels (`conv`, `gemm`,
 //! `norm`, `attention`, `fastmath`), `schedule` (noise schedules, timesteps), `sampler` (DDIM/DDPM/PNDM
 //! plans and updates), `philox` (noise), `pool` (threads), `arguments` (the front ends' argument
 //! rules, shared by the CLI and the Python package).
@@ -19,6 +20,7 @@ pub mod exec;
 pub mod fastmath;
 pub mod gemm;
 pub mod graph;
+pub mod lower_cpu;
 mod inputs;
 pub mod model;
 pub mod norm;

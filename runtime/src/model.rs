@@ -1,87 +1,48 @@
-//! Builds the static op graphs of the decoder (`post_quant_conv` + `Decoder`) and the diffusion
-//! UNet from a weight store, walking the networks' one declaration (`ldm_weights::network`), with MONAI Generative 0.2.3 semantics (docs/architecture.md): weights are
-//! packed once here, GroupNorm(+SiLU) is fused into the next convolution, upsampling into the
-//! convolution after it, and the time-embedding projection into conv1's bias.
+//! Builds the backend-neutral graphs (`graph::Graph`) of the decoder (`post_quant_conv` +
+//! `Decoder`) and the diffusion UNet from a weight store, walking the networks' one declaration
+//! (`ldm_weights::network`), with MONAI Generative 0.2.3 semantics (docs/architecture.md):
+//! GroupNorm(+SiLU) becomes the input stage of the convolution after it, upsampling part of the
+//! convolution after it, the time-embedding projection a per-step bias of conv1, and residual
+//! additions the convolution's initial value. Weights stay in the blob's layout; each backend
+//! lowers the graph and its `Params` (`lower_cpu`, `cuda::lower`).
 
-use crate::conv::{winograd, ConvGeom, ConvWeights};
+use std::borrow::Cow;
+
+use crate::conv::ConvGeom;
 use crate::error::RuntimeError;
-use crate::gemm::PackedA;
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
 use crate::weights::WeightSource;
 use ldm_weights::network::{self, Layer, NormSettings};
 use ldm_weights::{DecoderConfig, UnetConfig};
 
-/// The weights a plan's ops refer to by index: convolution (and fused q/k/v) matrices and plain
-/// vectors (biases, norms, linear layers). The CPU packs each matrix for its GEMM once, here
-/// (`Params::default`); another backend keeps them in the blob's layout (`Params::unpacked`).
-#[derive(Debug)]
-pub struct Params {
-    /// Packed matrices (CPU plans); 3x3x3 convolutions that `winograd::applies` to are
-    /// transformed for Winograd by `transform_winograd` when `winograd` is set.
-    pub convs: Vec<ConvWeights>,
-    /// Matrices as stored: `[m, k]` row-major, PyTorch layout (`Params::unpacked` plans).
-    pub matrices: Vec<Matrix>,
+/// The weights a graph's ops refer to by index, as the blob stores them: convolution (and fused
+/// q/k/v) matrices, borrowed from the weight source where it holds them as they are (a backend
+/// packs or uploads them without a copy), and plain vectors (biases, norms, linear layers).
+#[derive(Debug, Default)]
+pub struct Params<'w> {
+    /// `[m, k]` row-major matrices, PyTorch layout (`[cout, cin * k^3]` for a convolution).
+    pub matrices: Vec<Matrix<'w>>,
     pub vecs: Vec<Vec<f32>>,
-    pack: bool,
-    /// Whether packed plans run eligible convolutions as Winograd (`LDM_CPU_CONV`).
-    pub winograd: bool,
-    /// Convolutions planned as Winograd but not transformed yet (index in `convs`, upsampling
-    /// of their input): the transform waits for `transform_winograd`, so that a plan refused
-    /// for its size (the choice depends on the latent shape) never allocates it.
-    pending_winograd: Vec<(usize, u32)>,
 }
 
 /// An `[m, k]` row-major matrix.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Matrix {
-    pub data: Vec<f32>,
+pub struct Matrix<'w> {
+    pub data: Cow<'w, [f32]>,
     pub m: usize,
     pub k: usize,
 }
 
-impl Default for Params {
-    fn default() -> Self {
-        Params { convs: Vec::new(), matrices: Vec::new(), vecs: Vec::new(), pack: true, winograd: false, pending_winograd: Vec::new() }
-    }
-}
-
-impl Params {
-    /// Parameters that keep every matrix in the blob's layout (the CUDA backend uploads them as
-    /// they are).
-    pub fn unpacked() -> Self {
-        Params { pack: false, ..Params::default() }
-    }
-
-    /// Bytes of every parameter, the pending Winograd transforms counted at their final size.
+impl<'w> Params<'w> {
+    /// Bytes of every parameter.
     pub fn bytes(&self) -> usize {
-        let conv_bytes = |(i, c): (usize, &ConvWeights)| match (c, self.pending_winograd.iter().find(|p| p.0 == i)) {
-            (ConvWeights::Direct(p), Some(&(_, up))) => winograd::WinogradWeights::bytes_for(p.m, p.k / 27, up),
-            _ => c.bytes(),
-        };
-        self.convs.iter().enumerate().map(conv_bytes).sum::<usize>()
-            + self.matrices.iter().map(|m| m.data.len() * 4).sum::<usize>()
-            + self.vecs.iter().map(|v| v.len() * 4).sum::<usize>()
+        self.matrices.iter().map(|m| m.data.len() * 4).sum::<usize>() + self.vecs.iter().map(|v| v.len() * 4).sum::<usize>()
     }
 
-    /// Transforms the weights of every convolution planned as Winograd (once, at allocation).
-    pub fn transform_winograd(&mut self) {
-        for (w, up) in std::mem::take(&mut self.pending_winograd) {
-            if let Some(ConvWeights::Direct(p)) = self.convs.get(w) {
-                let u = winograd::WinogradWeights::new(&p.unpack(), p.m, p.k / 27, up);
-                self.convs[w] = ConvWeights::Winograd(u);
-            }
-        }
-    }
-
-    /// Stores an `[m, k]` matrix, packed or as it is; returns its index.
-    fn push_matrix(&mut self, data: &[f32], m: usize, k: usize) -> usize {
-        if self.pack {
-            self.convs.push(ConvWeights::Direct(PackedA::pack(data, m, k)));
-            self.convs.len() - 1
-        } else {
-            self.matrices.push(Matrix { data: data.to_vec(), m, k });
-            self.matrices.len() - 1
-        }
+    /// Stores an `[m, k]` matrix; returns its index.
+    fn push_matrix(&mut self, data: Cow<'w, [f32]>, m: usize, k: usize) -> usize {
+        self.matrices.push(Matrix { data, m, k });
+        self.matrices.len() - 1
     }
 }
 
@@ -116,13 +77,12 @@ pub struct TembSlot {
     pub cout: usize,
 }
 
-struct Builder<'a> {
-    store: &'a dyn WeightSource,
-    params: &'a mut Params,
+struct Builder<'a, 'w> {
+    store: &'w dyn WeightSource,
+    params: &'a mut Params<'w>,
     g: Graph,
     groups: usize,
     eps: f32,
-    slab_bytes: usize,
     slots: Vec<TembSlot>,
 }
 
@@ -130,18 +90,17 @@ fn checked(v: &[usize]) -> Result<usize, RuntimeError> {
     v.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or(RuntimeError::Overflow("tensor size"))
 }
 
-impl<'a> Builder<'a> {
+impl<'a, 'w> Builder<'a, 'w> {
     /// An empty graph; GroupNorm uses `norm.groups` (non-zero) and `norm.eps`.
     fn new(
-        store: &'a dyn WeightSource,
-        params: &'a mut Params,
+        store: &'w dyn WeightSource,
+        params: &'a mut Params<'w>,
         norm: NormSettings,
-        slab_bytes: usize,
     ) -> Result<Self, RuntimeError> {
         if norm.groups == 0 {
             return Err(RuntimeError::InvalidConfig("norm_num_groups is 0".into()));
         }
-        Ok(Builder { store, params, g: Graph::default(), groups: norm.groups, eps: norm.eps, slab_bytes, slots: Vec::new() })
+        Ok(Builder { store, params, g: Graph::default(), groups: norm.groups, eps: norm.eps, slots: Vec::new() })
     }
 
     fn vec(&mut self, name: &str, shape: &[usize]) -> Result<usize, RuntimeError> {
@@ -152,7 +111,7 @@ impl<'a> Builder<'a> {
 
     fn matrix(&mut self, name: &str, shape: &[usize], m: usize, k: usize) -> Result<usize, RuntimeError> {
         let d = self.store.tensor(name, shape)?;
-        Ok(self.params.push_matrix(&d, m, k))
+        Ok(self.params.push_matrix(d, m, k))
     }
 
     fn new_tensor(&mut self, c: usize, d: usize, h: usize, w: usize) -> Result<Tensor, RuntimeError> {
@@ -196,28 +155,15 @@ impl<'a> Builder<'a> {
             Some(buf) => Tensor { buf, c: cout, d: o[0], h: o[1], w: o[2] },
             None => self.new_tensor(cout, o[0], o[1], o[2])?,
         };
-        let staged = out == Some(x.buf);
-        if staged && (k != 1 || cout > x.c || norm.is_some()) {
+        let in_place = out == Some(x.buf);
+        if in_place && (k != 1 || cout > x.c || norm.is_some()) {
             return Err(RuntimeError::InvalidConfig("in-place convolution must be 1x1 and must not widen".into()));
         }
-        let mut slab = o[0];
-        if norm.is_some() || staged {
-            if stride != 1 || up {
-                return Err(RuntimeError::InvalidConfig("normalised input needs a stride-1 convolution".into()));
-            }
-            let plane = checked(&[x.c, x.h, x.w, 4])?;
-            let fit = (self.slab_bytes / plane.max(1)).saturating_sub(2 * pad).max(1);
-            slab = fit.min(o[0]);
-            let planes = (slab + 2 * pad).min(x.d);
-            self.g.norm_ws = self.g.norm_ws.max(checked(&[x.c, planes, x.h, x.w])?);
-        }
-        let is_winograd = self.params.pack && self.params.winograd && winograd::applies(&g);
-        if is_winograd {
-            self.params.pending_winograd.push((w, g.up));
-            self.g.pack_ws = self.g.pack_ws.max(winograd::thread_ws_len(&g));
+        if (norm.is_some() || in_place) && (stride != 1 || up) {
+            return Err(RuntimeError::InvalidConfig("normalised or in-place input needs a stride-1 convolution".into()));
         }
         self.g.flops += g.flops();
-        self.g.push(Op::Conv { g, w, bias, x: x.buf, norm, staged, slab, out: t.buf, init });
+        self.g.push(Op::Conv { g, w, bias, x: x.buf, norm, out: t.buf, init });
         Ok(t)
     }
 
@@ -339,12 +285,11 @@ fn dec_res(b: &mut Builder, r: &network::Res, x: Tensor) -> Result<Tensor, Runti
     b.layer_conv(&r.conv2(), &h, false, Some((s2, true)), InitKind::Accumulate, Some(target))
 }
 
-pub fn build_decoder(
+pub fn build_decoder<'w>(
     cfg: &DecoderConfig,
-    store: &dyn WeightSource,
+    store: &'w dyn WeightSource,
     latent: [usize; 4],
-    params: &mut Params,
-    slab_bytes: usize,
+    params: &mut Params<'w>,
 ) -> Result<DecoderModel, RuntimeError> {
     let levels = cfg.num_channels.len();
     if levels == 0 || cfg.num_res_blocks.len() != levels {
@@ -359,7 +304,7 @@ pub fn build_decoder(
         )));
     }
     let net = network::decoder(cfg);
-    let mut b = Builder::new(store, params, net.norm, slab_bytes)?;
+    let mut b = Builder::new(store, params, net.norm)?;
     b.finish_planes(latent[1] * latent[2] * latent[3])?;
     let z = b.new_tensor(latent[0], latent[1], latent[2], latent[3])?;
     b.g.inputs.push(z.buf);
@@ -424,7 +369,7 @@ fn unet_attn(b: &mut Builder, a: &network::Attn, x: Tensor) -> Result<Tensor, Ru
         wqkv.extend_from_slice(&b.store.tensor(&format!("{}.weight", l.path), &[c, c])?);
         bqkv.extend_from_slice(&b.store.tensor(&format!("{}.bias", l.path), &[c])?);
     }
-    let w = b.params.push_matrix(&wqkv, 3 * c, c);
+    let w = b.params.push_matrix(Cow::Owned(wqkv), 3 * c, c);
     b.params.vecs.push(bqkv);
     let bias = b.params.vecs.len() - 1;
     let qkv = b.conv_raw(&x, w, Bias::Param(bias), 3 * c, 1, 1, false, Some((s, false)), InitKind::Bias, None)?;
@@ -446,12 +391,11 @@ fn unet_attn(b: &mut Builder, a: &network::Attn, x: Tensor) -> Result<Tensor, Ru
     }
 }
 
-pub fn build_unet(
+pub fn build_unet<'w>(
     cfg: &UnetConfig,
-    store: &dyn WeightSource,
+    store: &'w dyn WeightSource,
     latent: [usize; 4],
-    params: &mut Params,
-    slab_bytes: usize,
+    params: &mut Params<'w>,
 ) -> Result<UnetModel, RuntimeError> {
     let levels = cfg.num_channels.len();
     if levels == 0
@@ -479,7 +423,7 @@ pub fn build_unet(
     if !c0.is_multiple_of(2) {
         return Err(RuntimeError::InvalidConfig("unet: num_channels[0] must be even".into()));
     }
-    let mut b = Builder::new(store, params, net.norm, slab_bytes)?;
+    let mut b = Builder::new(store, params, net.norm)?;
     let [e0, e2] = &net.time_embed;
     let time_w1 = b.vec(&format!("{}.weight", e0.path), &[e0.cout, e0.cin])?;
     let time_b1 = b.vec(&format!("{}.bias", e0.path), &[e0.cout])?;

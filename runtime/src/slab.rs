@@ -9,7 +9,7 @@ use crate::conv::{ConvGeom, Init, OutWindow, PackWs};
 use crate::error::RuntimeError;
 use crate::exec::{conv_op, View, Workspaces};
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
-use crate::model::Params;
+use crate::lower_cpu::{slab_planes, CpuParams};
 use crate::norm;
 use crate::pool::Pool;
 
@@ -275,7 +275,7 @@ impl SlabPlan {
     /// `stats` `stats_len()` floats, `moments` `moments_len()` f64s. The input volume must
     /// already be in the prefix arena's input buffer. Writes the whole output to `out`.
     #[allow(clippy::too_many_arguments)]
-    pub fn run(&self, pool: &Pool, params: &Params, arena: &mut [f32], stats: &mut [f32], moments: &mut [f64], ws: &mut Workspaces, out: &mut [f32]) {
+    pub fn run(&self, pool: &Pool, params: &CpuParams, arena: &mut [f32], stats: &mut [f32], moments: &mut [f64], ws: &mut Workspaces, out: &mut [f32]) {
         crate::exec::run(pool, &self.prefix, params, &[], &mut arena[..self.prefix.arena_len], ws);
         let (pre, tail_arena) = arena.split_at_mut(self.prefix.arena_len);
         let pack = PackWs(ws.pack.as_mut_ptr(), ws.pack.len());
@@ -291,7 +291,7 @@ impl SlabPlan {
             for s in &pass.slabs {
                 for (i, op) in self.tail.ops.iter().enumerate() {
                     let Some((o0, o1)) = s.op_range[i] else { continue };
-                    let Op::Conv { g: geom, w, bias, x, norm: nrm, staged, slab, out, init } = *op else { continue };
+                    let Op::Conv { g: geom, w, bias, x, norm: nrm, out, init } = *op else { continue };
                     // SAFETY: tail buffers are disjoint while live (planned); prefix buffers
                     // and the stats store are only read here.
                     unsafe {
@@ -320,7 +320,8 @@ impl SlabPlan {
                             };
                             (ss, act)
                         });
-                        let xin = if staged { None } else { Some(view(x)) };
+                        let xin = if x == out { None } else { Some(view(x)) };
+                        let slab = slab_planes(&geom, ws.slab_bytes);
                         let (w0, w1) = s.window[out];
                         let oinfo = &self.tail.bufs[out];
                         let o = std::slice::from_raw_parts_mut(base.add(oinfo.offset), oinfo.len);

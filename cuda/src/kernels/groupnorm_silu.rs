@@ -11,7 +11,7 @@ use crate::geometry::GroupNormGeometry;
 
 impl Kernels {
     /// GroupNorm statistics of x ([batch, C, spatial]) folded into `scale_shift`: per sample
-    /// [scale[C], shift[C]] in fp32 (`geom.scale_shift_bytes()`), the layout of the CPU plan's
+    /// [scale[C], shift[C]] in fp32 (`geom.scale_shift_bytes()`), the layout of the runtime graph's
     /// Stats op. `partial` is fp32 scratch of `geom.partial_bytes()`; gamma/beta are fp32 [C].
     #[allow(clippy::too_many_arguments)]
     pub fn groupnorm_stats(

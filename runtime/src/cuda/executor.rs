@@ -1,4 +1,4 @@
-//! The CUDA runtime: the CPU's plan (built by `model`, lowered by `lower`) executed on one GPU
+//! The CUDA runtime: the backend-neutral graphs (built by `model`, lowered by `lower`) executed on one GPU
 //! in fp32. Everything is allocated when it is built (`setup.rs`): one weights arena (conv
 //! weights in the blob's PyTorch layout, never packed for the CPU, and every parameter vector),
 //! one work arena (the plan's activations shared by the UNet and decoder phases, scratch, cuDNN

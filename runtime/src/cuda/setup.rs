@@ -1,5 +1,5 @@
-//! Building a `CudaRuntime` from options `Runtime` resolved: the CPU's graphs built on the host
-//! and lowered, the arenas laid out, the GPU opened and a cuDNN plan chosen per convolution
+//! Building a `CudaRuntime` from options `Runtime` resolved: the backend-neutral graphs built on
+//! the host and lowered to GPU steps, the arenas laid out, the GPU opened and a cuDNN plan chosen per convolution
 //! shape, the plan checked against `max_memory`, then everything allocated and uploaded once,
 //! and a deterministic sampler's step graph captured.
 
@@ -19,9 +19,6 @@ use ldm_cuda::gemm::CUBLAS_WORKSPACE_BYTES;
 use ldm_cuda::kernels::NoiseStream;
 use ldm_weights::{DType, ModelConfig};
 
-/// Bytes of a normalisation slab handed to the CPU plan builder (only shapes matter here).
-const PLAN_SLAB_BYTES: usize = 32 << 20;
-
 impl CudaRuntime {
     /// Builds the plan on the host, reports it, then opens the GPU and allocates everything;
     /// `resolved` is what `options::resolve` made of `opts` for this model.
@@ -40,23 +37,18 @@ impl CudaRuntime {
             Precision::F16 => DType::F16,
             Precision::Bf16 => DType::BF16,
         };
-        // The CPU's plan: the same timesteps and coefficient rows.
+        // The sampler plan the CPU runs: the same timesteps and coefficient rows.
         let Resolved { latent, plan, .. } = resolved;
         let (timesteps, coefs) = (plan.timesteps.clone(), plan.rows.clone());
 
-        // Host plan: the CPU's graphs, lowered; matrices stay in the blob's layout.
-        let mut params = Params::unpacked();
+        // Host plan: the backend-neutral graphs, lowered; matrices stay in the blob's layout.
+        let mut params = Params::default();
         let unet = match &config.unet {
-            Some(c) => Some(
-                build_unet(c, store, latent, &mut params, PLAN_SLAB_BYTES).map_err(plan_error)?,
-            ),
+            Some(c) => Some(build_unet(c, store, latent, &mut params).map_err(plan_error)?),
             None => None,
         };
         let decoder = match &config.decoder {
-            Some(c) => Some(
-                build_decoder(c, store, latent, &mut params, PLAN_SLAB_BYTES)
-                    .map_err(plan_error)?,
-            ),
+            Some(c) => Some(build_decoder(c, store, latent, &mut params).map_err(plan_error)?),
             None => None,
         };
         let unet_low = unet.as_ref().map(|u| lower(&u.graph)).transpose()?;
