@@ -4,7 +4,8 @@
 # target's regression inputs (fuzz/regressions/<target>/). Prints one summary line per target:
 # executions, coverage edges, corpus size, the heap's high-water mark, findings.
 # Usage: scripts/fuzz-run.sh SECONDS [TARGET...]        (default: every target)
-# Environment: FUZZ_JOBS (targets run at once, default 1), FUZZ_LOGS (default fuzz/logs).
+# Environment: FUZZ_JOBS (targets run at once, default 1), FUZZ_LOGS (default fuzz/logs),
+# FUZZ_RUNS (also stop a target after this many executions, whichever comes first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:?usage: scripts/fuzz-run.sh SECONDS [TARGET...]}"
@@ -31,7 +32,7 @@ one() {
   local t=$1 log="$logs/$1.log"
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   local rc=0
-  "$bin/$t" "fuzz/corpus/$t" -max_total_time="$secs" -max_len=1048576 -timeout=10 \
+  "$bin/$t" "fuzz/corpus/$t" -max_total_time="$secs" -runs="${FUZZ_RUNS:--1}" -max_len=1048576 -timeout=10 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || rc=$?
   local reg=()
   if [ -d "fuzz/regressions/$t" ]; then
