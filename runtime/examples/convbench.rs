@@ -5,7 +5,7 @@
 //! times a pure-compute spin loop on 1 and 2 threads (shows whether the second core is free).
 //! Shapes that `conv::winograd::applies` to are also timed as Winograd F(2x2x2, 3x3x3)
 //! (`CONVBENCH_WINOGRAD_ONLY=1`: only those).
-use ldm_runtime::conv::{conv, pack_len, winograd, ConvGeom, ConvInput, Init, OutWindow, PackWs};
+use ldm_runtime::conv::{conv, pack_len, winograd, ConvCall, ConvGeom, ConvInput, ConvScratch, Init, OutWindow, PackWs};
 use ldm_runtime::gemm::{init, PackedA};
 use ldm_runtime::pool::Pool;
 use std::time::Instant;
@@ -58,7 +58,8 @@ fn main() {
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps * usize::from(std::env::var_os("CONVBENCH_WINOGRAD_ONLY").is_none()) {
             let t = Instant::now();
-            conv(&pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()), PackWs(sh.as_mut_ptr(), sh.len()));
+            let call = ConvCall { g: &g, bias: &b, input: &input, od0: 0, od1: o[0], win: OutWindow { z0: 0, planes: o[0] }, init: Init::Bias };
+            conv(&pool, &call, &pa, &mut y, ConvScratch { pack: PackWs(ws.as_mut_ptr(), ws.len()), shared: PackWs(sh.as_mut_ptr(), sh.len()) });
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
@@ -71,7 +72,8 @@ fn main() {
             let mut times = Vec::with_capacity(reps);
             for _ in 0..reps {
                 let t = Instant::now();
-                winograd::conv(&pool, &g, &u, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, PackWs(wws.as_mut_ptr(), wws.len()));
+                let call = ConvCall { g: &g, bias: &b, input: &input, od0: 0, od1: o[0], win: OutWindow { z0: 0, planes: o[0] }, init: Init::Bias };
+                winograd::conv(&pool, &call, &u, &mut y, PackWs(wws.as_mut_ptr(), wws.len()));
                 times.push(t.elapsed().as_secs_f64());
             }
             times.sort_by(f64::total_cmp);

@@ -1,7 +1,7 @@
 //! Measures our packed GEMM (the selected microkernel, see `LDM_CPU_KERNEL`) (a 1x1 convolution is exactly `C[M,N] = W[M,K] X[K,N]`)
 //! against the `matrixmultiply` crate on conv-like shapes, single-threaded:
 //! `cargo run --release -p ldm-runtime --example gemm_compare`.
-use ldm_runtime::conv::{conv, pack_len, shared_pack_len, ConvGeom, ConvInput, Init, OutWindow, PackWs};
+use ldm_runtime::conv::{conv, pack_len, shared_pack_len, ConvCall, ConvGeom, ConvInput, ConvScratch, Init, OutWindow, PackWs};
 use ldm_runtime::gemm::{init, PackedA};
 use ldm_runtime::pool::Pool;
 use std::time::Instant;
@@ -31,7 +31,8 @@ fn main() {
         let mut ours = f64::MAX;
         for _ in 0..3 {
             let t = Instant::now();
-            conv(&pool, &g, &pa, &bias, &input, 0, 1, &mut c, OutWindow { z0: 0, planes: 1 }, Init::Bias, PackWs(ws.as_mut_ptr(), ws.len()), PackWs(sh.as_mut_ptr(), sh.len()));
+            let call = ConvCall { g: &g, bias: &bias, input: &input, od0: 0, od1: 1, win: OutWindow { z0: 0, planes: 1 }, init: Init::Bias };
+            conv(&pool, &call, &pa, &mut c, ConvScratch { pack: PackWs(ws.as_mut_ptr(), ws.len()), shared: PackWs(sh.as_mut_ptr(), sh.len()) });
             ours = ours.min(t.elapsed().as_secs_f64());
         }
         let mut c2 = vec![0f32; m * n];

@@ -2,7 +2,7 @@
 //! fixed range of one arena, every workspace preallocated, so running performs no heap allocation.
 
 use crate::attention;
-use crate::conv::{self, ConvGeom, ConvInput, ConvWeights, Init, OutWindow, PackWs};
+use crate::conv::{self, ConvCall, ConvGeom, ConvInput, ConvScratch, ConvWeights, Init, OutWindow, PackWs};
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
 use crate::lower_cpu::{slab_planes, CpuParams};
 use crate::norm;
@@ -21,6 +21,11 @@ pub struct Workspaces {
 }
 
 impl Workspaces {
+    /// The convolutions' view of the pack and shared buffers.
+    pub fn conv_scratch(&mut self) -> ConvScratch {
+        ConvScratch { pack: PackWs(self.pack.as_mut_ptr(), self.pack.len()), shared: PackWs(self.shared.as_mut_ptr(), self.shared.len()) }
+    }
+
     pub fn bytes(&self) -> usize {
         (self.pack.len() + self.shared.len() + self.norm.len() + self.attn.len()) * 4
     }
@@ -56,8 +61,7 @@ pub fn buffer<'a>(g: &Graph, arena: &'a mut [f32], b: BufId) -> &'a mut [f32] {
 pub fn run(pool: &Pool, g: &Graph, params: &CpuParams, dynamic: &[Vec<f32>], arena: &mut [f32], ws: &mut Workspaces) {
     assert!(arena.len() >= g.arena_len, "arena smaller than its plan");
     let a = Arena { base: arena.as_mut_ptr(), len: arena.len() };
-    let pack = PackWs(ws.pack.as_mut_ptr(), ws.pack.len());
-    let shared = PackWs(ws.shared.as_mut_ptr(), ws.shared.len());
+    let scratch = ws.conv_scratch();
     for op in &g.ops {
         // SAFETY: see `Arena::get`.
         unsafe {
@@ -90,8 +94,8 @@ pub fn run(pool: &Pool, g: &Graph, params: &CpuParams, dynamic: &[Vec<f32>], are
                     let xin = if x == out { None } else { Some(View { data: a.get(g, x), z0: 0, planes: geom.din }) };
                     let nrm = nrm.map(|(s, act)| (a.get(g, s), act));
                     let o = a.get_mut(g, out);
-                    let slab = slab_planes(&geom, ws.slab_bytes);
-                    conv_op(pool, &geom, &params.convs[w], bias, xin, nrm, slab, o, win, 0, od, init, &mut ws.norm, pack, shared);
+                    let op = ConvOp { geom: &geom, weights: &params.convs[w], bias, x: xin, norm: nrm, slab: slab_planes(&geom, ws.slab_bytes), win, o0: 0, o1: od, init };
+                    conv_op(pool, &op, o, &mut ws.norm, scratch);
                 }
             }
         }
@@ -106,28 +110,35 @@ pub struct View<'a> {
     pub planes: usize,
 }
 
-/// One convolution op over output planes `o0..o1` (inside the window `win` of `out`).
-/// `x == None` means staged in place: the input is `out` itself (1x1, narrowing), copied out
-/// slab by slab first. With `norm`, input planes are normalised (+SiLU) into `norm_ws` per slab.
-/// `pack` holds the per-thread pack buffers (or Winograd blocks), `shared` the shared one.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_op(
-    pool: &Pool,
-    geom: &ConvGeom,
-    wts: &ConvWeights,
-    bias: &[f32],
-    x: Option<View>,
-    norm: Option<(&[f32], bool)>,
-    slab: usize,
-    out: &mut [f32],
-    win: OutWindow,
-    o0: usize,
-    o1: usize,
-    init: Init,
-    norm_ws: &mut [f32],
-    pack: PackWs,
-    shared: PackWs,
-) {
+/// One convolution op of the graph over output planes `o0..o1` (inside the window `win` of the
+/// output slice). `x == None` means staged in place: the input is the output itself (1x1,
+/// narrowing), copied out slab by slab first. With `norm` (scale/shift, SiLU), input planes are
+/// normalised (+SiLU) into the norm workspace per slab of `slab` output planes.
+#[derive(Clone, Copy)]
+pub struct ConvOp<'a> {
+    pub geom: &'a ConvGeom,
+    pub weights: &'a ConvWeights,
+    pub bias: &'a [f32],
+    pub x: Option<View<'a>>,
+    pub norm: Option<(&'a [f32], bool)>,
+    pub slab: usize,
+    pub win: OutWindow,
+    pub o0: usize,
+    pub o1: usize,
+    pub init: Init<'a>,
+}
+
+impl<'a> ConvOp<'a> {
+    /// The convolution call of output planes `od0..od1` from `input`.
+    fn call<'b>(&'b self, input: &'b ConvInput<'b>, od0: usize, od1: usize) -> ConvCall<'b> {
+        ConvCall { g: self.geom, bias: self.bias, input, od0, od1, win: self.win, init: self.init }
+    }
+}
+
+/// Runs `op` into `out`, with `norm_ws` for normalised or staged input planes and `scratch` for
+/// the convolution itself.
+pub fn conv_op(pool: &Pool, op: &ConvOp, out: &mut [f32], norm_ws: &mut [f32], scratch: ConvScratch) {
+    let ConvOp { geom, weights: wts, x, norm, slab, win, o0, o1, .. } = *op;
     let plane = geom.hin * geom.win;
     let op_len = geom.cout * win.planes * geom.out_dims()[1] * geom.out_dims()[2];
     match (x, norm) {
@@ -142,13 +153,13 @@ pub fn conv_op(
                     norm_ws[ch * len..(ch + 1) * len].copy_from_slice(&out[src..src + len]);
                 }
                 let input = ConvInput { data: &norm_ws[..geom.cin * len], z0: s0, planes: s1 - s0 };
-                conv::conv_any(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack, shared);
+                conv::conv_any(pool, &op.call(&input, s0, s1), wts, &mut out[..op_len], scratch);
                 s0 = s1;
             }
         }
         (Some(xv), None) => {
             let input = ConvInput { data: xv.data, z0: xv.z0, planes: xv.planes };
-            conv::conv_any(pool, geom, wts, bias, &input, o0, o1, &mut out[..op_len], win, init, pack, shared);
+            conv::conv_any(pool, &op.call(&input, o0, o1), wts, &mut out[..op_len], scratch);
         }
         (Some(xv), Some((ss, act))) => {
             let mut s0 = o0;
@@ -160,7 +171,7 @@ pub fn conv_op(
                 let nbuf = &mut norm_ws[..nws];
                 norm::apply_planes(pool, xv.data, geom.cin, xv.planes, plane, z0 - xv.z0, z1 - xv.z0, ss, act, nbuf);
                 let input = ConvInput { data: nbuf, z0, planes: z1 - z0 };
-                conv::conv_any(pool, geom, wts, bias, &input, s0, s1, &mut out[..op_len], win, init, pack, shared);
+                conv::conv_any(pool, &op.call(&input, s0, s1), wts, &mut out[..op_len], scratch);
                 s0 = s1;
             }
         }

@@ -5,9 +5,9 @@
 //! slab's own planes; the last pass produces the output. Every range, window and offset is
 //! planned here, so running allocates nothing.
 
-use crate::conv::{ConvGeom, Init, OutWindow, PackWs};
+use crate::conv::{ConvGeom, Init, OutWindow};
 use crate::error::RuntimeError;
-use crate::exec::{conv_op, View, Workspaces};
+use crate::exec::{conv_op, ConvOp, View, Workspaces};
 use crate::graph::{Bias, BufId, Graph, InitKind, Op};
 use crate::lower_cpu::{slab_planes, CpuParams};
 use crate::norm;
@@ -278,8 +278,7 @@ impl SlabPlan {
     pub fn run(&self, pool: &Pool, params: &CpuParams, arena: &mut [f32], stats: &mut [f32], moments: &mut [f64], ws: &mut Workspaces, out: &mut [f32]) {
         crate::exec::run(pool, &self.prefix, params, &[], &mut arena[..self.prefix.arena_len], ws);
         let (pre, tail_arena) = arena.split_at_mut(self.prefix.arena_len);
-        let pack = PackWs(ws.pack.as_mut_ptr(), ws.pack.len());
-        let shared = PackWs(ws.shared.as_mut_ptr(), ws.shared.len());
+        let scratch = ws.conv_scratch();
         let base = tail_arena.as_mut_ptr();
         let pre_base = pre.as_ptr();
         for pass in &self.passes {
@@ -321,11 +320,23 @@ impl SlabPlan {
                             (ss, act)
                         });
                         let xin = if x == out { None } else { Some(view(x)) };
-                        let slab = slab_planes(&geom, ws.slab_bytes);
+
                         let (w0, w1) = s.window[out];
                         let oinfo = &self.tail.bufs[out];
                         let o = std::slice::from_raw_parts_mut(base.add(oinfo.offset), oinfo.len);
-                        conv_op(pool, &geom, &params.convs[w], bias, xin, nrm, slab, o, OutWindow { z0: w0, planes: w1 - w0 }, o0, o1, init, &mut ws.norm, pack, shared);
+                        let op = ConvOp {
+                            geom: &geom,
+                            weights: &params.convs[w],
+                            bias,
+                            x: xin,
+                            norm: nrm,
+                            slab: slab_planes(&geom, ws.slab_bytes),
+                            win: OutWindow { z0: w0, planes: w1 - w0 },
+                            o0,
+                            o1,
+                            init,
+                        };
+                        conv_op(pool, &op, o, &mut ws.norm, scratch);
                     }
                 }
                 match pass.target {

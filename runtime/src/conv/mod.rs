@@ -88,26 +88,33 @@ impl ConvWeights {
     }
 }
 
-/// `conv` with either kind of weights; `ws` holds `pack_len()` (direct) or
-/// `winograd::thread_ws_len` floats per thread.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_any(
-    pool: &Pool,
-    g: &ConvGeom,
-    w: &ConvWeights,
-    bias: &[f32],
-    input: &ConvInput,
-    od0: usize,
-    od1: usize,
-    out: &mut [f32],
-    win: OutWindow,
-    init: Init,
-    ws: PackWs,
-    shared: PackWs,
-) {
+/// One call of a convolution, the same for every algorithm: output planes `od0..od1` of `g`
+/// into the output window `win` (which the `out` slice holds), from `input`, with `bias` and
+/// `init`.
+#[derive(Clone, Copy)]
+pub struct ConvCall<'a> {
+    pub g: &'a ConvGeom,
+    pub bias: &'a [f32],
+    pub input: &'a ConvInput<'a>,
+    pub od0: usize,
+    pub od1: usize,
+    pub win: OutWindow,
+    pub init: Init<'a>,
+}
+
+/// The preallocated scratch of a call: `pack` holds `pack_len()` (direct) or
+/// `winograd::thread_ws_len` floats per thread, `shared` one im2col matrix (`shared_pack_len`).
+#[derive(Clone, Copy)]
+pub struct ConvScratch {
+    pub pack: PackWs,
+    pub shared: PackWs,
+}
+
+/// `c` with either kind of weights.
+pub fn conv_any(pool: &Pool, c: &ConvCall, w: &ConvWeights, out: &mut [f32], ws: ConvScratch) {
     match w {
-        ConvWeights::Direct(p) => conv(pool, g, p, bias, input, od0, od1, out, win, init, ws, shared),
-        ConvWeights::Winograd(u) => winograd::conv(pool, g, u, bias, input, od0, od1, out, win, init, ws),
+        ConvWeights::Direct(p) => conv(pool, c, p, out, ws),
+        ConvWeights::Winograd(u) => winograd::conv(pool, c, u, out, ws.pack),
     }
 }
 
@@ -163,63 +170,20 @@ pub struct OutWindow {
     pub planes: usize,
 }
 
-/// Computes output planes `od0..od1` of the convolution into `out`, which holds the output
-/// planes of `win` (the whole volume: `OutWindow { z0: 0, planes: D_out }`), on the selected
-/// microkernel.
-#[allow(clippy::too_many_arguments)]
-pub fn conv(
-    pool: &Pool,
-    g: &ConvGeom,
-    w: &PackedA,
-    bias: &[f32],
-    input: &ConvInput,
-    od0: usize,
-    od1: usize,
-    out: &mut [f32],
-    win: OutWindow,
-    init: Init,
-    ws: PackWs,
-    shared: PackWs,
-) {
-    conv_with(crate::gemm::selected(), pool, g, w, bias, input, od0, od1, out, win, init, ws, shared)
+/// Computes the call `c` (output planes `od0..od1` of `c.win`, which `out` holds: the whole
+/// volume is `OutWindow { z0: 0, planes: D_out }`) on the selected microkernel.
+pub fn conv(pool: &Pool, c: &ConvCall, w: &PackedA, out: &mut [f32], ws: ConvScratch) {
+    conv_with(crate::gemm::selected(), pool, c, w, out, ws)
 }
 
 /// `conv` on microkernel `kernel` (the portable one where the CPU lacks it).
-#[allow(clippy::too_many_arguments)]
-pub fn conv_with(
-    kernel: Kernel,
-    pool: &Pool,
-    g: &ConvGeom,
-    w: &PackedA,
-    bias: &[f32],
-    input: &ConvInput,
-    od0: usize,
-    od1: usize,
-    out: &mut [f32],
-    win: OutWindow,
-    init: Init,
-    ws: PackWs,
-    shared: PackWs,
-) {
-    with_tile!(kernel, t => conv_tiled(t, pool, g, w, bias, input, od0, od1, out, win, init, ws, shared))
+pub fn conv_with(kernel: Kernel, pool: &Pool, c: &ConvCall, w: &PackedA, out: &mut [f32], ws: ConvScratch) {
+    with_tile!(kernel, t => conv_tiled(t, pool, c, w, out, ws))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn conv_tiled<T: PackB>(
-    t: T,
-    pool: &Pool,
-    g: &ConvGeom,
-    w: &PackedA,
-    bias: &[f32],
-    input: &ConvInput,
-    od0: usize,
-    od1: usize,
-    out: &mut [f32],
-    win: OutWindow,
-    init: Init,
-    ws: PackWs,
-    shared: PackWs,
-) {
+fn conv_tiled<T: PackB>(t: T, pool: &Pool, c: &ConvCall, w: &PackedA, out: &mut [f32], scratch: ConvScratch) {
+    let ConvCall { g, bias, input, od0, od1, win, init } = *c;
+    let ConvScratch { pack: ws, shared } = scratch;
     let o = g.out_dims();
     let plane = o[1] * o[2];
     // Row stride of the output window; columns are counted from the window's first plane.
@@ -229,7 +193,7 @@ fn conv_tiled<T: PackB>(
         let n = (od1 - od0) * plane;
         let (k, m_panels) = (g.kdim(), g.cout.div_ceil(MR));
         if n > 0 && n <= nc_max && n.div_ceil(nr) < 4 * pool.threads() && m_panels > 1 && k * n.div_ceil(nr) * nr <= shared.1 {
-            conv_shared(t, pool, g, w, bias, input, od0, od1, out, win, init, shared);
+            conv_shared(t, pool, c, w, out, shared);
             return;
         }
     }
@@ -330,21 +294,8 @@ fn copy_run<const NR: usize>(d: &mut [f32], s: &[f32]) {
 /// Few output columns (deep, small levels): pack the whole im2col matrix once into `shared`
 /// (one task per KC block), then split the output rows over the threads, instead of packing the
 /// same columns once per row block.
-#[allow(clippy::too_many_arguments)]
-fn conv_shared<T: PackB>(
-    t: T,
-    pool: &Pool,
-    g: &ConvGeom,
-    w: &PackedA,
-    bias: &[f32],
-    input: &ConvInput,
-    od0: usize,
-    od1: usize,
-    out: &mut [f32],
-    win: OutWindow,
-    init: Init,
-    shared: PackWs,
-) {
+fn conv_shared<T: PackB>(t: T, pool: &Pool, c: &ConvCall, w: &PackedA, out: &mut [f32], shared: PackWs) {
+    let ConvCall { g, bias, input, od0, od1, win, init } = *c;
     let o = g.out_dims();
     let plane = o[1] * o[2];
     let p_total = win.planes * plane;
@@ -691,7 +642,8 @@ mod tests {
                     let mut sh = vec![0f32; shared_len];
                     y.fill(0.0);
                     let (wsp, shp) = (PackWs(ws.as_mut_ptr(), ws.len()), PackWs(sh.as_mut_ptr(), sh.len()));
-                    conv_with(kernel, &pool, &g, &pa, &b, &input, 0, o[0], &mut y, OutWindow { z0: 0, planes: o[0] }, Init::Bias, wsp, shp);
+                    let call = ConvCall { g: &g, bias: &b, input: &input, od0: 0, od1: o[0], win: OutWindow { z0: 0, planes: o[0] }, init: Init::Bias };
+                    conv_with(kernel, &pool, &call, &pa, &mut y, ConvScratch { pack: wsp, shared: shp });
                     for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                         assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{kernel} {g:?} shared {shared_len} at {i}: {a} vs {b}");
                     }

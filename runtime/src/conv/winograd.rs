@@ -11,7 +11,7 @@
 
 use std::sync::OnceLock;
 
-use super::{ConvGeom, ConvInput, Init, OutPtr, OutWindow, PackWs};
+use super::{ConvCall, ConvGeom, ConvInput, Init, OutPtr, OutWindow, PackWs};
 use crate::error::RuntimeError;
 use crate::gemm::{microkernel, with_tile, Kernel, PackedA, Tile, KC, MR, NR_MAX};
 use crate::pool::Pool;
@@ -547,72 +547,19 @@ fn output_transform<T: Tile>(
     }
 }
 
-/// Output planes `od0..od1` of Winograd convolution `g` (see `super::conv` for the arguments);
-/// `ws` holds `thread_ws_len(g)` floats per thread.
-#[allow(clippy::too_many_arguments)]
-pub fn conv(
-    pool: &Pool,
-    g: &ConvGeom,
-    w: &WinogradWeights,
-    bias: &[f32],
-    input: &ConvInput,
-    od0: usize,
-    od1: usize,
-    out: &mut [f32],
-    win: OutWindow,
-    init: Init,
-    ws: PackWs,
-) {
-    conv_with(
-        crate::gemm::selected(),
-        pool,
-        g,
-        w,
-        bias,
-        input,
-        od0,
-        od1,
-        out,
-        win,
-        init,
-        ws,
-    )
+/// The call `c` as a Winograd convolution (see `super::conv`); `ws` holds `thread_ws_len(c.g)`
+/// floats per thread.
+pub fn conv(pool: &Pool, c: &ConvCall, w: &WinogradWeights, out: &mut [f32], ws: PackWs) {
+    conv_with(crate::gemm::selected(), pool, c, w, out, ws)
 }
 
 /// `conv` on microkernel `kernel` (the portable one where the CPU lacks it).
-#[allow(clippy::too_many_arguments)]
-pub fn conv_with(
-    kernel: Kernel,
-    pool: &Pool,
-    g: &ConvGeom,
-    w: &WinogradWeights,
-    bias: &[f32],
-    input: &ConvInput,
-    od0: usize,
-    od1: usize,
-    out: &mut [f32],
-    win: OutWindow,
-    init: Init,
-    ws: PackWs,
-) {
-    with_tile!(kernel, t => conv_tiled(t, pool, g, w, bias, input, od0, od1, out, win, init, ws))
+pub fn conv_with(kernel: Kernel, pool: &Pool, c: &ConvCall, w: &WinogradWeights, out: &mut [f32], ws: PackWs) {
+    with_tile!(kernel, t => conv_tiled(t, pool, c, w, out, ws))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn conv_tiled<T: Tile>(
-    t: T,
-    pool: &Pool,
-    g: &ConvGeom,
-    w: &WinogradWeights,
-    bias: &[f32],
-    input: &ConvInput,
-    od0: usize,
-    od1: usize,
-    out: &mut [f32],
-    win: OutWindow,
-    init: Init,
-    ws: PackWs,
-) {
+fn conv_tiled<T: Tile>(t: T, pool: &Pool, c: &ConvCall, w: &WinogradWeights, out: &mut [f32], ws: PackWs) {
+    let ConvCall { g, bias, input, od0, od1, win, init } = *c;
     assert!(
         applies(g) && w.cin == g.cin && w.cout == g.cout && w.up == g.up,
         "not this convolution's Winograd weights"

@@ -3,7 +3,7 @@
 //! plane, every initialisation, every kernel this CPU runs, and thread counts.
 
 use super::*;
-use crate::conv::{conv_with as direct_with, pack_len, shared_pack_len};
+use crate::conv::{conv_with as direct_with, pack_len, shared_pack_len, ConvCall, ConvScratch};
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -102,20 +102,8 @@ impl Case {
         };
         if wino {
             let mut ws = vec![f32::NAN; threads * thread_ws_len(g)];
-            conv_with(
-                kernel,
-                &pool,
-                g,
-                &self.wino,
-                &self.bias,
-                &input,
-                od0,
-                od1,
-                &mut y,
-                win,
-                init,
-                PackWs(ws.as_mut_ptr(), ws.len()),
-            );
+            let call = ConvCall { g, bias: &self.bias, input: &input, od0, od1, win, init };
+            conv_with(kernel, &pool, &call, &self.wino, &mut y, PackWs(ws.as_mut_ptr(), ws.len()));
         } else {
             let mut ws = vec![0f32; threads * pack_len()];
             let mut sh = vec![0f32; shared_pack_len(g)];
@@ -123,21 +111,8 @@ impl Case {
                 PackWs(ws.as_mut_ptr(), ws.len()),
                 PackWs(sh.as_mut_ptr(), sh.len()),
             );
-            direct_with(
-                kernel,
-                &pool,
-                g,
-                &self.direct,
-                &self.bias,
-                &input,
-                od0,
-                od1,
-                &mut y,
-                win,
-                init,
-                wsp,
-                shp,
-            );
+            let call = ConvCall { g, bias: &self.bias, input: &input, od0, od1, win, init };
+            direct_with(kernel, &pool, &call, &self.direct, &mut y, ConvScratch { pack: wsp, shared: shp });
         }
         y
     }
