@@ -1,7 +1,8 @@
-//! The front ends' argument rules, shared by the CLI (`generate`, `bench`) and the Python package
-//! so that each rule and its message exist once: device and precision names, the sampler with its
-//! eta, the step count, and a latent shape against the model. Messages name an argument in the
-//! caller's spelling (`Spelling::Cli`: `--steps`; `Spelling::Python`: `steps`).
+//! The front ends' argument rules, shared by the CLI (`generate`, `bench`), the Python package and
+//! the C ABI so that each rule and its message exist once: device and precision names, the sampler
+//! with its eta, the step count, and a latent shape against the model. Messages name an argument
+//! in the caller's spelling (`Spelling::Cli`: `--steps`; `Spelling::Python`: `steps`;
+//! `Spelling::C`: `options.steps`).
 
 use ldm_weights::{ModelConfig, SamplerKind};
 use thiserror::Error;
@@ -15,6 +16,8 @@ pub enum Spelling {
     Cli,
     /// Python keyword arguments: `latent_shape`.
     Python,
+    /// Fields of the C ABI's `brats_ldm_options`: `options.latent_shape`.
+    C,
 }
 
 impl Spelling {
@@ -23,6 +26,7 @@ impl Spelling {
         match self {
             Spelling::Cli => format!("--{name}"),
             Spelling::Python => name.replace('-', "_"),
+            Spelling::C => format!("options.{}", name.replace('-', "_")),
         }
     }
 }
@@ -87,6 +91,11 @@ pub fn choose_sampler(cfg: &ModelConfig, name: Option<&str>, eta: Option<f32>, s
         Some(s) if s == "pndm" => SamplerKind::Pndm,
         Some(s) => return Err(ArgumentError::Invalid(format!("unknown {} '{s}': use ddim, ddpm or pndm", sp.arg("sampler")))),
     };
+    sampler_of(kind, eta, sp)
+}
+
+/// The sampler `kind`; `eta` (None: 0) applies to DDIM only and must be finite and >= 0.
+pub fn sampler_of(kind: SamplerKind, eta: Option<f32>, sp: Spelling) -> Result<Sampler, ArgumentError> {
     match (kind, eta) {
         (SamplerKind::Ddim, eta) => {
             let eta = eta.unwrap_or(0.0);
@@ -97,10 +106,13 @@ pub fn choose_sampler(cfg: &ModelConfig, name: Option<&str>, eta: Option<f32>, s
         }
         (SamplerKind::Ddpm, None) => Ok(Sampler::Ddpm),
         (SamplerKind::Pndm, None) => Ok(Sampler::Pndm),
-        (SamplerKind::Ddpm | SamplerKind::Pndm, Some(_)) => {
-            Err(ArgumentError::Invalid(format!("{} applies to the DDIM sampler only", sp.arg("eta"))))
-        }
+        (SamplerKind::Ddpm | SamplerKind::Pndm, Some(_)) => Err(eta_without_ddim(sp)),
     }
+}
+
+/// The refusal of an eta given for a sampler other than DDIM.
+pub fn eta_without_ddim(sp: Spelling) -> ArgumentError {
+    ArgumentError::Invalid(format!("{} applies to the DDIM sampler only", sp.arg("eta")))
 }
 
 /// A step count, when given, is at least 1 (checked without the model).

@@ -3,7 +3,9 @@
 
 use super::status::CError;
 use super::types::*;
-use crate::{Device, Options, Precision, Sampler};
+use crate::arguments::{self, Spelling};
+use crate::{Device, Options, Precision};
+use ldm_weights::SamplerKind;
 use std::mem::size_of;
 
 /// Size of the options struct this library knows.
@@ -126,43 +128,23 @@ pub fn to_runtime(o: &BratsLdmOptions) -> Result<Options, CError> {
             )))
         }
     };
-    let eta_must_be_zero = |name: &str| {
-        if o.eta == 0.0 {
-            Ok(())
-        } else {
-            Err(CError::invalid(format!(
-                "options.eta is {} but only applies with BRATS_LDM_SAMPLER_DDIM (sampler is {name})",
-                o.eta
-            )))
-        }
-    };
-    let sampler = match o.sampler {
-        SAMPLER_DEFAULT => {
-            eta_must_be_zero("BRATS_LDM_SAMPLER_DEFAULT")?;
-            None
-        }
-        SAMPLER_DDIM => {
-            if !(o.eta.is_finite() && o.eta >= 0.0) {
-                return Err(CError::invalid(format!(
-                    "options.eta is {}; DDIM needs a finite eta >= 0",
-                    o.eta
-                )));
-            }
-            Some(Sampler::Ddim { eta: o.eta })
-        }
-        SAMPLER_DDPM => {
-            eta_must_be_zero("BRATS_LDM_SAMPLER_DDPM")?;
-            Some(Sampler::Ddpm)
-        }
-        SAMPLER_PNDM => {
-            eta_must_be_zero("BRATS_LDM_SAMPLER_PNDM")?;
-            Some(Sampler::Pndm)
-        }
+    // eta 0 means "not given"; the sampler rules are the other front ends' (`arguments`).
+    let eta = (o.eta != 0.0).then_some(o.eta);
+    let kind = match o.sampler {
+        SAMPLER_DEFAULT => None,
+        SAMPLER_DDIM => Some(SamplerKind::Ddim),
+        SAMPLER_DDPM => Some(SamplerKind::Ddpm),
+        SAMPLER_PNDM => Some(SamplerKind::Pndm),
         other => {
             return Err(CError::invalid(format!(
                 "options.sampler {other} is not a BRATS_LDM_SAMPLER_* value"
             )))
         }
+    };
+    let sampler = match (kind, eta) {
+        (Some(kind), eta) => Some(arguments::sampler_of(kind, eta, Spelling::C)?),
+        (None, None) => None,
+        (None, Some(_)) => return Err(arguments::eta_without_ddim(Spelling::C).into()),
     };
     let latent_shape = match o.latent_shape {
         [0, 0, 0, 0] => None,
@@ -200,6 +182,7 @@ pub fn to_runtime(o: &BratsLdmOptions) -> Result<Options, CError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Sampler;
 
     #[test]
     fn init_smaller_equal_and_larger_structs() {
@@ -293,7 +276,7 @@ mod tests {
         ] {
             let err = to_runtime(&bad).unwrap_err();
             assert_eq!(err.code, super::super::status::ERR_INVALID_ARGUMENT, "{bad:?}");
-            assert!(err.message.starts_with("options."), "{}", err.message);
+            assert!(err.message.contains("options."), "{}", err.message);
         }
     }
 }

@@ -91,6 +91,17 @@ impl CError {
     }
 }
 
+/// A shared argument rule's refusal (`crate::arguments`): a bad value, or a model that cannot
+/// do what was asked.
+impl From<crate::arguments::ArgumentError> for CError {
+    fn from(e: crate::arguments::ArgumentError) -> Self {
+        match e {
+            crate::arguments::ArgumentError::Invalid(m) => CError::invalid(m),
+            crate::arguments::ArgumentError::Model(m) => CError::new(ERR_UNSUPPORTED, m),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
