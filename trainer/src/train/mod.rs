@@ -22,7 +22,13 @@
 
 pub mod diffusion;
 pub mod distributed;
+// the order of training samples, a pure function of (seed, k)
+mod order;
+// what a run records in its checkpoints and folder
+pub mod record;
 pub mod run;
+// the run folder and its log
+mod run_dir;
 pub mod setup;
 pub mod vae_gan;
 // reconstruction metrics and sample diversity (logged at checkpoints; used by `evaluate --model`)

@@ -20,100 +20,29 @@
 //! with the same world size continues bit-exactly, with another one the data stream continues
 //! at sample `step b W_new` (see docs/distributed.md).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::diffusion::{scale_factor, DiffusionConfig, DiffusionTrainer};
 use super::distributed::{BatchPart, DataParallel, Network, Parallel};
-use super::setup::{DataSection, TrainConfig};
+use super::order::{sample_rng, Order};
+use super::record::check_record;
+pub use super::record::{params_hash, read_record, AutoencoderRef, DataRecord, RunRecord, Stage, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, LOSS_PNG};
+use super::run_dir::{io_err, log_line, open_log, prepare_dir, trim_log};
+pub use super::run_dir::{checkpoint_path, read_log};
+use super::setup::TrainConfig;
 use super::vae_gan::VaeGanTrainer;
 use super::validation;
 use super::TrainError;
 use crate::export::{collect, ExportSpec};
 use ldm_metrics::ssim::{SsimParams, MS_SSIM_WEIGHTS};
 use ldm_weights::{write_blob, Blob, DType, OutputGeometry, Provenance};
-use crate::data::{random_crop, SplitMix64, Volume};
+use crate::data::{random_crop, Volume};
 use crate::init::{normals, Stream};
 use crate::layers::Dims;
-
-/// File names inside a run directory.
-pub const CHECKPOINT_FILE: &str = "checkpoint.ckpt";
-pub const LOG_FILE: &str = "log.jsonl";
-pub const CONFIG_FILE: &str = "config.json";
-pub const LOSS_PNG: &str = "loss.png";
-
-/// The two training stages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Autoencoder,
-    Diffusion,
-}
-
-impl Stage {
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Autoencoder => "autoencoder",
-            Stage::Diffusion => "diffusion",
-        }
-    }
-}
-
-/// Where the training data came from, recorded in checkpoints (and from there in exported blobs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataRecord {
-    /// Free text: dataset path and kind, number of volumes.
-    pub description: String,
-    pub volumes: usize,
-    pub preprocess: DataSection,
-}
-
-/// The loop's own state stored in each checkpoint's `extra`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub stage: Stage,
-    pub data: DataRecord,
-    pub batch_size: usize,
-    /// Autoencoder stage: the training patch. Diffusion stage: the latent [C, D, H, W].
-    pub sample_shape: Vec<usize>,
-    /// Diffusion stage: the autoencoder checkpoint the latents came from, its step, and a hash of
-    /// its parameters (export checks that the same autoencoder is given).
-    pub autoencoder: Option<AutoencoderRef>,
-    /// Diffusion stage: latents sampled `mu + sigma * n` (true) or the means `mu` (false).
-    #[serde(default)]
-    pub sample_latents: bool,
-    /// Processes of the data-parallel run that wrote the checkpoint (global batch
-    /// `batch_size x world_size`); 1 in checkpoints written before this was recorded.
-    #[serde(default = "one")]
-    pub world_size: usize,
-}
-
-fn one() -> usize {
-    1
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AutoencoderRef {
-    pub path: String,
-    pub step: u64,
-    pub params_hash: String,
-}
-
-/// FNV-1a over the bit patterns of a parameter buffer, as hex.
-pub fn params_hash(p: &[f32]) -> String {
-    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-    for v in p {
-        for b in v.to_bits().to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01B3);
-        }
-    }
-    format!("{h:016x}")
-}
 
 /// What the driver tells its caller while it runs.
 pub enum Event<'a> {
@@ -150,138 +79,6 @@ pub struct RunOptions<'a> {
     pub seed: Option<u64>,
     /// This process's data-parallel group (None: a single process).
     pub parallel: Option<Parallel<'a>>,
-}
-
-/// `p` itself when it is a file, else `p/checkpoint.ckpt`.
-pub fn checkpoint_path(p: &Path) -> PathBuf {
-    if p.is_dir() {
-        p.join(CHECKPOINT_FILE)
-    } else {
-        p.to_path_buf()
-    }
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> TrainError {
-    TrainError::Invalid(format!("{}: {e}", path.display()))
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Which volume the k-th sample uses: epoch-wise permutations, a pure function of (seed, k).
-struct Order {
-    seed: u64,
-    n: usize,
-    epoch: Option<u64>,
-    perm: Vec<usize>,
-}
-
-impl Order {
-    fn new(seed: u64, n: usize) -> Self {
-        Order { seed, n, epoch: None, perm: Vec::new() }
-    }
-
-    fn volume(&mut self, k: u64) -> usize {
-        let n = self.n as u64;
-        let epoch = k / n;
-        if self.epoch != Some(epoch) {
-            let mut rng = SplitMix64::new(mix(self.seed ^ 0x0E0C_0000_0000_0000 ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-            self.perm = (0..self.n).collect();
-            for i in (1..self.n).rev() {
-                let j = rng.below(i as u64 + 1) as usize;
-                self.perm.swap(i, j);
-            }
-            self.epoch = Some(epoch);
-        }
-        self.perm[(k % n) as usize]
-    }
-}
-
-/// Per-sample generator for crop positions, keyed by (seed, k).
-fn sample_rng(seed: u64, k: u64) -> SplitMix64 {
-    SplitMix64::new(mix(seed ^ 0xC409_0000_0000_0000 ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03)))
-}
-
-/// Cuts the log back to the lines with `step < keep_below` (atomic rewrite).
-fn trim_log(path: &Path, keep_below: u64) -> Result<(), TrainError> {
-    let Ok(f) = File::open(path) else { return Ok(()) };
-    let mut kept = String::new();
-    for line in BufReader::new(f).lines() {
-        let line = line.map_err(|e| io_err(path, e))?;
-        let step = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64()));
-        if step.is_some_and(|s| s < keep_below) {
-            kept.push_str(&line);
-            kept.push('\n');
-        }
-    }
-    ldm_io::atomic::write_bytes(path, kept.as_bytes()).map(|_| ()).map_err(|e| io_err(path, e))
-}
-
-/// Reads a run's log (skipping lines that are not JSON objects, e.g. a torn last line).
-pub fn read_log(path: &Path) -> Result<Vec<serde_json::Value>, TrainError> {
-    let f = File::open(path).map_err(|e| io_err(path, e))?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
-        let line = line.map_err(|e| io_err(path, e))?;
-        if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str(&line) {
-            out.push(v);
-        }
-    }
-    Ok(out)
-}
-
-/// Common preparation: run directory, config copy, checkpoint presence, log trimming.
-fn prepare_dir(o: &RunOptions, stage: Stage, writes: bool) -> Result<PathBuf, TrainError> {
-    if writes {
-        fs::create_dir_all(o.out).map_err(|e| io_err(o.out, e))?;
-    }
-    let ckpt = o.out.join(CHECKPOINT_FILE);
-    if o.resume && !ckpt.is_file() {
-        return Err(TrainError::Invalid(format!("--resume: {} holds no checkpoint ({CHECKPOINT_FILE})", o.out.display())));
-    }
-    if !o.resume && ckpt.exists() {
-        return Err(TrainError::Invalid(format!(
-            "{} already holds a {} checkpoint; pass --resume to continue it or choose another output folder",
-            o.out.display(),
-            stage.name()
-        )));
-    }
-    if o.volumes.is_empty() {
-        return Err(TrainError::Invalid("no training volumes".into()));
-    }
-    if let Some(v) = o.volumes.iter().find(|v| v.dims != o.config.data.roi) {
-        return Err(TrainError::Invalid(format!("a training volume has shape {:?}, data.roi is {:?}", v.dims, o.config.data.roi)));
-    }
-    if !o.resume && writes {
-        let text = serde_json::to_string_pretty(o.config).map_err(|e| TrainError::Invalid(e.to_string()))?;
-        let p = o.out.join(CONFIG_FILE);
-        ldm_io::atomic::write_bytes(&p, text.as_bytes()).map_err(|e| io_err(&p, e))?;
-        let log = o.out.join(LOG_FILE);
-        if log.exists() {
-            fs::remove_file(&log).map_err(|e| io_err(&log, e))?;
-        }
-    }
-    Ok(ckpt)
-}
-
-fn open_log(out: &Path) -> Result<File, TrainError> {
-    let p = out.join(LOG_FILE);
-    OpenOptions::new().create(true).append(true).open(&p).map_err(|e| io_err(&p, e))
-}
-
-fn log_line<T: Serialize>(log: &mut File, out: &Path, stage: Stage, rec: &T, elapsed: f64) -> Result<serde_json::Value, TrainError> {
-    let mut v = serde_json::to_value(rec).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    if let serde_json::Value::Object(m) = &mut v {
-        m.insert("stage".into(), serde_json::json!(stage.name()));
-        m.insert("elapsed_s".into(), serde_json::json!((elapsed * 1000.0).round() / 1000.0));
-    }
-    let mut s = v.to_string();
-    s.push('\n');
-    log.write_all(s.as_bytes()).map_err(|e| io_err(&out.join(LOG_FILE), e))?;
-    Ok(v)
 }
 
 /// What both stages do around their optimiser steps: one log line and progress event per step, a
@@ -328,7 +125,7 @@ impl<'a> StepBook<'a> {
             let line = log_line(log, self.out, self.stage, rec, self.started.elapsed().as_secs_f64())?;
             on_event(Event::Step { step: rec_step, total: self.total, loss, line: &line });
         }
-        if now % self.checkpoint_every == 0 || now == self.total {
+        if now.is_multiple_of(self.checkpoint_every) || now == self.total {
             if let Some(log) = self.log.as_ref() {
                 log.sync_data().map_err(|e| io_err(&self.out.join(LOG_FILE), e))?;
             }
@@ -492,32 +289,6 @@ fn diversity_line(cfg: &TrainConfig, ae: &VaeGanTrainer, t: &DiffusionTrainer, l
     Ok(serde_json::json!({ "diversity_samples": d.samples, "diversity_metric": d.metric, "diversity_mean": d.mean, "diversity_std": d.std }))
 }
 
-/// The recorded loop state must match this invocation's (same data, batch and shapes).
-fn check_record(ckpt: &Path, extra: &serde_json::Value, now: &RunRecord) -> Result<(), TrainError> {
-    let saved: RunRecord = serde_json::from_value(extra.clone())
-        .map_err(|e| TrainError::Invalid(format!("{}: no training-loop record in the checkpoint: {e}", ckpt.display())))?;
-    if saved.stage != now.stage {
-        return Err(TrainError::Invalid(format!("{}: is a {} checkpoint, not {}", ckpt.display(), saved.stage.name(), now.stage.name())));
-    }
-    if saved.data.volumes != now.data.volumes || saved.data.preprocess != now.data.preprocess {
-        return Err(TrainError::Invalid(format!(
-            "{}: the run was trained on {} volumes ({}); resuming with {} volumes ({}) would not continue it",
-            ckpt.display(),
-            saved.data.volumes,
-            saved.data.description,
-            now.data.volumes,
-            now.data.description
-        )));
-    }
-    if saved.batch_size != now.batch_size || saved.sample_shape != now.sample_shape || saved.sample_latents != now.sample_latents {
-        return Err(TrainError::Invalid(format!(
-            "{}: batch size, sample shape or latent sampling differs from the configuration",
-            ckpt.display()
-        )));
-    }
-    Ok(())
-}
-
 /// Latent statistics of every volume under the autoencoder (mu, sigma per volume).
 struct Latents {
     mu: Vec<Vec<f32>>,
@@ -675,45 +446,9 @@ pub fn stage_config(cfg: &TrainConfig, s: f32) -> DiffusionConfig {
     }
 }
 
-/// Reads the loop record of a checkpoint written by this driver.
-pub fn read_record(extra: &serde_json::Value, ckpt: &Path) -> Result<RunRecord, TrainError> {
-    serde_json::from_value(extra.clone())
-        .map_err(|e| TrainError::Invalid(format!("{}: not written by `brats-ldm train` (no run record): {e}", ckpt.display())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn order_visits_every_volume_once_per_epoch_and_is_a_function_of_the_index() {
-        let mut a = Order::new(9, 5);
-        for epoch in 0..3u64 {
-            let mut seen: Vec<usize> = (0..5).map(|i| a.volume(epoch * 5 + i)).collect();
-            seen.sort();
-            assert_eq!(seen, vec![0, 1, 2, 3, 4]);
-        }
-        // Random access (as after a resume) gives the same volumes as sequential access.
-        let mut b = Order::new(9, 5);
-        let mut c = Order::new(9, 5);
-        let seq: Vec<usize> = (0..15).map(|k| b.volume(k)).collect();
-        let rnd: Vec<usize> = (0..15).rev().map(|k| c.volume(k)).collect();
-        assert_eq!(seq, rnd.into_iter().rev().collect::<Vec<_>>());
-        let other: Vec<usize> = (0..15).map(|k| Order::new(10, 5).volume(k)).collect();
-        assert_ne!(seq, other);
-    }
-
-    #[test]
-    fn trim_log_keeps_only_earlier_steps() {
-        let dir = std::env::temp_dir().join(format!("ldm-trim-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(LOG_FILE);
-        fs::write(&p, "{\"step\":0}\n{\"step\":1}\n{\"step\":2}\n{\"step\":3,\"torn\n").unwrap();
-        trim_log(&p, 2).unwrap();
-        assert_eq!(fs::read_to_string(&p).unwrap(), "{\"step\":0}\n{\"step\":1}\n");
-        assert_eq!(read_log(&p).unwrap().len(), 2);
-        fs::remove_dir_all(&dir).unwrap();
-    }
 
     #[test]
     fn presets_validate_and_bad_settings_are_named() {
