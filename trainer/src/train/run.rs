@@ -20,7 +20,7 @@
 //! with the same world size continues bit-exactly, with another one the data stream continues
 //! at sample `step b W_new` (see docs/distributed.md).
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,7 +31,7 @@ use super::distributed::{BatchPart, DataParallel, Network, Parallel};
 use super::order::{sample_rng, Order};
 use super::record::check_record;
 pub use super::record::{params_hash, read_record, AutoencoderRef, DataRecord, RunRecord, Stage, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, LOSS_PNG};
-use super::run_dir::{io_err, log_line, open_log, prepare_dir, trim_log};
+use super::run_dir::{io_err, log_line, open_log, trim_log};
 pub use super::run_dir::{checkpoint_path, read_log};
 use super::setup::TrainConfig;
 use super::vae_gan::VaeGanTrainer;
@@ -79,6 +79,40 @@ pub struct RunOptions<'a> {
     pub seed: Option<u64>,
     /// This process's data-parallel group (None: a single process).
     pub parallel: Option<Parallel<'a>>,
+}
+
+/// Common preparation: run directory, config copy, checkpoint presence, log trimming.
+fn prepare_dir(o: &RunOptions, stage: Stage, writes: bool) -> Result<PathBuf, TrainError> {
+    if writes {
+        fs::create_dir_all(o.out).map_err(|e| io_err(o.out, e))?;
+    }
+    let ckpt = o.out.join(CHECKPOINT_FILE);
+    if o.resume && !ckpt.is_file() {
+        return Err(TrainError::Invalid(format!("--resume: {} holds no checkpoint ({CHECKPOINT_FILE})", o.out.display())));
+    }
+    if !o.resume && ckpt.exists() {
+        return Err(TrainError::Invalid(format!(
+            "{} already holds a {} checkpoint; pass --resume to continue it or choose another output folder",
+            o.out.display(),
+            stage.name()
+        )));
+    }
+    if o.volumes.is_empty() {
+        return Err(TrainError::Invalid("no training volumes".into()));
+    }
+    if let Some(v) = o.volumes.iter().find(|v| v.dims != o.config.data.roi) {
+        return Err(TrainError::Invalid(format!("a training volume has shape {:?}, data.roi is {:?}", v.dims, o.config.data.roi)));
+    }
+    if !o.resume && writes {
+        let text = serde_json::to_string_pretty(o.config).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let p = o.out.join(CONFIG_FILE);
+        ldm_io::atomic::write_bytes(&p, text.as_bytes()).map_err(|e| io_err(&p, e))?;
+        let log = o.out.join(LOG_FILE);
+        if log.exists() {
+            fs::remove_file(&log).map_err(|e| io_err(&log, e))?;
+        }
+    }
+    Ok(ckpt)
 }
 
 /// What both stages do around their optimiser steps: one log line and progress event per step, a

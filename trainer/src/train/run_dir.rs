@@ -1,14 +1,13 @@
-//! The run folder and its log: preparing the folder (configuration copy, checkpoint presence),
-//! appending one JSON line per step to `log.jsonl`, cutting it back on resume, and reading it.
+//! The run folder's log: appending one JSON line per step to `log.jsonl`, cutting it back on
+//! resume, and reading it; where a run's checkpoint is.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::record::{Stage, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE};
-use super::run::RunOptions;
+use super::record::{Stage, CHECKPOINT_FILE, LOG_FILE};
 use super::TrainError;
 
 /// `p` itself when it is a file, else `p/checkpoint.ckpt`.
@@ -52,40 +51,6 @@ pub fn read_log(path: &Path) -> Result<Vec<serde_json::Value>, TrainError> {
     Ok(out)
 }
 
-/// Common preparation: run directory, config copy, checkpoint presence, log trimming.
-pub(super) fn prepare_dir(o: &RunOptions, stage: Stage, writes: bool) -> Result<PathBuf, TrainError> {
-    if writes {
-        fs::create_dir_all(o.out).map_err(|e| io_err(o.out, e))?;
-    }
-    let ckpt = o.out.join(CHECKPOINT_FILE);
-    if o.resume && !ckpt.is_file() {
-        return Err(TrainError::Invalid(format!("--resume: {} holds no checkpoint ({CHECKPOINT_FILE})", o.out.display())));
-    }
-    if !o.resume && ckpt.exists() {
-        return Err(TrainError::Invalid(format!(
-            "{} already holds a {} checkpoint; pass --resume to continue it or choose another output folder",
-            o.out.display(),
-            stage.name()
-        )));
-    }
-    if o.volumes.is_empty() {
-        return Err(TrainError::Invalid("no training volumes".into()));
-    }
-    if let Some(v) = o.volumes.iter().find(|v| v.dims != o.config.data.roi) {
-        return Err(TrainError::Invalid(format!("a training volume has shape {:?}, data.roi is {:?}", v.dims, o.config.data.roi)));
-    }
-    if !o.resume && writes {
-        let text = serde_json::to_string_pretty(o.config).map_err(|e| TrainError::Invalid(e.to_string()))?;
-        let p = o.out.join(CONFIG_FILE);
-        ldm_io::atomic::write_bytes(&p, text.as_bytes()).map_err(|e| io_err(&p, e))?;
-        let log = o.out.join(LOG_FILE);
-        if log.exists() {
-            fs::remove_file(&log).map_err(|e| io_err(&log, e))?;
-        }
-    }
-    Ok(ckpt)
-}
-
 pub(super) fn open_log(out: &Path) -> Result<File, TrainError> {
     let p = out.join(LOG_FILE);
     OpenOptions::new().create(true).append(true).open(&p).map_err(|e| io_err(&p, e))
@@ -106,6 +71,7 @@ pub(super) fn log_line<T: Serialize>(log: &mut File, out: &Path, stage: Stage, r
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn trim_log_keeps_only_earlier_steps() {
