@@ -25,30 +25,7 @@ pub enum Precision {
     Bf16,
 }
 
-/// The sampler that turns noise into a latent.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sampler {
-    /// DDIM with stochasticity `eta` (0 = deterministic, the bundle's default).
-    Ddim { eta: f32 },
-    /// Ancestral DDPM (x0 clipped and variance as configured in the blob); its default step
-    /// count is every training timestep unless the blob's default sampler is DDPM.
-    Ddpm,
-    /// PNDM (PLMS, after a Runge-Kutta warm-up unless the blob says `skip_prk_steps`);
-    /// deterministic.
-    Pndm,
-}
-
-impl Sampler {
-    /// Whether it draws fresh noise at each step (DDPM, DDIM with eta > 0), so that the initial
-    /// noise alone does not decide the result.
-    pub fn is_stochastic(self) -> bool {
-        match self {
-            Sampler::Ddim { eta } => eta != 0.0,
-            Sampler::Ddpm => true,
-            Sampler::Pndm => false,
-        }
-    }
-}
+pub use crate::sampler::Sampler;
 
 /// Options of `Runtime::new`.
 #[derive(Debug, Clone, PartialEq)]

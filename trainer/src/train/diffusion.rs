@@ -12,7 +12,7 @@ use std::path::Path;
 use ldm_weights::{SchedulerConfig, UnetConfig};
 use serde::{Deserialize, Serialize};
 
-use super::distributed::{BatchPart, Network};
+use super::batch_part::{BatchPart, Network};
 use super::{all_finite, finite, tensor_table, TrainError};
 use crate::checkpoint::{self, CheckpointHeader, SectionInfo};
 use crate::init::{init_params, normals, normals_at, uniform_ints_at, Stream};

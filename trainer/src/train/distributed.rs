@@ -1,8 +1,5 @@
-//! Data parallelism in the trainers and the loop driver (`ldm-dist` does the networking):
-//! - [`BatchPart`]: a step's view of this rank's share of the global batch: where its samples
-//!   sit (the trainers draw their per-sample noise and timesteps at that offset of the global
-//!   streams) and the reduction that averages each network's gradient over the ranks between
-//!   the backward pass and the optimiser step;
+//! Data parallelism in the loop driver (`ldm-dist` does the networking; the trainers' side,
+//! [`BatchPart`], is in `batch_part.rs`):
 //! - [`DataParallel`]: the loop's side: rank 0's state broadcast at the start, gradients
 //!   averaged bucket by bucket (reverse parameter order, [`ldm_dist::BucketPlan`]) through the
 //!   host group, step logs averaged, the state checked identical on every rank at each
@@ -15,6 +12,7 @@
 use ldm_dist::group::fingerprint_f32;
 use ldm_dist::{BucketPlan, BucketSchedule, DistError, HostGroup, Shard, WriteRole};
 
+pub use super::batch_part::{BatchPart, Network, ReduceFn};
 use super::diffusion::DiffusionStepLog;
 use super::vae_gan::VaeStepLog;
 use super::TrainError;
@@ -22,56 +20,6 @@ use crate::params::ParamStore;
 
 /// Gradient bucket size when none is given (PyTorch DDP's default, 25 MB).
 pub const DEFAULT_BUCKET_MB: f64 = 25.0;
-
-/// The networks whose gradients a step averages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Network {
-    Autoencoder,
-    Discriminator,
-    Unet,
-}
-
-/// Averages one network's flat gradient over the ranks, in place.
-pub type ReduceFn<'a> = dyn FnMut(Network, &mut [f32]) -> Result<(), TrainError> + 'a;
-
-/// This rank's share of one step's global batch.
-pub struct BatchPart<'a> {
-    pub shard: Shard,
-    reduce: Option<&'a mut ReduceFn<'a>>,
-}
-
-impl BatchPart<'static> {
-    /// A single process: the whole batch, nothing to average.
-    pub fn whole() -> Self {
-        BatchPart {
-            shard: Shard::single(),
-            reduce: None,
-        }
-    }
-}
-
-impl<'a> BatchPart<'a> {
-    /// Rank `shard.rank` of `shard.world`, averaging gradients with `reduce`.
-    pub fn new(shard: Shard, reduce: &'a mut ReduceFn<'a>) -> Self {
-        BatchPart {
-            shard,
-            reduce: Some(reduce),
-        }
-    }
-
-    /// Position of this rank's first sample in the global batch, for a local batch of `n`.
-    pub fn first_sample(&self, n: usize) -> u64 {
-        self.shard.batch_offset(n) as u64
-    }
-
-    /// Averages `grad` of `net` over the ranks (nothing for a single process).
-    pub fn reduce(&mut self, net: Network, grad: &mut [f32]) -> Result<(), TrainError> {
-        match self.reduce.as_mut() {
-            Some(f) => f(net, grad),
-            None => Ok(()),
-        }
-    }
-}
 
 /// How a run takes part in a data-parallel job (absent: a single process).
 #[derive(Debug, Clone, Copy)]

@@ -20,6 +20,8 @@
 //! discriminator updates come first (bundle order), so after such an error resume from the last
 //! checkpoint.
 
+// a step's share of a data-parallel batch
+pub mod batch_part;
 pub mod diffusion;
 pub mod distributed;
 // the order of training samples, a pure function of (seed, k)

@@ -17,7 +17,7 @@ use std::path::Path;
 use ldm_weights::{DecoderConfig, EncoderConfig};
 use serde::{Deserialize, Serialize};
 
-use super::distributed::{BatchPart, Network};
+use super::batch_part::{BatchPart, Network};
 use super::{all_finite, finite, tensor_table, TrainError};
 use crate::checkpoint::{self, CheckpointHeader, SectionInfo};
 use crate::init::{init_params, normals_at, Stream};
