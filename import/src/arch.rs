@@ -2,8 +2,6 @@
 //! mirroring the bundle's own config (`autoencoder_def` / `network_def` sections with MONAI's
 //! constructor argument names), validated into the blob's `ModelConfig` pieces.
 
-// `%` rather than `is_multiple_of`: the workspace's rust-version is 1.80.
-#![allow(clippy::manual_is_multiple_of)]
 
 use std::path::Path;
 

@@ -7,8 +7,6 @@
 //! executed. Objects live in an arena and the memo stores arena indices, so memo hits share the
 //! object (as in Python) and no opcode can copy an unbounded amount of data.
 
-// `%` rather than `is_multiple_of`: the workspace's rust-version is 1.80.
-#![allow(clippy::manual_is_multiple_of)]
 
 use std::collections::HashMap;
 use std::fmt;

@@ -4,8 +4,6 @@
 //! The limits are generous (far beyond the bundle) but finite, so that a hostile header cannot
 //! describe a model whose tensor sizes overflow or whose planning would exhaust memory.
 
-// `%` rather than `is_multiple_of`: the workspace's rust-version is 1.80.
-#![allow(clippy::manual_is_multiple_of)]
 
 use thiserror::Error;
 
