@@ -10,6 +10,8 @@
 mod pack_avx2;
 #[cfg(target_arch = "x86_64")]
 mod pack_avx512;
+// LDM_CPU_CONV: the algorithm of the 3x3x3 convolutions
+pub mod mode;
 pub mod winograd;
 
 #[cfg(target_arch = "x86_64")]

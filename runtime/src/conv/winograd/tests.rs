@@ -252,15 +252,6 @@ fn winograd_slabs_equal_the_whole_volume() {
 }
 
 #[test]
-fn conv_mode_names_parse() {
-    assert_eq!(resolve(None), Ok(ConvMode::Winograd));
-    assert_eq!(resolve(Some("direct".as_ref())), Ok(ConvMode::Direct));
-    assert_eq!(resolve(Some(" Winograd ".as_ref())), Ok(ConvMode::Winograd));
-    let e = resolve(Some("fft".as_ref())).unwrap_err();
-    assert!(e.contains(CONV_ENV) && e.contains("fft"), "{e}");
-}
-
-#[test]
 fn the_rule_keeps_small_and_narrow_convolutions_direct() {
     let base = ConvGeom {
         cin: 64,
