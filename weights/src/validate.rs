@@ -209,7 +209,7 @@ impl UnetConfig {
                 return Err(zero(field));
             }
             let c = self.num_channels[i];
-            if c % h != 0 {
+            if !c.is_multiple_of(h) {
                 return Err(ConfigError::HeadChannelsNotDividing {
                     field,
                     channels: c,
