@@ -118,10 +118,7 @@ impl CpuPlan {
         };
         let graphs: Vec<_> = unet.iter().map(|u| &u.graph).chain(decoder.iter().map(|d| &d.graph)).collect();
         let params = CpuParams::lower(neutral, &graphs, conv_mode);
-        let mut conv_ws = ConvWorkspaces { pack_per_thread: conv::pack_len(), ..ConvWorkspaces::default() };
-        for g in &graphs {
-            conv_ws = conv_ws.max(ConvWorkspaces::of(g, slab_bytes, conv_mode)?);
-        }
+        let conv_ws = ConvWorkspaces::of(&graphs, slab_bytes, conv_mode)?;
         let mut arena_len = graphs.iter().map(|g| g.arena_len).max().unwrap_or(0);
         let norm_len = conv_ws.norm;
         let max_dh = config

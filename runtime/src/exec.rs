@@ -91,11 +91,11 @@ pub fn run(pool: &Pool, g: &Graph, params: &CpuParams, dynamic: &[Vec<f32>], are
                     };
                     let od = geom.out_dims()[0];
                     let win = OutWindow { z0: 0, planes: od };
-                    let xin = if x == out { None } else { Some(View { data: a.get(g, x), z0: 0, planes: geom.din }) };
+                    let xin = if op.in_place() { None } else { Some(View { data: a.get(g, x), z0: 0, planes: geom.din }) };
                     let nrm = nrm.map(|(s, act)| (a.get(g, s), act));
                     let o = a.get_mut(g, out);
-                    let op = ConvOp { geom: &geom, weights: &params.convs[w], bias, x: xin, norm: nrm, slab: slab_planes(&geom, ws.slab_bytes), win, o0: 0, o1: od, init };
-                    conv_op(pool, &op, o, &mut ws.norm, scratch);
+                    let conv = ConvOp { geom: &geom, weights: &params.convs[w], bias, x: xin, norm: nrm, slab: slab_planes(&geom, ws.slab_bytes), win, o0: 0, o1: od, init };
+                    conv_op(pool, &conv, o, &mut ws.norm, scratch);
                 }
             }
         }

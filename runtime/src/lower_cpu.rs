@@ -29,12 +29,10 @@ impl CpuParams {
         let Params { matrices, vecs } = params;
         let convs = matrices.into_iter().map(|m| ConvWeights::Direct(PackedA::pack(&m.data, m.m, m.k))).collect();
         let mut pending_winograd = Vec::new();
-        if mode == winograd::ConvMode::Winograd {
-            for op in graphs.iter().flat_map(|g| &g.ops) {
-                if let Op::Conv { g, w, .. } = *op {
-                    if winograd::applies(&g) {
-                        pending_winograd.push((w, g.up));
-                    }
+        for op in graphs.iter().flat_map(|g| &g.ops) {
+            if let Op::Conv { g, w, .. } = *op {
+                if runs_winograd(&g, mode) {
+                    pending_winograd.push((w, g.up));
                 }
             }
         }
@@ -61,6 +59,12 @@ impl CpuParams {
     }
 }
 
+/// Whether convolution `g` runs as Winograd in conv mode `mode` (its weights are transformed and
+/// its pack workspace sized for it).
+fn runs_winograd(g: &ConvGeom, mode: winograd::ConvMode) -> bool {
+    mode == winograd::ConvMode::Winograd && winograd::applies(g)
+}
+
 /// Output planes per slab of a convolution whose input is normalised (or staged, in place)
 /// into the norm workspace: as many as keep one slab of input planes, halo included, within
 /// `slab_bytes` (at least one).
@@ -70,7 +74,7 @@ pub fn slab_planes(g: &ConvGeom, slab_bytes: usize) -> usize {
     fit.min(g.out_dims()[0])
 }
 
-/// Floats of the workspaces one graph's convolutions need on the CPU.
+/// Floats of the workspaces the graphs' convolutions need on the CPU.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConvWorkspaces {
     /// Normalised (or staged) input planes of one slab.
@@ -82,10 +86,10 @@ pub struct ConvWorkspaces {
 }
 
 impl ConvWorkspaces {
-    /// What the convolutions of `g` need with slabs of `slab_bytes` in conv mode `mode`.
-    pub fn of(g: &Graph, slab_bytes: usize, mode: winograd::ConvMode) -> Result<ConvWorkspaces, RuntimeError> {
+    /// What the convolutions of `graphs` need with slabs of `slab_bytes` in conv mode `mode`.
+    pub fn of(graphs: &[&Graph], slab_bytes: usize, mode: winograd::ConvMode) -> Result<ConvWorkspaces, RuntimeError> {
         let mut ws = ConvWorkspaces { pack_per_thread: conv::pack_len(), ..ConvWorkspaces::default() };
-        for op in &g.ops {
+        for op in graphs.iter().flat_map(|g| &g.ops) {
             let Op::Conv { g: geom, norm, .. } = *op else { continue };
             if norm.is_some() || op.in_place() {
                 let planes = (slab_planes(&geom, slab_bytes) + 2 * geom.pad).min(geom.din);
@@ -95,21 +99,12 @@ impl ConvWorkspaces {
                     .ok_or(RuntimeError::Overflow("norm workspace"))?;
                 ws.norm = ws.norm.max(len);
             }
-            if mode == winograd::ConvMode::Winograd && winograd::applies(&geom) {
+            if runs_winograd(&geom, mode) {
                 ws.pack_per_thread = ws.pack_per_thread.max(winograd::thread_ws_len(&geom));
             }
             ws.shared = ws.shared.max(conv::shared_pack_len(&geom));
         }
         Ok(ws)
-    }
-
-    /// The larger of each workspace.
-    pub fn max(self, o: ConvWorkspaces) -> ConvWorkspaces {
-        ConvWorkspaces {
-            norm: self.norm.max(o.norm),
-            pack_per_thread: self.pack_per_thread.max(o.pack_per_thread),
-            shared: self.shared.max(o.shared),
-        }
     }
 }
 

@@ -319,12 +319,12 @@ impl SlabPlan {
                             };
                             (ss, act)
                         });
-                        let xin = if x == out { None } else { Some(view(x)) };
+                        let xin = if op.in_place() { None } else { Some(view(x)) };
 
                         let (w0, w1) = s.window[out];
                         let oinfo = &self.tail.bufs[out];
                         let o = std::slice::from_raw_parts_mut(base.add(oinfo.offset), oinfo.len);
-                        let op = ConvOp {
+                        let conv = ConvOp {
                             geom: &geom,
                             weights: &params.convs[w],
                             bias,
@@ -336,7 +336,7 @@ impl SlabPlan {
                             o1,
                             init,
                         };
-                        conv_op(pool, &op, o, &mut ws.norm, scratch);
+                        conv_op(pool, &conv, o, &mut ws.norm, scratch);
                     }
                 }
                 match pass.target {

@@ -288,7 +288,7 @@ pub fn lower(g: &Graph) -> Result<Lowered, CudaError> {
                 out,
                 init,
             } => {
-                let staged = x == out;
+                let staged = op.in_place();
                 let p_in = geom.din * geom.hin * geom.win;
                 let virt = geom.virt();
                 let o = geom.out_dims();
