@@ -414,7 +414,6 @@ fn bundle_plan_bytes() {
             gib(l.total_bytes)
         );
     }
-    let wbytes: usize = params.matrices.iter().map(|m| 4 * m.data.len()).sum::<usize>()
-        + params.vecs.iter().map(|v| 4 * v.len()).sum::<usize>();
+    let wbytes = params.bytes();
     println!("weights (fp32, PyTorch layout): {:.2} GiB", gib(wbytes));
 }
