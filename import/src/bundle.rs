@@ -382,11 +382,7 @@ fn inference_steps(
     let mut found: Option<(u32, String)> = None;
     // Merged training configs may set up their own schedule: the calls in the file the
     // scheduler comes from win.
-    let calling: Vec<(String, String)> = cfg
-        .strings()
-        .into_iter()
-        .filter(|(_, s)| s.starts_with('$') && s.contains("set_timesteps"))
-        .collect();
+    let calling = cfg.strings_where(|s| s.starts_with('$') && s.contains("set_timesteps"))?;
     let home = cfg.file_of(scheduler);
     let (same, other): (Vec<_>, Vec<_>) = calling
         .into_iter()

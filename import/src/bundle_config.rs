@@ -6,7 +6,9 @@
 //! devices, datasets and handlers are never looked at.
 //!
 //! Limits: each file at most 16 MiB, references at most 64 deep (a cycle is reported with its
-//! chain), a resolved value at most 100 000 JSON nodes.
+//! chain), a resolved value at most 100 000 JSON nodes, ids at most 4096 bytes, and at most
+//! 64 MiB of values (as `json_size` counts them) copied by macros and references over a config's
+//! life, so that a small config cannot make a large one by naming a value many times.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use ldm_io::Budget;
 use serde_json::{Map, Value};
 
 use crate::bundle_expr::{self, EvalError};
+use crate::json_size::{heap_bytes, nodes};
 
 /// Largest config file read.
 const MAX_FILE_BYTES: u64 = 16 << 20;
@@ -22,6 +25,11 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 const MAX_DEPTH: usize = 64;
 /// Largest resolved value, in JSON nodes.
 const MAX_NODES: usize = 100_000;
+/// Longest id (keys and list indices joined by `#`) the merged config may hold.
+const MAX_ID_BYTES: usize = 4096;
+/// Most bytes (`json_size::heap_bytes`) that `%` macros, `@` references and the resolver's cache
+/// may copy in all over a config's life.
+const MAX_COPIED_BYTES: usize = 64 << 20;
 
 /// What went wrong, with the file and the config id it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +59,10 @@ pub struct BundleConfig {
     origin: HashMap<String, String>,
     /// Where `%file.json#id` macros are looked up.
     base_dir: PathBuf,
+    /// Resolved values by id, with the bytes each is counted as.
     resolved: HashMap<String, (Value, usize)>,
+    /// Bytes copied so far by macros, references and the cache (bounded by `MAX_COPIED_BYTES`).
+    copied: usize,
 }
 
 /// Normalise MONAI's `::` separator to the `#` this module uses.
@@ -98,11 +109,20 @@ pub fn read_json(path: &Path) -> Result<Value, ConfigError> {
     serde_json::from_slice(&bytes).map_err(|cause| ConfigError::Json { path: shown, cause })
 }
 
-fn nodes(v: &Value) -> usize {
+/// The length of the longest id at or below `v`, whose own id is `len` bytes long.
+fn longest_id(v: &Value, len: usize) -> usize {
+    let below = |key: usize| if len == 0 { key } else { len + 1 + key };
     match v {
-        Value::Array(a) => 1 + a.iter().map(nodes).sum::<usize>(),
-        Value::Object(o) => 1 + o.values().map(nodes).sum::<usize>(),
-        _ => 1,
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, x)| longest_id(x, below(k.len())))
+            .fold(len, usize::max),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| longest_id(x, below(i.to_string().len())))
+            .fold(len, usize::max),
+        _ => len,
     }
 }
 
@@ -161,12 +181,35 @@ impl BundleConfig {
             origin,
             base_dir: base_dir.to_path_buf(),
             resolved: HashMap::new(),
+            copied: 0,
         };
         let raw = cfg.root.clone();
         let mut root = std::mem::take(&mut cfg.root);
-        cfg.expand(&mut root, "", &raw)?;
+        // Before expanding (whose walk builds every id) and after (macros copy values deeper).
+        cfg.check_id_lengths(&root)?;
+        cfg.expand(&mut root, "", &raw, &mut HashMap::new())?;
+        cfg.check_id_lengths(&root)?;
         cfg.root = root;
         Ok(cfg)
+    }
+
+    /// An error naming the top-level key below which an id passes `MAX_ID_BYTES`.
+    fn check_id_lengths(&self, root: &Value) -> Result<(), ConfigError> {
+        let Value::Object(top) = root else {
+            return Ok(());
+        };
+        match top
+            .iter()
+            .find(|(k, v)| longest_id(v, k.len()) > MAX_ID_BYTES)
+        {
+            Some((k, _)) => Err(self.item_error(
+                k,
+                format!(
+                    "holds ids longer than {MAX_ID_BYTES} bytes (keys nested too deep or too long)"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The file that set the top-level key of `id` (for messages).
@@ -199,22 +242,46 @@ impl BundleConfig {
         }
     }
 
-    /// Every string of the config with its id (for finding calls such as `set_timesteps`).
-    pub fn strings(&self) -> Vec<(String, String)> {
-        fn walk(v: &Value, id: &str, out: &mut Vec<(String, String)>) {
+    /// Every string of the config that `keep` accepts, with its id (for finding calls such as
+    /// `set_timesteps`); an error when these copies pass the copy limit.
+    pub fn strings_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
+        /// Collects into `out` while `room` (bytes) lasts; Err(id) where it ran out.
+        fn walk(
+            v: &Value,
+            id: &str,
+            keep: &dyn Fn(&str) -> bool,
+            room: &mut usize,
+            out: &mut Vec<(String, String)>,
+        ) -> Result<(), String> {
             match v {
-                Value::String(s) => out.push((id.to_string(), s.clone())),
-                Value::Array(a) => a
-                    .iter()
-                    .enumerate()
-                    .for_each(|(i, x)| walk(x, &child(id, &i.to_string()), out)),
-                Value::Object(o) => o.iter().for_each(|(k, x)| walk(x, &child(id, k), out)),
+                Value::String(s) if keep(s) => {
+                    *room = room
+                        .checked_sub(id.len() + s.len())
+                        .ok_or_else(|| id.to_string())?;
+                    out.push((id.to_string(), s.clone()));
+                }
+                Value::Array(a) => {
+                    for (i, x) in a.iter().enumerate() {
+                        walk(x, &child(id, &i.to_string()), keep, room, out)?;
+                    }
+                }
+                Value::Object(o) => {
+                    for (k, x) in o {
+                        walk(x, &child(id, k), keep, room, out)?;
+                    }
+                }
                 _ => {}
             }
+            Ok(())
         }
         let mut out = Vec::new();
-        walk(&self.root, "", &mut out);
-        out
+        let mut room = MAX_COPIED_BYTES.saturating_sub(self.copied);
+        walk(&self.root, "", &keep, &mut room, &mut out)
+            .map_err(|id| self.copy_limit_error(&id))?;
+        Ok(out)
     }
 
     fn item_error(&self, id: &str, msg: impl Into<String>) -> ConfigError {
@@ -225,26 +292,56 @@ impl BundleConfig {
         }
     }
 
+    fn copy_limit_error(&self, id: &str) -> ConfigError {
+        self.item_error(
+            id,
+            format!(
+                "macros and references copy more than {} MiB of values (a value named too many times)",
+                MAX_COPIED_BYTES >> 20
+            ),
+        )
+    }
+
+    /// Count `bytes` more copied for `id`; an error past `MAX_COPIED_BYTES`.
+    fn charge(&mut self, id: &str, bytes: usize) -> Result<(), ConfigError> {
+        self.copied = self.copied.saturating_add(bytes);
+        if self.copied > MAX_COPIED_BYTES {
+            return Err(self.copy_limit_error(id));
+        }
+        Ok(())
+    }
+
     /// Relative ids to absolute ones and `%` macros to copies of what they name, everywhere.
-    fn expand(&self, v: &mut Value, id: &str, raw: &Value) -> Result<(), ConfigError> {
+    /// `files`: the other config files macros have named so far, each read once.
+    fn expand(
+        &mut self,
+        v: &mut Value,
+        id: &str,
+        raw: &Value,
+        files: &mut HashMap<PathBuf, Value>,
+    ) -> Result<(), ConfigError> {
         match v {
             Value::Object(o) => {
                 for (k, x) in o.iter_mut() {
-                    self.expand(x, &child(id, k), raw)?;
+                    self.expand(x, &child(id, k), raw, files)?;
                 }
             }
             Value::Array(a) => {
                 for (i, x) in a.iter_mut().enumerate() {
-                    self.expand(x, &child(id, &i.to_string()), raw)?;
+                    self.expand(x, &child(id, &i.to_string()), raw, files)?;
                 }
             }
             Value::String(s) => {
                 if s.contains("@#") || s.contains("%#") || s.contains("@::") || s.contains("%::") {
-                    *s = self.absolute_ids(id, s)?;
+                    let absolute = self.absolute_ids(id, s)?;
+                    self.charge(id, absolute.len().saturating_sub(s.len()))?;
+                    *s = absolute;
                 }
                 if let Some(m) = s.strip_prefix('%') {
                     let m = m.to_string();
-                    *v = self.macro_value(id, &m, raw)?;
+                    let copy = self.macro_value(id, &m, raw, files)?;
+                    self.charge(id, heap_bytes(&copy))?;
+                    *v = copy;
                 }
             }
             _ => {}
@@ -288,7 +385,13 @@ impl BundleConfig {
     }
 
     /// `%id` (this config) or `%file.json#id` (another file): a copy of that raw content.
-    fn macro_value(&self, id: &str, m: &str, raw: &Value) -> Result<Value, ConfigError> {
+    fn macro_value(
+        &self,
+        id: &str,
+        m: &str,
+        raw: &Value,
+        files: &mut HashMap<PathBuf, Value>,
+    ) -> Result<Value, ConfigError> {
         let m = normalize_id(m);
         let lower = m.to_ascii_lowercase();
         let (file, target) = match [".json", ".yaml", ".yml"]
@@ -298,17 +401,16 @@ impl BundleConfig {
             Some(end) => (Some(&m[..end]), m[end..].trim_start_matches('#')),
             None => (None, m.as_str()),
         };
-        let other;
         let source = match file {
             Some(f) => {
-                let p = Path::new(f);
-                let p = if p.is_absolute() {
-                    p.to_path_buf()
-                } else {
-                    self.base_dir.join(p)
-                };
-                other = read_json(&p)?;
-                &other
+                let p = self.base_dir.join(f);
+                // One read per file however it is spelled (`a.json`, `./a.json`, ...).
+                let key = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+                if !files.contains_key(&key) {
+                    let other = read_json(&p)?;
+                    files.insert(key.clone(), other);
+                }
+                &files[&key]
             }
             None => raw,
         };
@@ -326,8 +428,10 @@ impl BundleConfig {
     }
 
     fn resolve_in(&mut self, id: &str, chain: &mut Vec<String>) -> Result<Value, ConfigError> {
-        if let Some((v, _)) = self.resolved.get(id) {
-            return Ok(v.clone());
+        if let Some((v, bytes)) = self.resolved.get(id) {
+            let (v, bytes) = (v.clone(), *bytes);
+            self.charge(id, bytes)?;
+            return Ok(v);
         }
         if id.is_empty() {
             let from = chain.last().cloned().unwrap_or_default();
@@ -364,11 +468,12 @@ impl BundleConfig {
         let v = self.resolve_value(raw, id, chain);
         chain.pop();
         let v = v?;
-        let n = nodes(&v);
-        if n > MAX_NODES {
+        if nodes(&v) > MAX_NODES {
             return Err(self.item_error(id, format!("resolves to more than {MAX_NODES} values")));
         }
-        self.resolved.insert(id.to_string(), (v.clone(), n));
+        let bytes = heap_bytes(&v);
+        self.charge(id, bytes + id.len())?;
+        self.resolved.insert(id.to_string(), (v.clone(), bytes));
         Ok(v)
     }
 
@@ -618,5 +723,84 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("above the top"), "{e}");
+    }
+
+    /// A config of about 1 MiB that names one value many times: each way of copying it ends in
+    /// an error before the copies pass 64 MiB, instead of building gigabytes.
+    #[test]
+    fn values_named_many_times_stop_at_the_copy_limit() {
+        let many = |r: &str, n: usize| Value::Array(vec![json!(r); n]);
+        let limit = "copy more than 64 MiB";
+        // References: 99 000 numbers, named 2 000 times in one list (12 GiB if built).
+        let big = Value::Array(vec![json!(0); 99_000]);
+        let mut c = config(&[json!({"a": big, "b": many("@a", 2000)})]).unwrap();
+        let e = c.resolve("b").unwrap_err().to_string();
+        assert!(e.contains(limit), "{e}");
+        // Long strings count by their bytes: a 100 kB string named 5 000 times.
+        let long = "x".repeat(100_000);
+        let mut c = config(&[json!({"a": long, "b": many("@a", 5000)})]).unwrap();
+        let e = c.resolve("b").unwrap_err().to_string();
+        assert!(e.contains(limit), "{e}");
+        // The cache: asking for the same id again and again copies it each time.
+        let mut c = config(&[json!({"a": "x".repeat(1 << 20)})]).unwrap();
+        let e = (0..100)
+            .find_map(|_| c.resolve("a").err())
+            .unwrap()
+            .to_string();
+        assert!(e.contains(limit), "{e}");
+        // Macros copy when the config is read.
+        let big = Value::Array(vec![json!(0); 50_000]);
+        let e = config(&[json!({"a": big, "b": many("%a", 20_000)})])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(limit), "{e}");
+        // Relative references spell out their absolute id: a long id times many `@#`.
+        let deep = json!({"k".repeat(4000): {"x": "@#a".repeat(100_000)}});
+        let e = config(&[deep]).unwrap_err().to_string();
+        assert!(e.contains(limit), "{e}");
+        // Expressions: repetition counts the size of what it repeats.
+        let big = Value::Array(vec![json!(0); 10_000]);
+        let mut c = config(&[json!({"a": big, "b": "$[@a] * 1000"})]).unwrap();
+        let e = c.resolve("b").unwrap_err().to_string();
+        assert!(e.contains("a repetition larger than 16 MiB"), "{e}");
+        // Every nested item is cached under its id: 50 000 strings 60 levels down.
+        let mut deep = Value::Array(vec![json!("s"); 50_000]);
+        for i in 0..60 {
+            deep = json!({format!("{i:0>60}"): deep});
+        }
+        let mut c = config(&[json!({"d": deep})]).unwrap();
+        let e = c.resolve("d").unwrap_err().to_string();
+        assert!(e.contains(limit), "{e}");
+    }
+
+    #[test]
+    fn ids_longer_than_4096_bytes_are_refused() {
+        let mut deep = json!(1);
+        for i in 0..100 {
+            deep = json!({format!("{i:0>50}"): deep});
+        }
+        let e = config(&[json!({"d": deep})]).unwrap_err().to_string();
+        assert!(e.contains("`d`: holds ids longer than 4096 bytes"), "{e}");
+        let ok = json!({"k".repeat(4000): [1]});
+        assert!(config(&[ok]).is_ok());
+    }
+
+    #[test]
+    fn macros_read_each_other_file_once_however_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("other.json"), r#"{"x": [1, 2]}"#).unwrap();
+        let main = dir.path().join("main.json");
+        let uses = json!({"a": "%other.json#x", "b": "%./other.json#x#1", "c": "%other.json#y"});
+        std::fs::write(&main, serde_json::to_vec(&uses).unwrap()).unwrap();
+        let e = BundleConfig::load(std::slice::from_ref(&main), dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("`%other.json#y` names nothing"),
+            "{e}"
+        );
+        let uses = json!({"a": "%other.json#x", "b": "%./other.json#x#1"});
+        std::fs::write(&main, serde_json::to_vec(&uses).unwrap()).unwrap();
+        let mut c = BundleConfig::load(&[main], dir.path()).unwrap();
+        assert_eq!(c.resolve("a").unwrap(), json!([1, 2]));
+        assert_eq!(c.resolve("b").unwrap(), json!(2));
     }
 }

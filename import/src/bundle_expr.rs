@@ -12,8 +12,9 @@ mod parse;
 pub use eval::eval;
 pub use parse::parse;
 
-/// Longest string or list an expression may build.
-const MAX_LEN: usize = 1 << 20;
+/// Largest string or list an expression may build by repetition or concatenation, in the
+/// bytes `json_size::heap_bytes` counts (16 MiB: a list of 256 Ki numbers, or a 16 MiB string).
+const MAX_BUILT_BYTES: usize = 16 << 20;
 /// Deepest nesting of brackets and operators an expression may have.
 const MAX_NESTING: usize = 64;
 
@@ -125,7 +126,16 @@ mod tests {
         assert!(ev("9223372036854775807 + 1")
             .unwrap_err()
             .contains("overflow"));
-        assert!(ev("[0] * 100000000").unwrap_err().contains("longer"));
+        assert!(ev("[0] * 100000000")
+            .unwrap_err()
+            .contains("larger than 16 MiB"));
+        // Elements count by their size, not one each: 300 lists of 1000 numbers fit, 3000 not.
+        let thousand = format!("[{}]", vec!["0"; 1000].join(","));
+        let e = ev(&format!("[{thousand}] * 3000")).unwrap_err();
+        assert!(e.contains("a repetition larger than 16 MiB"), "{e}");
+        assert!(ev(&format!("[{thousand}] * 200")).is_ok());
+        let e = ev(&format!("'{}' + 'x'", "y".repeat(16 << 20))).unwrap_err();
+        assert!(e.contains("a concatenation larger"), "{e}");
         assert!(ev("lambda x: x").is_err());
         assert!(ev("1 if True else 2").is_err());
         let deep = "(".repeat(200) + "1" + &")".repeat(200);

@@ -12,6 +12,7 @@ pub mod bundle_config;
 pub mod bundle_expr;
 pub mod convert;
 pub mod elements;
+pub mod json_size;
 pub mod keymap;
 pub mod pickle;
 pub mod safetensors_file;

@@ -1,10 +1,11 @@
 //! Evaluating a parsed expression: Python's arithmetic on ints and floats, string and list
-//! concatenation and repetition (bounded by `MAX_LEN`), indexing, the calls `int`, `float`,
+//! concatenation and repetition (bounded by `MAX_BUILT_BYTES`), indexing, the calls `int`, `float`,
 //! `abs`, `min`, `max`, `len`, and `@` references through the caller's resolver.
 
 use serde_json::Value;
 
-use super::{float, BinOp, EvalError, Expr, MAX_LEN};
+use super::{float, BinOp, EvalError, Expr, MAX_BUILT_BYTES};
+use crate::json_size::heap_bytes;
 
 enum Num {
     I(i64),
@@ -83,27 +84,41 @@ fn arith<E>(op: BinOp, a: Num, b: Num) -> Result<Value, EvalError<E>> {
 
 fn repeat<E>(v: &Value, times: i64) -> Result<Value, EvalError<E>> {
     let n = usize::try_from(times.max(0)).map_err(|_| overflow())?;
+    if heap_bytes(v).saturating_mul(n) > MAX_BUILT_BYTES {
+        return Err(too_large("repetition"));
+    }
     match v {
-        Value::String(s) if s.len().saturating_mul(n) <= MAX_LEN => Ok(Value::String(s.repeat(n))),
-        Value::Array(a) if a.len().saturating_mul(n) <= MAX_LEN => {
+        Value::String(s) => Ok(Value::String(s.repeat(n))),
+        Value::Array(a) => {
             let mut out = Vec::with_capacity(a.len() * n);
             for _ in 0..n {
                 out.extend(a.iter().cloned());
             }
             Ok(Value::Array(out))
         }
-        _ => Err(EvalError::Cannot(format!(
-            "repetition longer than {MAX_LEN}"
-        ))),
+        _ => Err(EvalError::Cannot("repetition of a number".into())),
     }
 }
 
+fn too_large<E>(what: &str) -> EvalError<E> {
+    EvalError::Cannot(format!(
+        "a {what} larger than {} MiB",
+        MAX_BUILT_BYTES >> 20
+    ))
+}
+
 fn binary<E>(op: BinOp, a: Value, b: Value) -> Result<Value, EvalError<E>> {
+    let joins = matches!(
+        (op, &a, &b),
+        (BinOp::Add, Value::String(_), Value::String(_))
+            | (BinOp::Add, Value::Array(_), Value::Array(_))
+    );
+    if joins && heap_bytes(&a) + heap_bytes(&b) > MAX_BUILT_BYTES {
+        return Err(too_large("concatenation"));
+    }
     match (op, &a, &b) {
-        (BinOp::Add, Value::String(x), Value::String(y)) if x.len() + y.len() <= MAX_LEN => {
-            Ok(Value::String(format!("{x}{y}")))
-        }
-        (BinOp::Add, Value::Array(x), Value::Array(y)) if x.len() + y.len() <= MAX_LEN => {
+        (BinOp::Add, Value::String(x), Value::String(y)) => Ok(Value::String(format!("{x}{y}"))),
+        (BinOp::Add, Value::Array(x), Value::Array(y)) => {
             Ok(Value::Array(x.iter().chain(y).cloned().collect()))
         }
         (BinOp::Mul, Value::String(_) | Value::Array(_), Value::Number(n)) if n.is_i64() => {
