@@ -31,9 +31,11 @@ export TMPDIR="$scratch"
 one() {
   local t=$1 log="$logs/$1.log"
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
-  local rc=0 t0=$SECONDS
-  "$bin/$t" "fuzz/corpus/$t" -max_total_time="$secs" -runs="${FUZZ_RUNS:--1}" -max_len=1048576 -timeout=10 \
-    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || rc=$?
+  local rc=0 t0=$SECONDS TIMEFORMAT='cpu seconds %U user %S system'
+  # `time` appends the fuzzer's CPU time to its log: on a shared machine the wall-clock seconds
+  # libFuzzer reports can be far more than the CPU it had.
+  { time "$bin/$t" "fuzz/corpus/$t" -max_total_time="$secs" -runs="${FUZZ_RUNS:--1}" -max_len=1048576 -timeout=10 \
+    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || rc=$?; } 2>>"$log"
   local reg=()
   if [ -d "fuzz/regressions/$t" ]; then
     mapfile -t reg < <(find "fuzz/regressions/$t" -type f | sort)
@@ -41,13 +43,14 @@ one() {
   if [ $rc -eq 0 ] && [ ${#reg[@]} -gt 0 ]; then
     "$bin/$t" -timeout=10 -rss_limit_mb=2048 "${reg[@]}" >>"$log" 2>&1 || rc=$?
   fi
-  local runs edges corp peak took=$((SECONDS - t0))
+  local runs edges corp peak cpu took=$((SECONDS - t0))
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
   edges=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || true)
   corp=$(grep -o 'corp: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || true)
   peak=$(grep -o 'heap peak [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || true)
-  printf '%-17s %s s, %s executions, %s edges, corpus %s, heap peak %s bytes, %s regression inputs, %s\n' \
-    "$t" "$took" "${runs:-?}" "${edges:-?}" "${corp:-?}" "${peak:-under 1048576}" "${#reg[@]}" \
+  cpu=$(awk '/^cpu seconds/ { printf "%.0f", $3 + $5 }' "$log")
+  printf '%-17s %s s (%s s of CPU), %s executions, %s edges, corpus %s, heap peak %s bytes, %s regression inputs, %s\n' \
+    "$t" "$took" "${cpu:-?}" "${runs:-?}" "${edges:-?}" "${corp:-?}" "${peak:-under 1048576}" "${#reg[@]}" \
     "$([ $rc -eq 0 ] && echo 'no finding' || echo "FINDING (exit $rc, see $log)")"
   return $rc
 }
