@@ -355,6 +355,23 @@ fn odd_inputs_give_clear_errors() {
             ..
         })
     ));
+    // int16 voxels scaled past float32's range (finite in f64): refused as stored, not as inf
+    let p = d.join("overflow.nii");
+    let mut big = vec![0.0; vals.len()];
+    big[5] = 20.0;
+    let h = Hdr {
+        datatype: 4,
+        bitpix: 16,
+        slope: 1e38,
+        ..Default::default()
+    };
+    write_file(&p, &h, &big, false);
+    let e = expect_error(&p, "overflow");
+    assert!(
+        matches!(e, DataError::Nifti(NiftiError::NonFinite { count: 1, first: [1, 1, 0], .. })),
+        "{e}"
+    );
+    assert!(e.to_string().contains("NaN or infinite as float32, after scl_slope"), "{e}");
     // a header that claims far more data than the file could hold: refused before allocating
     let p = d.join("huge.nii.gz");
     write_file(

@@ -50,7 +50,7 @@ pub enum NiftiError {
         channel: usize,
         channels: usize,
     },
-    #[error("{path}: {count} voxel(s) are NaN or infinite (first at voxel {first:?})")]
+    #[error("{path}: {count} voxel(s) are NaN or infinite as float32, after scl_slope/scl_inter (first at voxel {first:?})")]
     NonFinite {
         path: PathBuf,
         count: usize,
@@ -518,13 +518,15 @@ pub fn read_volume_within(path: &Path, channel: Option<usize>, budget: Budget) -
                 v = v * slope + inter;
             }
             let [x, y, z] = at;
+            // Checked as stored: a scaled value finite in f64 can overflow float32.
+            let v = v as f32;
             if !v.is_finite() {
                 if bad_count == 0 {
                     first = [x, y, z];
                 }
                 bad_count += 1;
             }
-            data[(x * ny + y) * nz + z] = v as f32;
+            data[(x * ny + y) * nz + z] = v;
             at[0] += 1;
             if at[0] == nx {
                 at[0] = 0;
