@@ -4,12 +4,13 @@
 //! it). Runs `ldm_import::bundle::read_bundle_dir` (merge, `%` macros, `@` references, `$`
 //! expressions, the architecture and checkpoint names), then resolves every top-level id of the
 //! merged config. Properties: resolution terminates; resolving an id twice gives the same result
-//! (the cache changes nothing); an id whose value is a reference to itself is an error.
+//! (the cache changes nothing); an id whose value is a reference to itself (by the resolver's
+//! own rule of what a reference is, `whole_reference`) is an error.
 
 #![no_main]
 
 use ldm_import::bundle::read_bundle_dir;
-use ldm_import::bundle_config::BundleConfig;
+use ldm_import::bundle_config::{normalize_id, whole_reference, BundleConfig};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -41,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         for id in cfg.keys().into_iter().take(MAX_IDS) {
-            let self_reference = cfg.raw(&id) == Some(&Value::String(format!("@{id}")));
+            let self_reference = match cfg.raw(&id) {
+                Some(Value::String(s)) => whole_reference(s) == Some(normalize_id(&id)),
+                _ => false,
+            };
             let first = cfg.resolve(&id);
             let again = cfg.resolve(&id);
             match (&first, &again) {

@@ -78,9 +78,10 @@ fn split_id(id: &str) -> Vec<&str> {
     }
 }
 
-/// Whether the whole string is one reference `@id` (MONAI only resolves those, or references
-/// inside `$` expressions).
-fn whole_reference(s: &str) -> Option<String> {
+/// The id when the whole string is one reference `@id` (MONAI only resolves those, or
+/// references inside `$` expressions): `@` then word characters and `#` (or `::`) separators,
+/// as MONAI's reference pattern; anything else (`@`` ` ``, `mail@example`) is a plain string.
+pub fn whole_reference(s: &str) -> Option<String> {
     let s = normalize_id(s);
     let id = s.strip_prefix('@')?;
     (!id.is_empty()
@@ -696,6 +697,10 @@ mod tests {
         );
         let mut c = config(&[json!({"s": "@s"})]).unwrap();
         assert!(c.resolve("s").unwrap_err().to_string().contains("s -> s"));
+        // Not a reference (MONAI's pattern is `@` and word characters): a plain string.
+        let mut c = config(&[json!({"`": "@`", "a-b": "@a-b"})]).unwrap();
+        assert_eq!(c.resolve("`").unwrap(), json!("@`"));
+        assert_eq!(c.resolve("a-b").unwrap(), json!("@a-b"));
         let mut chain = serde_json::Map::new();
         for i in 0..200 {
             chain.insert(format!("k{i}"), json!(format!("@k{}", i + 1)));
