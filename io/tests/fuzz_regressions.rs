@@ -9,11 +9,18 @@ use ldm_io::nifti::read_volume_within;
 use ldm_io::Budget;
 
 /// (file name, text the error must contain).
-const EXPECTED: &[(&str, &str)] = &[(
-    // INT64 voxels times a scl_slope of -2.5e38: finite as f64, infinite as float32.
-    "int64-scaled-past-float32.nii",
-    "voxel(s) are NaN or infinite as float32, after scl_slope/scl_inter",
-)];
+const EXPECTED: &[(&str, &str)] = &[
+    (
+        // INT64 voxels times a scl_slope of -2.5e38: finite as f64, infinite as float32.
+        "int64-scaled-past-float32.nii",
+        "voxel(s) are NaN or infinite as float32, after scl_slope/scl_inter",
+    ),
+    (
+        // The same through gzip and big-endian INT8 (the nifti_header target's finding).
+        "int8-big-endian-gz-scaled-past-float32.nii",
+        "voxel(s) are NaN or infinite as float32, after scl_slope/scl_inter",
+    ),
+];
 
 fn regressions() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/nifti");
